@@ -1,0 +1,11 @@
+//! map-trace: find Go map writes that overlap a map iteration or map growth.
+//!
+//! Data path: `target` (discover and analyse the Go binary) → `plan` (which probes, where) →
+//! attach → events → correlate → report. Pure logic lives outside the I/O so it is testable
+//! without a kernel.
+
+pub mod cli;
+pub mod error;
+pub mod inspect;
+pub mod plan;
+pub mod target;

@@ -1,0 +1,243 @@
+//! Plan probes: which runtime functions to probe for each role, per map implementation.
+//!
+//! Each role gets the fewest functions that every path reaches (shared/docs/go-runtime-maps.md
+//! §1.3): on Swiss builds reflect bypasses `runtime.mapIterStart`/`mapIterNext`/`mapdelete`/
+//! `mapclear`, so the probes sit on the `internal/runtime/maps` functions they all end in. Each
+//! map operation then costs one trap, never two.
+
+use map_trace_common::probe::Role;
+
+use crate::target::{Function, MapImpl};
+
+/// A function to probe, and the entry points that reach it (reported, not probed).
+pub struct ProbeSpec {
+    pub role: Role,
+    /// Alternative names of the same function, first match wins.
+    pub symbols: &'static [&'static str],
+    pub via: &'static [&'static str],
+}
+
+const fn spec(
+    role: Role,
+    symbols: &'static [&'static str],
+    via: &'static [&'static str],
+) -> ProbeSpec {
+    ProbeSpec { role, symbols, via }
+}
+
+const CLASSIC: &[ProbeSpec] = &[
+    spec(
+        Role::IterStart,
+        &["runtime.mapiterinit"],
+        &["reflect.mapiterinit"],
+    ),
+    spec(
+        Role::IterStep,
+        &["runtime.mapiternext"],
+        &["reflect.mapiternext"],
+    ),
+    spec(
+        Role::Assign,
+        &["runtime.mapassign"],
+        &["reflect.mapassign0", "reflect.mapassign"],
+    ),
+    spec(Role::Assign, &["runtime.mapassign_fast32"], &[]),
+    spec(Role::Assign, &["runtime.mapassign_fast64"], &[]),
+    spec(Role::Assign, &["runtime.mapassign_fast64ptr"], &[]),
+    spec(
+        Role::Assign,
+        &["runtime.mapassign_faststr"],
+        &["reflect.mapassign_faststr0", "reflect.mapassign_faststr"],
+    ),
+    spec(Role::Delete, &["runtime.mapdelete"], &["reflect.mapdelete"]),
+    spec(Role::Delete, &["runtime.mapdelete_fast32"], &[]),
+    spec(Role::Delete, &["runtime.mapdelete_fast64"], &[]),
+    spec(
+        Role::Delete,
+        &["runtime.mapdelete_faststr"],
+        &["reflect.mapdelete_faststr"],
+    ),
+    spec(Role::Clear, &["runtime.mapclear"], &["reflect.mapclear"]),
+    // Growth state itself is read from hmap.oldbuckets at each write; this marks its start.
+    spec(Role::Grow, &["runtime.hashGrow"], &[]),
+];
+
+const SWISS: &[ProbeSpec] = &[
+    spec(
+        Role::IterStart,
+        &["internal/runtime/maps.(*Iter).Init"],
+        &[
+            "runtime.mapIterStart",
+            "reflect.mapIterStart",
+            "runtime.mapiterinit",
+            "reflect.mapiterinit",
+        ],
+    ),
+    spec(
+        Role::IterStep,
+        &["internal/runtime/maps.(*Iter).Next"],
+        &[
+            "runtime.mapIterNext",
+            "reflect.mapIterNext",
+            "runtime.mapiternext",
+            "reflect.mapiternext",
+        ],
+    ),
+    spec(
+        Role::Assign,
+        &["runtime.mapassign"],
+        &["reflect.mapassign0", "reflect.mapassign"],
+    ),
+    spec(Role::Assign, &["runtime.mapassign_fast32"], &[]),
+    spec(Role::Assign, &["runtime.mapassign_fast64"], &[]),
+    spec(Role::Assign, &["runtime.mapassign_fast64ptr"], &[]),
+    spec(
+        Role::Assign,
+        &["runtime.mapassign_faststr"],
+        &["reflect.mapassign_faststr0", "reflect.mapassign_faststr"],
+    ),
+    spec(
+        Role::Delete,
+        &["internal/runtime/maps.(*Map).Delete"],
+        &[
+            "runtime.mapdelete",
+            "runtime.mapdelete_fast32",
+            "runtime.mapdelete_fast64",
+            "runtime.mapdelete_faststr",
+            "reflect.mapdelete",
+            "reflect.mapdelete_faststr",
+        ],
+    ),
+    spec(
+        Role::Clear,
+        &["internal/runtime/maps.(*Map).Clear"],
+        &["runtime.mapclear", "reflect.mapclear"],
+    ),
+    spec(
+        Role::Grow,
+        &["internal/runtime/maps.(*Map).growToTable"],
+        &[],
+    ),
+    spec(Role::Grow, &["internal/runtime/maps.(*table).grow"], &[]),
+    spec(Role::Grow, &["internal/runtime/maps.(*table).split"], &[]),
+];
+
+pub fn catalog(map_impl: MapImpl) -> &'static [ProbeSpec] {
+    match map_impl {
+        MapImpl::Classic => CLASSIC,
+        MapImpl::Swiss => SWISS,
+    }
+}
+
+/// A function chosen for a probe.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedProbe {
+    pub role: Role,
+    pub function: Function,
+    /// Entry points present in the binary that end in this function.
+    pub via: Vec<String>,
+}
+
+/// The probes for one binary, and what could not be planned.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub probes: Vec<PlannedProbe>,
+    /// Functions of the catalog the linker left out because the program never calls them.
+    pub absent: Vec<&'static str>,
+    pub warnings: Vec<String>,
+}
+
+/// Chooses the probes for a binary with the given map implementation and symbols.
+pub fn plan(map_impl: MapImpl, lookup: impl Fn(&str) -> Option<Function>) -> Plan {
+    let mut out = Plan::default();
+    for spec in catalog(map_impl) {
+        match spec.symbols.iter().find_map(|s| lookup(s)) {
+            Some(function) => out.probes.push(PlannedProbe {
+                role: spec.role,
+                function,
+                via: spec
+                    .via
+                    .iter()
+                    .filter(|v| lookup(v).is_some())
+                    .map(|v| v.to_string())
+                    .collect(),
+            }),
+            None => out.absent.push(spec.symbols[0]),
+        }
+    }
+    let has = |role| out.probes.iter().any(|p| p.role == role);
+    if !has(Role::IterStart) || !has(Role::IterStep) {
+        out.warnings.push(
+            "the binary contains no map iteration functions: it never ranges over a map, so no overlap can occur".into(),
+        );
+    }
+    if !has(Role::Assign) && !has(Role::Delete) && !has(Role::Clear) {
+        out.warnings
+            .push("the binary contains no map write functions: nothing to detect".into());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn func(name: &str) -> Function {
+        Function {
+            name: name.into(),
+            entry: 0x1000,
+            end: 0x1100,
+        }
+    }
+
+    #[test]
+    fn swiss_plan_probes_internal_functions_once_and_reports_reflect_paths_as_via() {
+        let present = [
+            "internal/runtime/maps.(*Iter).Init",
+            "internal/runtime/maps.(*Iter).Next",
+            "runtime.mapIterStart",
+            "reflect.mapIterStart",
+            "runtime.mapassign_fast64",
+            "internal/runtime/maps.(*Map).Delete",
+            "runtime.mapdelete_fast64",
+            "reflect.mapdelete",
+            // A Swiss binary can carry the classic names as linkname shims: they must not be probed.
+            "runtime.mapiterinit",
+        ];
+        let p = plan(MapImpl::Swiss, |n| present.contains(&n).then(|| func(n)));
+        let names: Vec<_> = p.probes.iter().map(|p| p.function.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "internal/runtime/maps.(*Iter).Init",
+                "internal/runtime/maps.(*Iter).Next",
+                "runtime.mapassign_fast64",
+                "internal/runtime/maps.(*Map).Delete",
+            ]
+        );
+        assert_eq!(
+            p.probes[0].via,
+            [
+                "runtime.mapIterStart",
+                "reflect.mapIterStart",
+                "runtime.mapiterinit"
+            ]
+        );
+        assert_eq!(
+            p.probes[3].via,
+            ["runtime.mapdelete_fast64", "reflect.mapdelete"]
+        );
+        assert!(p.absent.contains(&"internal/runtime/maps.(*Map).Clear"));
+        assert!(p.warnings.is_empty());
+    }
+
+    #[test]
+    fn classic_plan_without_iteration_warns() {
+        let p = plan(MapImpl::Classic, |n| {
+            (n == "runtime.mapassign").then(|| func(n))
+        });
+        assert_eq!(p.probes.len(), 1);
+        assert_eq!(p.probes[0].role, Role::Assign);
+        assert_eq!(p.warnings.len(), 1);
+    }
+}
