@@ -1,0 +1,179 @@
+//! The ELF container of a Go program: architecture, PIE, linker, and address → file offset.
+
+use std::path::{Path, PathBuf};
+
+use object::read::elf::{ElfFile64, FileHeader as _, ProgramHeader as _};
+use object::{Object as _, ObjectSection as _, elf};
+
+use super::Arch;
+use crate::error::TargetError;
+
+/// A whole ELF file held in memory. `object` borrows from the bytes, so views are re-parsed on
+/// demand; parsing the headers is cheap next to anything we do with them.
+pub struct ElfImage {
+    path: PathBuf,
+    data: Vec<u8>,
+}
+
+/// A PT_LOAD segment, which is what a uprobe offset is relative to.
+#[derive(Clone, Copy, Debug)]
+struct Load {
+    vaddr: u64,
+    offset: u64,
+    filesz: u64,
+}
+
+/// Facts read from the ELF headers.
+#[derive(Clone, Debug)]
+pub struct ElfFacts {
+    pub arch: Arch,
+    /// ET_DYN: loaded at a random bias, so runtime addresses are bias + vaddr.
+    pub pie: bool,
+    /// No `.symtab`: symbols must come from `.gopclntab`.
+    pub stripped: bool,
+    /// Linked by the system linker (cgo), recognised by the C runtime's `.init` section.
+    pub external_linker: bool,
+    pub has_dwarf: bool,
+}
+
+impl ElfImage {
+    pub fn open(path: &Path) -> Result<Self, TargetError> {
+        let data = std::fs::read(path).map_err(|e| TargetError::from_io(path, e))?;
+        Self::from_bytes(path.to_path_buf(), data)
+    }
+
+    pub fn from_bytes(path: PathBuf, data: Vec<u8>) -> Result<Self, TargetError> {
+        if data.get(..4) != Some(&elf::ELFMAG[..]) {
+            return Err(TargetError::NotElf { path });
+        }
+        let image = ElfImage { path, data };
+        // 32-bit ELF is a valid ELF we do not support; report it as an architecture problem.
+        if data_class(&image.data) != Some(elf::ELFCLASS64) {
+            let arch = image.machine_name();
+            return Err(TargetError::UnsupportedArch {
+                path: image.path,
+                arch: format!("{arch} (32-bit)"),
+            });
+        }
+        image.object()?;
+        Ok(image)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    pub fn object(&self) -> Result<ElfFile64<'_>, TargetError> {
+        ElfFile64::parse(&*self.data).map_err(|e| self.malformed(format!("ELF headers: {e}")))
+    }
+
+    pub fn malformed(&self, detail: impl Into<String>) -> TargetError {
+        TargetError::Malformed {
+            path: self.path.clone(),
+            detail: detail.into(),
+        }
+    }
+
+    fn machine_name(&self) -> String {
+        // e_machine is at the same place in ELF32 and ELF64 headers.
+        let machine = match self.data.get(18..20) {
+            Some(b) if self.data.get(5) == Some(&elf::ELFDATA2MSB) => {
+                u16::from_be_bytes([b[0], b[1]])
+            }
+            Some(b) => u16::from_le_bytes([b[0], b[1]]),
+            None => return "unknown".into(),
+        };
+        match machine {
+            elf::EM_386 => "i386".into(),
+            elf::EM_ARM => "arm".into(),
+            elf::EM_X86_64 => "x86_64".into(),
+            elf::EM_AARCH64 => "aarch64".into(),
+            elf::EM_RISCV => "riscv".into(),
+            elf::EM_PPC64 => "ppc64".into(),
+            elf::EM_S390 => "s390x".into(),
+            elf::EM_MIPS => "mips".into(),
+            elf::EM_LOONGARCH => "loong64".into(),
+            other => format!("e_machine {other}"),
+        }
+    }
+
+    pub fn facts(&self) -> Result<ElfFacts, TargetError> {
+        let file = self.object()?;
+        let arch = match file.architecture() {
+            object::Architecture::X86_64 => Arch::X86_64,
+            object::Architecture::Aarch64 => Arch::Aarch64,
+            _ => {
+                return Err(TargetError::UnsupportedArch {
+                    path: self.path.clone(),
+                    arch: self.machine_name(),
+                });
+            }
+        };
+        if file.endianness() != object::Endianness::Little {
+            return Err(TargetError::UnsupportedArch {
+                path: self.path.clone(),
+                arch: format!("{} (big-endian)", self.machine_name()),
+            });
+        }
+        let pie = file.elf_header().e_type(file.endian()) == elf::ET_DYN;
+        Ok(ElfFacts {
+            arch,
+            pie,
+            stripped: file.section_by_name(".symtab").is_none(),
+            external_linker: file.section_by_name(".init").is_some(),
+            has_dwarf: file.section_by_name(".debug_info").is_some(),
+        })
+    }
+
+    fn loads(&self) -> Result<Vec<Load>, TargetError> {
+        let file = self.object()?;
+        Ok(file
+            .elf_program_headers()
+            .iter()
+            .filter(|ph| ph.p_type(file.endian()) == elf::PT_LOAD)
+            .map(|ph| Load {
+                vaddr: ph.p_vaddr(file.endian()),
+                offset: ph.p_offset(file.endian()),
+                filesz: ph.p_filesz(file.endian()),
+            })
+            .collect())
+    }
+
+    /// File offset of a virtual address, which is what the kernel's uprobe API wants: the
+    /// PT_LOAD that contains it decides (PIE and external linking move segments around).
+    pub fn file_offset(&self, vaddr: u64) -> Result<u64, TargetError> {
+        self.loads()?
+            .into_iter()
+            .find(|l| vaddr >= l.vaddr && vaddr - l.vaddr < l.filesz)
+            .map(|l| vaddr - l.vaddr + l.offset)
+            .ok_or_else(|| self.malformed(format!("address {vaddr:#x} is in no loadable segment")))
+    }
+
+    /// The file bytes at `[vaddr, vaddr + len)`, if they are all file-backed.
+    pub fn bytes_at(&self, vaddr: u64, len: u64) -> Result<&[u8], TargetError> {
+        let offset = self.file_offset(vaddr)?;
+        usize::try_from(offset)
+            .ok()
+            .zip(usize::try_from(len).ok())
+            .and_then(|(start, len)| self.data.get(start..start.checked_add(len)?))
+            .ok_or_else(|| {
+                self.malformed(format!(
+                    "{len} bytes at {vaddr:#x} run past the end of the file"
+                ))
+            })
+    }
+
+    /// Contents of a section, decompressed if needed.
+    pub fn section<'a>(file: &ElfFile64<'a>, name: &str) -> Option<std::borrow::Cow<'a, [u8]>> {
+        file.section_by_name(name)?.uncompressed_data().ok()
+    }
+}
+
+fn data_class(data: &[u8]) -> Option<u8> {
+    // e_ident[EI_CLASS]
+    data.get(4).copied()
+}
