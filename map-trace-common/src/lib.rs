@@ -1,8 +1,11 @@
 //! Types shared by the eBPF programs and the daemon. Everything here is `#[repr(C)]`, `Copy`, and
-//! has no padding the verifier could complain about, because it crosses the kernel boundary.
+//! padded explicitly, because it crosses the kernel boundary.
 #![no_std]
 
+pub mod config;
+pub mod event;
 pub mod probe;
+pub mod state;
 
 #[cfg(feature = "user")]
 mod user;

@@ -1,26 +1,157 @@
+//! Probe entry points only: each reads its function's arguments from Go's registers and hands
+//! them to `correlate`. Which program goes on which runtime function is decided by the daemon's
+//! probe plan (map-trace/src/plan.rs).
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{macros::map, macros::uprobe, maps::PerCpuArray, programs::ProbeContext};
+mod correlate;
+mod goabi;
+mod maps;
+
+use aya_ebpf::{macros::uprobe, programs::ProbeContext};
+use correlate::{Key, event};
+use goabi::arg;
+use map_trace_common::event::Op;
 use map_trace_common::probe::Role;
 
-/// Hits per probe role (index = `Role as u32`), per CPU so the hot path takes no lock.
-#[map]
-static HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Role::COUNT as u32, 0);
-
-#[inline(always)]
-fn count(role: Role) {
-    if let Some(slot) = HITS.get_ptr_mut(role as u32) {
-        // SAFETY: per-CPU slot, and eBPF programs are not preempted on the same CPU.
-        unsafe { *slot += 1 };
+/// classic `runtime.mapiterinit(t, h, it)`
+#[uprobe]
+pub fn iter_start_classic(ctx: ProbeContext) -> u32 {
+    if let Some(e) = event(&ctx, Role::IterStart) {
+        correlate::iter_start(&e, arg(&ctx, 1), arg(&ctx, 2));
     }
+    0
 }
 
-/// Counts calls of an assign function: used by the attach-offset tests to prove that a probe
-/// placed after the stack-check prologue fires exactly once per call.
+/// Swiss `maps.(*Iter).Init(it, typ, m)`
 #[uprobe]
-pub fn count_assign(_ctx: ProbeContext) -> u32 {
-    count(Role::Assign);
+pub fn iter_start_swiss(ctx: ProbeContext) -> u32 {
+    if let Some(e) = event(&ctx, Role::IterStart) {
+        correlate::iter_start(&e, arg(&ctx, 2), arg(&ctx, 0));
+    }
+    0
+}
+
+/// classic `runtime.mapiternext(it)`, Swiss `maps.(*Iter).Next(it)`
+#[uprobe]
+pub fn iter_step(ctx: ProbeContext) -> u32 {
+    if let Some(e) = event(&ctx, Role::IterStep) {
+        correlate::iter_step(&e, arg(&ctx, 0));
+    }
+    0
+}
+
+/// `runtime.mapassign*(t, m, key)` (both implementations)
+#[uprobe]
+pub fn assign(ctx: ProbeContext) -> u32 {
+    if let Some(e) = event(&ctx, Role::Assign) {
+        correlate::write(&e, arg(&ctx, 1), Op::Assign, Key::None);
+    }
+    0
+}
+
+/// classic `runtime.mapdelete(t, h, &key)`
+#[uprobe]
+pub fn delete_classic(ctx: ProbeContext) -> u32 {
+    if let Some(e) = event(&ctx, Role::Delete) {
+        correlate::write(
+            &e,
+            arg(&ctx, 1),
+            Op::Delete,
+            Key::Ptr(arg(&ctx, 2), arg(&ctx, 0)),
+        );
+    }
+    0
+}
+
+/// classic `runtime.mapdelete_fast32(t, h, key)`
+#[uprobe]
+pub fn delete_fast32(ctx: ProbeContext) -> u32 {
+    if let Some(e) = event(&ctx, Role::Delete) {
+        correlate::write(&e, arg(&ctx, 1), Op::Delete, Key::U32(arg(&ctx, 2)));
+    }
+    0
+}
+
+/// classic `runtime.mapdelete_fast64(t, h, key)`
+#[uprobe]
+pub fn delete_fast64(ctx: ProbeContext) -> u32 {
+    if let Some(e) = event(&ctx, Role::Delete) {
+        correlate::write(&e, arg(&ctx, 1), Op::Delete, Key::U64(arg(&ctx, 2)));
+    }
+    0
+}
+
+/// classic `runtime.mapdelete_faststr(t, h, s)`: the string in two registers
+#[uprobe]
+pub fn delete_faststr(ctx: ProbeContext) -> u32 {
+    if let Some(e) = event(&ctx, Role::Delete) {
+        correlate::write(
+            &e,
+            arg(&ctx, 1),
+            Op::Delete,
+            Key::Str(arg(&ctx, 2), arg(&ctx, 3)),
+        );
+    }
+    0
+}
+
+/// Swiss `maps.(*Map).Delete(m, typ, &key)`
+#[uprobe]
+pub fn delete_swiss(ctx: ProbeContext) -> u32 {
+    if let Some(e) = event(&ctx, Role::Delete) {
+        correlate::write(
+            &e,
+            arg(&ctx, 0),
+            Op::Delete,
+            Key::Ptr(arg(&ctx, 2), arg(&ctx, 1)),
+        );
+    }
+    0
+}
+
+/// classic `runtime.mapclear(t, h)`
+#[uprobe]
+pub fn clear_classic(ctx: ProbeContext) -> u32 {
+    if let Some(e) = event(&ctx, Role::Clear) {
+        correlate::write(&e, arg(&ctx, 1), Op::Clear, Key::None);
+    }
+    0
+}
+
+/// Swiss `maps.(*Map).Clear(m, typ)`
+#[uprobe]
+pub fn clear_swiss(ctx: ProbeContext) -> u32 {
+    if let Some(e) = event(&ctx, Role::Clear) {
+        correlate::write(&e, arg(&ctx, 0), Op::Clear, Key::None);
+    }
+    0
+}
+
+/// classic `runtime.hashGrow(t, h)`
+#[uprobe]
+pub fn grow_classic(ctx: ProbeContext) -> u32 {
+    if let Some(e) = event(&ctx, Role::Grow) {
+        correlate::grow(&e, arg(&ctx, 1));
+    }
+    0
+}
+
+/// Swiss `maps.(*Map).growToTable(m, typ)`
+#[uprobe]
+pub fn grow_swiss_map(ctx: ProbeContext) -> u32 {
+    if let Some(e) = event(&ctx, Role::Grow) {
+        correlate::grow(&e, arg(&ctx, 0));
+    }
+    0
+}
+
+/// Swiss `maps.(*table).grow(t, typ, m, capacity)` and `split(t, typ, m)`
+#[uprobe]
+pub fn grow_swiss_table(ctx: ProbeContext) -> u32 {
+    if let Some(e) = event(&ctx, Role::Grow) {
+        correlate::grow(&e, arg(&ctx, 2));
+    }
     0
 }
 

@@ -1,19 +1,29 @@
 //! Command-line interface.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::trace::Format;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "map-trace",
     version,
     about = "Find Go map writes that overlap a map iteration or map growth, in running unmodified Go programs",
-    long_about = None,
+    long_about = "Attaches eBPF uprobes to the Go runtime's map functions of running processes and reports \
+writes that overlap an iteration: another goroutine writing while one ranges (a data race), and a \
+goroutine inserting, deleting other keys or clearing during its own range.\n\n\
+Example: sudo map-trace --pid 4242",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
 )]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub trace: TraceArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -21,6 +31,19 @@ pub enum Command {
     /// Show what map-trace reads from a Go binary: version, map implementation, probe targets
     /// and their attach offsets, and the runtime struct offsets the probes use.
     Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// Trace this Go process (repeatable).
+    #[arg(long = "pid", value_name = "PID", required = true)]
+    pub pids: Vec<u32>,
+    /// Stop after this long (e.g. 30s, 5m); default: until interrupted or the targets exit.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Output format for findings: human blocks, or one JSON object per line.
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: Format,
 }
 
 #[derive(Debug, Args)]

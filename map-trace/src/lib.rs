@@ -5,7 +5,10 @@
 //! without a kernel.
 
 pub mod cli;
+pub mod ebpf;
 pub mod error;
 pub mod inspect;
 pub mod plan;
+pub mod report;
 pub mod target;
+pub mod trace;

@@ -6,17 +6,24 @@ use map_trace::error::TargetError;
 use map_trace::inspect::Report;
 use map_trace::target::analysis::GoTarget;
 use map_trace::target::process;
+use map_trace::trace;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Inspect(args) => inspect(args),
+        Some(Command::Inspect(args)) => inspect(args).map_err(|e| (e.exit_code(), e.to_string())),
+        None => trace::run(trace::Options {
+            pids: cli.trace.pids,
+            duration: cli.trace.duration,
+            format: cli.trace.format,
+        })
+        .map_err(|e| (e.exit_code(), e.to_string())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("map-trace: {e}");
-            ExitCode::from(e.exit_code())
+        Err((code, msg)) => {
+            eprintln!("map-trace: {msg}");
+            ExitCode::from(code)
         }
     }
 }
@@ -28,7 +35,7 @@ fn inspect(args: InspectArgs) -> Result<(), TargetError> {
             (p.host_path.clone(), Some(p))
         }
         (Some(path), None) => (path, None),
-        // clap enforces one of the two.
+        // clap requires one of the two.
         (None, None) => unreachable!("clap requires a path or --pid"),
     };
     let target = GoTarget::analyze(&path)?;

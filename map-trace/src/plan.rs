@@ -12,6 +12,8 @@ use crate::target::{Function, MapImpl};
 /// A function to probe, and the entry points that reach it (reported, not probed).
 pub struct ProbeSpec {
     pub role: Role,
+    /// The eBPF program that reads this function's arguments (map-trace-ebpf/src/main.rs).
+    pub program: &'static str,
     /// Alternative names of the same function, first match wins.
     pub symbols: &'static [&'static str],
     pub via: &'static [&'static str],
@@ -19,52 +21,89 @@ pub struct ProbeSpec {
 
 const fn spec(
     role: Role,
+    program: &'static str,
     symbols: &'static [&'static str],
     via: &'static [&'static str],
 ) -> ProbeSpec {
-    ProbeSpec { role, symbols, via }
+    ProbeSpec {
+        role,
+        program,
+        symbols,
+        via,
+    }
 }
 
 const CLASSIC: &[ProbeSpec] = &[
     spec(
         Role::IterStart,
+        "iter_start_classic",
         &["runtime.mapiterinit"],
         &["reflect.mapiterinit"],
     ),
     spec(
         Role::IterStep,
+        "iter_step",
         &["runtime.mapiternext"],
         &["reflect.mapiternext"],
     ),
     spec(
         Role::Assign,
+        "assign",
         &["runtime.mapassign"],
         &["reflect.mapassign0", "reflect.mapassign"],
     ),
-    spec(Role::Assign, &["runtime.mapassign_fast32"], &[]),
-    spec(Role::Assign, &["runtime.mapassign_fast64"], &[]),
-    spec(Role::Assign, &["runtime.mapassign_fast64ptr"], &[]),
+    spec(Role::Assign, "assign", &["runtime.mapassign_fast32"], &[]),
+    spec(Role::Assign, "assign", &["runtime.mapassign_fast64"], &[]),
     spec(
         Role::Assign,
+        "assign",
+        &["runtime.mapassign_fast64ptr"],
+        &[],
+    ),
+    spec(
+        Role::Assign,
+        "assign",
         &["runtime.mapassign_faststr"],
         &["reflect.mapassign_faststr0", "reflect.mapassign_faststr"],
     ),
-    spec(Role::Delete, &["runtime.mapdelete"], &["reflect.mapdelete"]),
-    spec(Role::Delete, &["runtime.mapdelete_fast32"], &[]),
-    spec(Role::Delete, &["runtime.mapdelete_fast64"], &[]),
     spec(
         Role::Delete,
+        "delete_classic",
+        &["runtime.mapdelete"],
+        &["reflect.mapdelete"],
+    ),
+    spec(
+        Role::Delete,
+        "delete_fast32",
+        &["runtime.mapdelete_fast32"],
+        &[],
+    ),
+    spec(
+        Role::Delete,
+        "delete_fast64",
+        &["runtime.mapdelete_fast64"],
+        &[],
+    ),
+    spec(
+        Role::Delete,
+        "delete_faststr",
         &["runtime.mapdelete_faststr"],
         &["reflect.mapdelete_faststr"],
     ),
-    spec(Role::Clear, &["runtime.mapclear"], &["reflect.mapclear"]),
+    spec(
+        Role::Clear,
+        "clear_classic",
+        &["runtime.mapclear"],
+        &["reflect.mapclear"],
+    ),
     // Growth state itself is read from hmap.oldbuckets at each write; this marks its start.
-    spec(Role::Grow, &["runtime.hashGrow"], &[]),
+    spec(Role::Grow, "grow_classic", &["runtime.hashGrow"], &[]),
 ];
 
 const SWISS: &[ProbeSpec] = &[
     spec(
         Role::IterStart,
+        "iter_start_swiss",
         &["internal/runtime/maps.(*Iter).Init"],
         &[
             "runtime.mapIterStart",
@@ -75,6 +114,7 @@ const SWISS: &[ProbeSpec] = &[
     ),
     spec(
         Role::IterStep,
+        "iter_step",
         &["internal/runtime/maps.(*Iter).Next"],
         &[
             "runtime.mapIterNext",
@@ -85,19 +125,27 @@ const SWISS: &[ProbeSpec] = &[
     ),
     spec(
         Role::Assign,
+        "assign",
         &["runtime.mapassign"],
         &["reflect.mapassign0", "reflect.mapassign"],
     ),
-    spec(Role::Assign, &["runtime.mapassign_fast32"], &[]),
-    spec(Role::Assign, &["runtime.mapassign_fast64"], &[]),
-    spec(Role::Assign, &["runtime.mapassign_fast64ptr"], &[]),
+    spec(Role::Assign, "assign", &["runtime.mapassign_fast32"], &[]),
+    spec(Role::Assign, "assign", &["runtime.mapassign_fast64"], &[]),
     spec(
         Role::Assign,
+        "assign",
+        &["runtime.mapassign_fast64ptr"],
+        &[],
+    ),
+    spec(
+        Role::Assign,
+        "assign",
         &["runtime.mapassign_faststr"],
         &["reflect.mapassign_faststr0", "reflect.mapassign_faststr"],
     ),
     spec(
         Role::Delete,
+        "delete_swiss",
         &["internal/runtime/maps.(*Map).Delete"],
         &[
             "runtime.mapdelete",
@@ -110,16 +158,28 @@ const SWISS: &[ProbeSpec] = &[
     ),
     spec(
         Role::Clear,
+        "clear_swiss",
         &["internal/runtime/maps.(*Map).Clear"],
         &["runtime.mapclear", "reflect.mapclear"],
     ),
     spec(
         Role::Grow,
+        "grow_swiss_map",
         &["internal/runtime/maps.(*Map).growToTable"],
         &[],
     ),
-    spec(Role::Grow, &["internal/runtime/maps.(*table).grow"], &[]),
-    spec(Role::Grow, &["internal/runtime/maps.(*table).split"], &[]),
+    spec(
+        Role::Grow,
+        "grow_swiss_table",
+        &["internal/runtime/maps.(*table).grow"],
+        &[],
+    ),
+    spec(
+        Role::Grow,
+        "grow_swiss_table",
+        &["internal/runtime/maps.(*table).split"],
+        &[],
+    ),
 ];
 
 pub fn catalog(map_impl: MapImpl) -> &'static [ProbeSpec] {
@@ -133,6 +193,7 @@ pub fn catalog(map_impl: MapImpl) -> &'static [ProbeSpec] {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlannedProbe {
     pub role: Role,
+    pub program: &'static str,
     pub function: Function,
     /// Entry points present in the binary that end in this function.
     pub via: Vec<String>,
@@ -154,6 +215,7 @@ pub fn plan(map_impl: MapImpl, lookup: impl Fn(&str) -> Option<Function>) -> Pla
         match spec.symbols.iter().find_map(|s| lookup(s)) {
             Some(function) => out.probes.push(PlannedProbe {
                 role: spec.role,
+                program: spec.program,
                 function,
                 via: spec
                     .via

@@ -99,9 +99,10 @@ func clearIdiom(m map[uint64]int) {
 
 func main() {
 	sleep := flag.Duration("sleep", 0, "wait this long before exiting")
+	n := flag.Int("n", 100, "number of map[uint64]int assignments (each one runtime.mapassign_fast64 call)")
 	flag.Parse()
 
-	total := fast64(make(map[uint64]int), 100)
+	total := fast64(make(map[uint64]int), *n)
 	total += fast32(map[uint32]int{})
 	total += faststr(map[string]int{})
 	total += generic(map[pair]int{})

@@ -1,0 +1,29 @@
+//! Per-process settings the daemon writes before attaching: where the runtime keeps the fields
+//! the probes read. Keyed by tgid in the eBPF `CONFIG` map, so processes built with different Go
+//! versions can be traced at once.
+
+/// `ProcConfig::map_impl` values.
+pub const MAP_IMPL_CLASSIC: u32 = 0;
+pub const MAP_IMPL_SWISS: u32 = 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcConfig {
+    pub map_impl: u32,
+    /// `runtime.g.goid`.
+    pub g_goid: u32,
+    /// Number of elements: classic `hmap.count`, Swiss `Map.used`.
+    pub map_count: u32,
+    /// Classic `hmap.oldbuckets` (non-nil while growing); unused on Swiss.
+    pub map_oldbuckets: u32,
+    /// Iterator's current key pointer (`hiter.key` / `Iter.key`); nil once exhausted.
+    pub iter_key: u32,
+    /// Iterator's map (`hiter.h` / `Iter.m`).
+    pub iter_map: u32,
+    /// Key type pointer in the map type descriptor.
+    pub maptype_key: u32,
+    /// `abi.Type.Size_`, `.TFlag` and `.Kind_` in a type descriptor.
+    pub type_size: u32,
+    pub type_tflag: u32,
+    pub type_kind: u32,
+}

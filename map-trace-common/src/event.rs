@@ -1,0 +1,119 @@
+//! What crosses from the kernel to the daemon: findings (ring buffer) and counters (per-CPU array).
+
+/// Kinds of finding. The names (see `name`) are part of the JSON output contract.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FindingKind {
+    /// Another goroutine assigned, deleted or cleared the map between two steps of an iteration.
+    ConcurrentWrite = 0,
+    /// The iterating goroutine added keys during its own range.
+    Insert = 1,
+    /// The iterating goroutine deleted a key other than the one being visited.
+    DeleteOther = 2,
+    /// The iterating goroutine cleared the map during its own range.
+    Clear = 3,
+}
+
+impl FindingKind {
+    pub const COUNT: usize = 4;
+    pub const ALL: [FindingKind; FindingKind::COUNT] = [
+        FindingKind::ConcurrentWrite,
+        FindingKind::Insert,
+        FindingKind::DeleteOther,
+        FindingKind::Clear,
+    ];
+
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Self::ALL.get(v as usize).copied()
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            FindingKind::ConcurrentWrite => "concurrent_write_during_iteration",
+            FindingKind::Insert => "insert_during_iteration",
+            FindingKind::DeleteOther => "delete_other_during_iteration",
+            FindingKind::Clear => "clear_during_iteration",
+        }
+    }
+
+    pub const fn severity(self) -> &'static str {
+        match self {
+            FindingKind::ConcurrentWrite => "error",
+            FindingKind::Insert | FindingKind::Clear => "warning",
+            FindingKind::DeleteOther => "notice",
+        }
+    }
+}
+
+/// The write operation of a finding.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Op {
+    Assign = 0,
+    Delete = 1,
+    Clear = 2,
+}
+
+impl Op {
+    pub const COUNT: usize = 3;
+    pub const ALL: [Op; Op::COUNT] = [Op::Assign, Op::Delete, Op::Clear];
+
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Self::ALL.get(v as usize).copied()
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Op::Assign => "assign",
+            Op::Delete => "delete",
+            Op::Clear => "clear",
+        }
+    }
+}
+
+/// A write that overlapped an iteration, confirmed when the iteration took its next step.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Finding {
+    /// `bpf_ktime_get_ns` of the write.
+    pub write_ns: u64,
+    /// `bpf_ktime_get_ns` of the step that confirmed the overlap.
+    pub step_ns: u64,
+    /// Map header address in the target.
+    pub map: u64,
+    pub writer_goid: u64,
+    pub iterator_goid: u64,
+    pub tgid: u32,
+    /// `FindingKind as u32`.
+    pub kind: u32,
+    /// `Op as u32`.
+    pub op: u32,
+    /// Classic: evacuation was in progress at the write; Swiss: the write grew or split a table.
+    pub growing: u32,
+    /// Overlapping writes of this kind folded into this finding (since the previous step).
+    pub writes: u32,
+    pub _pad: u32,
+}
+
+/// Indexes of the per-CPU `COUNTERS` array.
+pub mod counter {
+    use crate::probe::Role;
+
+    /// Probe hits: `HITS + role`.
+    pub const HITS: u32 = 0;
+    /// Findings lost because the ring buffer was full.
+    pub const FINDINGS_DROPPED: u32 = HITS + Role::COUNT as u32;
+    /// Iterations not tracked because the iteration table was full.
+    pub const ITERS_FULL: u32 = FINDINGS_DROPPED + 1;
+    /// Maps not tracked because the map table was full.
+    pub const MAPS_FULL: u32 = ITERS_FULL + 1;
+    /// Insert checks lost because the pending table was full.
+    pub const PENDING_FULL: u32 = MAPS_FULL + 1;
+    /// Writes to a growing map (classic: evacuation in progress; Swiss: the write grew a table).
+    pub const WRITES_DURING_GROWTH: u32 = PENDING_FULL + 1;
+    /// Writes that fell out of a map's write ring before an iteration step could examine them.
+    pub const WRITES_UNSEEN: u32 = WRITES_DURING_GROWTH + 1;
+    /// Findings emitted, by kind: `FINDINGS + kind`.
+    pub const FINDINGS: u32 = WRITES_UNSEEN + 1;
+    pub const COUNT: u32 = FINDINGS + crate::event::FindingKind::COUNT as u32;
+}

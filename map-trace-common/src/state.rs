@@ -1,0 +1,87 @@
+//! Keys and values of the kernel-side correlation tables. Userspace reads them only to sweep
+//! stale entries, but the layout is shared so it can.
+
+/// Writes a map remembers for the iterations that have not stepped since.
+pub const WRITE_RING: usize = 4;
+
+/// A map of one process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct MapKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub map: u64,
+}
+
+/// One write to a tracked map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteRecord {
+    /// The map's write sequence number of this write (0: empty slot).
+    pub seq: u64,
+    pub goid: u64,
+    pub ns: u64,
+    pub op: u32,
+    pub growing: u32,
+}
+
+/// A map that some goroutine has ranged over: its writes are recorded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MapState {
+    /// Writes so far; iterations remember the value at their last step.
+    pub write_seq: u64,
+    /// Last iteration step on this map (for sweeping).
+    pub last_step_ns: u64,
+    pub ring: [WriteRecord; WRITE_RING],
+}
+
+/// One goroutine's iteration over one map. Keyed by goroutine and map, not by iterator
+/// address: iterators live on goroutine stacks, which move and reuse slots.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IterKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub goid: u64,
+    pub map: u64,
+}
+
+/// `IterState::flags`: what the iterating goroutine itself did since its last step.
+pub const SELF_INSERTED: u32 = 1 << 0;
+pub const SELF_DELETED_OTHER: u32 = 1 << 1;
+pub const SELF_CLEARED: u32 = 1 << 2;
+/// One of those writes grew the map.
+pub const SELF_GREW: u32 = 1 << 3;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IterState {
+    /// Iterator address at the last step (for reading the visited key).
+    pub it: u64,
+    /// The map's `write_seq` at the last step: writes after it overlap the iteration.
+    pub seen_seq: u64,
+    pub last_step_ns: u64,
+    /// `ns` of the latest own write since the last step (for the finding's write time).
+    pub self_write_ns: u64,
+    pub flags: u32,
+    pub self_deletes_other: u32,
+}
+
+/// A goroutine's assign to a map it is ranging over, waiting for the goroutine's next event to
+/// tell whether it inserted (the count grew) or updated.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct GoKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub goid: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingAssign {
+    pub map: u64,
+    pub count_before: u64,
+    pub ns: u64,
+}

@@ -1,0 +1,487 @@
+//! In-kernel correlation of iterations and writes, so only findings cross to userspace.
+//!
+//! An iteration is in progress between two consecutive steps of the same goroutine over the same
+//! map. A write overlaps it only if that iteration takes another step afterwards: each tracked
+//! map numbers its writes, each iteration remembers the number at its last step, and the next
+//! step examines what came in between. Writes after a `break`, after the loop ended, or on an
+//! abandoned iterator are never followed by a step, so they are never reported.
+
+use aya_ebpf::helpers::{
+    bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf,
+};
+use aya_ebpf::programs::ProbeContext;
+use map_trace_common::config::{MAP_IMPL_CLASSIC, ProcConfig};
+use map_trace_common::event::{Finding, FindingKind, Op, counter};
+use map_trace_common::probe::Role;
+use map_trace_common::state::*;
+
+use crate::goabi;
+use crate::maps::{CONFIG, FINDINGS, ITERS, MAPS, PENDING, count};
+
+/// `abi.Kind` of strings, and the mask of the kind byte.
+const KIND_STRING: u8 = 24;
+const KIND_MASK: u8 = 31;
+/// `abi.TFlagRegularMemory`: equality is plain byte equality over the type's size.
+const TFLAG_REGULAR_MEMORY: u8 = 1 << 3;
+/// Longest key compared byte by byte; longer keys are never classified.
+const KEY_BYTES: usize = 64;
+/// Don't wake the daemon per finding: it polls.
+const BPF_RB_NO_WAKEUP: u64 = 1;
+
+/// The goroutine and process a probe fired in, with that process's settings.
+pub struct Event {
+    pub tgid: u32,
+    pub goid: u64,
+    pub now: u64,
+    pub cfg: ProcConfig,
+}
+
+/// Counts the hit, then finds the process settings and the goroutine. None for processes the
+/// daemon did not configure.
+#[inline(always)]
+pub fn event(ctx: &ProbeContext, role: Role) -> Option<Event> {
+    count(counter::HITS + role as u32);
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: a map value of plain integers.
+    let cfg = unsafe { *CONFIG.get(tgid)? };
+    let goid = read_u64(goabi::g(ctx).checked_add(cfg.g_goid as u64)?)?;
+    Some(Event {
+        tgid,
+        goid,
+        // SAFETY: no preconditions.
+        now: unsafe { bpf_ktime_get_ns() },
+        cfg,
+    })
+}
+
+#[inline(always)]
+fn read_u64(addr: u64) -> Option<u64> {
+    // SAFETY: bpf_probe_read_user faults safely on bad addresses.
+    unsafe { bpf_probe_read_user(addr as *const u64) }.ok()
+}
+
+#[inline(always)]
+fn read_u8(addr: u64) -> Option<u8> {
+    // SAFETY: as above.
+    unsafe { bpf_probe_read_user(addr as *const u8) }.ok()
+}
+
+#[inline(always)]
+fn map_key(e: &Event, map: u64) -> MapKey {
+    MapKey {
+        tgid: e.tgid,
+        _pad: 0,
+        map,
+    }
+}
+
+#[inline(always)]
+fn iter_key(e: &Event, map: u64) -> IterKey {
+    IterKey {
+        tgid: e.tgid,
+        _pad: 0,
+        goid: e.goid,
+        map,
+    }
+}
+
+#[inline(always)]
+fn go_key(e: &Event) -> GoKey {
+    GoKey {
+        tgid: e.tgid,
+        _pad: 0,
+        goid: e.goid,
+    }
+}
+
+#[inline(always)]
+fn map_state(e: &Event, map: u64, create: bool) -> Option<*mut MapState> {
+    let key = map_key(e, map);
+    if let Some(p) = MAPS.get_ptr_mut(&key) {
+        return Some(p);
+    }
+    if !create {
+        return None;
+    }
+    let fresh = MapState {
+        last_step_ns: e.now,
+        ..MapState::default()
+    };
+    if MAPS.insert(&key, &fresh, 0).is_err() {
+        count(counter::MAPS_FULL);
+        return None;
+    }
+    MAPS.get_ptr_mut(&key)
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn emit(
+    e: &Event,
+    kind: FindingKind,
+    op: Op,
+    map: u64,
+    writer: u64,
+    write_ns: u64,
+    growing: bool,
+    writes: u32,
+) {
+    let f = Finding {
+        write_ns,
+        step_ns: e.now,
+        map,
+        writer_goid: writer,
+        iterator_goid: e.goid,
+        tgid: e.tgid,
+        kind: kind as u32,
+        op: op as u32,
+        growing: growing as u32,
+        writes,
+        _pad: 0,
+    };
+    match FINDINGS.output::<Finding>(&f, BPF_RB_NO_WAKEUP) {
+        Ok(()) => count(counter::FINDINGS + kind as u32),
+        Err(_) => count(counter::FINDINGS_DROPPED),
+    }
+}
+
+/// Settles this goroutine's pending assign: it inserted if the map's count grew since. Called
+/// only from probes on top-level map calls, never from growth probes that run inside the assign.
+#[inline(always)]
+fn resolve_pending(e: &Event) {
+    let key = go_key(e);
+    // SAFETY: a map value of plain integers.
+    let Some(p) = (unsafe { PENDING.get(&key) }).copied() else {
+        return;
+    };
+    let _ = PENDING.remove(&key);
+    let Some(now_count) = read_u64(p.map + e.cfg.map_count as u64) else {
+        return;
+    };
+    if now_count > p.count_before
+        && let Some(st) = ITERS.get_ptr_mut(&iter_key(e, p.map))
+    {
+        // SAFETY: valid map value pointer for the duration of the program.
+        unsafe {
+            (*st).flags |= SELF_INSERTED;
+            (*st).self_write_ns = p.ns;
+        }
+    }
+}
+
+/// `for … range m` begins (classic `mapiterinit`, Swiss `(*Iter).Init`).
+#[inline(always)]
+pub fn iter_start(e: &Event, map: u64, it: u64) {
+    resolve_pending(e);
+    if map == 0 {
+        return; // ranging over a nil map: no iteration at all
+    }
+    let Some(ms) = map_state(e, map, true) else {
+        return;
+    };
+    // A new iteration starts from the map's current writes: nothing before it overlaps.
+    // SAFETY: valid map value pointer.
+    let seen_seq = unsafe { (*ms).write_seq };
+    let st = IterState {
+        it,
+        seen_seq,
+        last_step_ns: e.now,
+        ..IterState::default()
+    };
+    if ITERS.insert(&iter_key(e, map), &st, 0).is_err() {
+        count(counter::ITERS_FULL);
+    }
+}
+
+/// An iterator steps (classic `mapiternext`, Swiss `(*Iter).Next`): report what overlapped
+/// since its previous step.
+#[inline(always)]
+pub fn iter_step(e: &Event, it: u64) {
+    resolve_pending(e);
+    let Some(map) = read_u64(it + e.cfg.iter_map as u64) else {
+        return;
+    };
+    if map == 0 {
+        return; // Swiss Next on a nil or empty map
+    }
+    let Some(ms) = map_state(e, map, true) else {
+        return;
+    };
+    let ikey = iter_key(e, map);
+    let Some(st) = ITERS.get_ptr_mut(&ikey) else {
+        // An iteration that began before we attached (or was swept): track it from here.
+        // SAFETY: valid map value pointer.
+        let seen_seq = unsafe { (*ms).write_seq };
+        let st = IterState {
+            it,
+            seen_seq,
+            last_step_ns: e.now,
+            ..IterState::default()
+        };
+        if ITERS.insert(&ikey, &st, 0).is_err() {
+            count(counter::ITERS_FULL);
+        }
+        return;
+    };
+    // SAFETY: valid map value pointers for the duration of the program.
+    unsafe {
+        let seen = (*st).seen_seq;
+        let now_seq = (*ms).write_seq;
+        if now_seq > seen {
+            let mut latest = WriteRecord::default();
+            let mut foreign = 0u32;
+            for i in 0..WRITE_RING {
+                let w = (*ms).ring[i];
+                if w.seq > seen && w.goid != e.goid {
+                    foreign += 1;
+                    if w.seq > latest.seq {
+                        latest = w;
+                    }
+                }
+            }
+            if now_seq - seen > WRITE_RING as u64 {
+                count(counter::WRITES_UNSEEN);
+            }
+            if foreign > 0 {
+                let op = match latest.op {
+                    0 => Op::Assign,
+                    1 => Op::Delete,
+                    _ => Op::Clear,
+                };
+                emit(
+                    e,
+                    FindingKind::ConcurrentWrite,
+                    op,
+                    map,
+                    latest.goid,
+                    latest.ns,
+                    latest.growing != 0,
+                    foreign,
+                );
+            }
+        }
+        let flags = (*st).flags;
+        let grew = flags & SELF_GREW != 0;
+        let at = (*st).self_write_ns;
+        if flags & SELF_INSERTED != 0 {
+            emit(e, FindingKind::Insert, Op::Assign, map, e.goid, at, grew, 1);
+        }
+        if flags & SELF_DELETED_OTHER != 0 {
+            emit(
+                e,
+                FindingKind::DeleteOther,
+                Op::Delete,
+                map,
+                e.goid,
+                at,
+                grew,
+                (*st).self_deletes_other,
+            );
+        }
+        if flags & SELF_CLEARED != 0 {
+            emit(e, FindingKind::Clear, Op::Clear, map, e.goid, at, grew, 1);
+        }
+        (*st).flags = 0;
+        (*st).self_deletes_other = 0;
+        (*st).seen_seq = now_seq;
+        (*st).it = it;
+        (*st).last_step_ns = e.now;
+        (*ms).last_step_ns = e.now;
+    }
+}
+
+/// The key argument of a delete, as each runtime function passes it.
+pub enum Key {
+    /// `mapdelete_fast32`: the key value.
+    U32(u64),
+    /// `mapdelete_fast64`: the key value (also pointer keys).
+    U64(u64),
+    /// `mapdelete_faststr`: the string's data and length.
+    Str(u64, u64),
+    /// `mapdelete`, Swiss `(*Map).Delete`: a pointer to the key, and the map type.
+    Ptr(u64, u64),
+    /// Assign and clear: no key needed.
+    None,
+}
+
+/// A write (assign, delete, clear) to `map`.
+#[inline(always)]
+pub fn write(e: &Event, map: u64, op: Op, key: Key) {
+    resolve_pending(e);
+    if map == 0 {
+        return;
+    }
+    let growing = e.cfg.map_impl == MAP_IMPL_CLASSIC
+        && read_u64(map + e.cfg.map_oldbuckets as u64).is_some_and(|old| old != 0);
+    if growing {
+        count(counter::WRITES_DURING_GROWTH);
+    }
+    // Maps nobody has ranged over are the common case: one lookup and out.
+    let Some(ms) = map_state(e, map, false) else {
+        return;
+    };
+    // SAFETY: valid map value pointers for the duration of the program.
+    unsafe {
+        let seq = (*ms).write_seq + 1;
+        (*ms).write_seq = seq;
+        let slot = (seq as usize) & (WRITE_RING - 1);
+        if slot < WRITE_RING {
+            (*ms).ring[slot] = WriteRecord {
+                seq,
+                goid: e.goid,
+                ns: e.now,
+                op: op as u32,
+                growing: growing as u32,
+            };
+        }
+        let Some(st) = ITERS.get_ptr_mut(&iter_key(e, map)) else {
+            return;
+        };
+        if growing {
+            (*st).flags |= SELF_GREW;
+        }
+        match op {
+            Op::Assign => {
+                let count_before = read_u64(map + e.cfg.map_count as u64).unwrap_or(u64::MAX);
+                let p = PendingAssign {
+                    map,
+                    count_before,
+                    ns: e.now,
+                };
+                if PENDING.insert(&go_key(e), &p, 0).is_err() {
+                    count(counter::PENDING_FULL);
+                }
+            }
+            Op::Delete => {
+                if deletes_other_key(e, (*st).it, map, &key) {
+                    (*st).flags |= SELF_DELETED_OTHER;
+                    (*st).self_deletes_other += 1;
+                    (*st).self_write_ns = e.now;
+                }
+            }
+            Op::Clear => {
+                (*st).flags |= SELF_CLEARED;
+                (*st).self_write_ns = e.now;
+            }
+        }
+    }
+}
+
+/// Growth of `map` (classic `hashGrow`; Swiss `growToTable`, `(*table).grow`/`split`), inside an
+/// assign of this goroutine: mark that write as growing the map.
+#[inline(always)]
+pub fn grow(e: &Event, map: u64) {
+    if e.cfg.map_impl != MAP_IMPL_CLASSIC {
+        count(counter::WRITES_DURING_GROWTH);
+    }
+    let Some(ms) = map_state(e, map, false) else {
+        return;
+    };
+    // SAFETY: valid map value pointers.
+    unsafe {
+        let mut best = WRITE_RING;
+        let mut best_seq = 0;
+        for i in 0..WRITE_RING {
+            let w = (*ms).ring[i];
+            if w.goid == e.goid && w.seq > best_seq {
+                best = i;
+                best_seq = w.seq;
+            }
+        }
+        if best < WRITE_RING {
+            (*ms).ring[best].growing = 1;
+        }
+        if let Some(st) = ITERS.get_ptr_mut(&iter_key(e, map)) {
+            (*st).flags |= SELF_GREW;
+        }
+    }
+}
+
+/// True only when the deleted key is certainly not the key the iteration is visiting. Anything
+/// uncertain (floats, interfaces, structs with pointers, long keys, a moved iterator) is false:
+/// a missed notice costs less than a wrong one.
+#[inline(always)]
+fn deletes_other_key(e: &Event, it: u64, map: u64, key: &Key) -> bool {
+    if it == 0 || read_u64(it + e.cfg.iter_map as u64) != Some(map) {
+        return false;
+    }
+    let Some(visited) = read_u64(it + e.cfg.iter_key as u64).filter(|&k| k != 0) else {
+        return false;
+    };
+    match *key {
+        Key::U32(v) => {
+            // SAFETY: faults are caught by the helper.
+            let cur = unsafe { bpf_probe_read_user(visited as *const u32) };
+            cur.is_ok_and(|c| c != v as u32)
+        }
+        Key::U64(v) => read_u64(visited).is_some_and(|c| c != v),
+        Key::Str(ptr, len) => match (read_u64(visited), read_u64(visited + 8)) {
+            (Some(vptr), Some(vlen)) => strings_differ(vptr, vlen, ptr, len),
+            _ => false,
+        },
+        Key::Ptr(ptr, maptype) => {
+            let Some(kt) = read_u64(maptype + e.cfg.maptype_key as u64) else {
+                return false;
+            };
+            let (Some(size), Some(tflag), Some(kind)) = (
+                read_u64(kt + e.cfg.type_size as u64),
+                read_u8(kt + e.cfg.type_tflag as u64),
+                read_u8(kt + e.cfg.type_kind as u64),
+            ) else {
+                return false;
+            };
+            if kind & KIND_MASK == KIND_STRING {
+                match (
+                    read_u64(visited),
+                    read_u64(visited + 8),
+                    read_u64(ptr),
+                    read_u64(ptr + 8),
+                ) {
+                    (Some(a), Some(al), Some(b), Some(bl)) => strings_differ(a, al, b, bl),
+                    _ => false,
+                }
+            } else if tflag & TFLAG_REGULAR_MEMORY != 0 && size as usize <= KEY_BYTES {
+                bytes_differ(visited, ptr, size as usize)
+            } else {
+                false
+            }
+        }
+        Key::None => false,
+    }
+}
+
+#[inline(always)]
+fn strings_differ(a: u64, alen: u64, b: u64, blen: u64) -> bool {
+    if alen != blen {
+        return true;
+    }
+    if alen as usize > KEY_BYTES {
+        // Equal prefixes of long strings would prove nothing; unequal ones still do.
+        return bytes_differ(a, b, KEY_BYTES);
+    }
+    bytes_differ(a, b, alen as usize)
+}
+
+#[inline(always)]
+fn bytes_differ(a: u64, b: u64, len: usize) -> bool {
+    if len == 0 || len > KEY_BYTES {
+        return false;
+    }
+    let mut x = [0u8; KEY_BYTES];
+    let mut y = [0u8; KEY_BYTES];
+    // SAFETY: faults are caught by the helper; len is bounded by KEY_BYTES.
+    let ok = unsafe {
+        bpf_probe_read_user_buf(a as *const u8, &mut x[..len]).is_ok()
+            && bpf_probe_read_user_buf(b as *const u8, &mut y[..len]).is_ok()
+    };
+    if !ok {
+        return false;
+    }
+    let mut differ = false;
+    for i in 0..KEY_BYTES {
+        if i < len && x[i] != y[i] {
+            differ = true;
+        }
+    }
+    differ
+}

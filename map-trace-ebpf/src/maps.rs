@@ -1,0 +1,39 @@
+//! Every eBPF map, with what its key and value are. All bounded; a full table is counted.
+
+use aya_ebpf::macros::map;
+use aya_ebpf::maps::{HashMap, PerCpuArray, RingBuf};
+use map_trace_common::config::ProcConfig;
+use map_trace_common::event::counter;
+use map_trace_common::state::{GoKey, IterKey, IterState, MapKey, MapState, PendingAssign};
+
+/// tgid → runtime offsets of that process (written by the daemon before attaching).
+#[map]
+pub static CONFIG: HashMap<u32, ProcConfig> = HashMap::with_max_entries(1024, 0);
+
+/// (tgid, map) → write sequence and the last writes, for maps some goroutine ranges over.
+#[map]
+pub static MAPS: HashMap<MapKey, MapState> = HashMap::with_max_entries(16384, 0);
+
+/// (tgid, goid, map) → one goroutine's iteration over one map.
+#[map]
+pub static ITERS: HashMap<IterKey, IterState> = HashMap::with_max_entries(16384, 0);
+
+/// (tgid, goid) → an assign by an iterating goroutine to its own map, pending the insert check.
+#[map]
+pub static PENDING: HashMap<GoKey, PendingAssign> = HashMap::with_max_entries(16384, 0);
+
+/// Counters indexed by `map_trace_common::event::counter`, per CPU so hot paths take no lock.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Findings for the daemon, which polls it (no per-event wakeups).
+#[map]
+pub static FINDINGS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+#[inline(always)]
+pub fn count(index: u32) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, and programs are not preempted on their CPU.
+        unsafe { *slot += 1 };
+    }
+}

@@ -1,0 +1,114 @@
+//! Shared by the integration tests: the Go fixture matrix that `cargo xtask fixtures` builds.
+//!
+//! Tests never skip silently: without the manifest they fail and say how to build it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Fixture {
+    pub program: String,
+    pub name: String,
+    pub path: PathBuf,
+    pub go_version: String,
+    pub goexperiment: Option<String>,
+    pub map_impl: String,
+    pub goarch: String,
+    pub arch: String,
+    pub variant: String,
+    pub stripped: bool,
+    pub pie: bool,
+    pub external_link: bool,
+    pub goroot: PathBuf,
+    pub go: PathBuf,
+    pub twin: PathBuf,
+    pub source_dir: PathBuf,
+}
+
+#[derive(Deserialize)]
+struct Manifest {
+    fixtures: Vec<Fixture>,
+}
+
+pub fn manifest_path() -> PathBuf {
+    match std::env::var_os("MAP_TRACE_FIXTURES") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/fixtures/manifest.json"),
+    }
+}
+
+/// All fixtures, or a panic that says how to get them.
+pub fn fixtures() -> Vec<Fixture> {
+    let path = manifest_path();
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "the Go fixture matrix is missing ({}: {e}); build it with `cargo xtask fixtures` or run every test with `cargo xtask test`",
+            path.display()
+        )
+    });
+    let m: Manifest = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{}: bad fixture manifest: {e}", path.display()));
+    assert!(!m.fixtures.is_empty(), "{}: no fixtures", path.display());
+    for f in &m.fixtures {
+        assert!(
+            f.path.exists(),
+            "fixture {} is listed but {} is missing; rerun `cargo xtask fixtures`",
+            f.name,
+            f.path.display()
+        );
+    }
+    m.fixtures
+}
+
+pub fn fixtures_of(program: &str) -> Vec<Fixture> {
+    let all: Vec<Fixture> = fixtures()
+        .into_iter()
+        .filter(|f| f.program == program)
+        .collect();
+    assert!(
+        !all.is_empty(),
+        "no fixtures of program {program} in the manifest"
+    );
+    all
+}
+
+/// Runs a Go tool of the fixture's own toolchain and returns its stdout.
+pub fn go_tool(f: &Fixture, args: &[&str]) -> String {
+    let out = Command::new(&f.go)
+        .arg("tool")
+        .args(args)
+        .env("GOROOT", &f.goroot)
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .unwrap_or_else(|e| panic!("running {} tool {args:?}: {e}", f.go.display()));
+    assert!(
+        out.status.success(),
+        "{} tool {args:?} failed: {}",
+        f.go.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `work` on every item with two threads (the machine has two cores) and collects the
+/// failure messages, so one run reports every broken fixture instead of the first.
+pub fn check_all<T: Sync>(items: &[T], work: impl Fn(&T) -> Vec<String> + Sync) -> Vec<String> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failures = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { break };
+                    let msgs = work(item);
+                    failures.lock().unwrap().extend(msgs);
+                }
+            });
+        }
+    });
+    failures.into_inner().unwrap()
+}

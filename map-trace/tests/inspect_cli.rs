@@ -1,0 +1,290 @@
+//! `map-trace inspect` as a user runs it: JSON contract, `--pid`, and every error case by exit
+//! code and message.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use common::Fixture;
+
+fn map_trace(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_map-trace"))
+        .args(args)
+        .output()
+        .expect("run map-trace")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn assert_fails(o: &Output, code: i32, needle: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(code), "exit code; stderr: {err}");
+    assert!(err.contains(needle), "stderr {err:?} lacks {needle:?}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "error is one line: {err:?}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("map-trace-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// An amd64 fixture of the given version and variant.
+fn fixture(version_prefix: &str, variant: &str) -> Fixture {
+    common::fixtures_of("mapops")
+        .into_iter()
+        .find(|f| {
+            f.go_version.starts_with(version_prefix)
+                && f.variant == variant
+                && f.arch == "x86_64"
+                && f.goexperiment.is_none()
+        })
+        .unwrap_or_else(|| panic!("no amd64 {variant} fixture of go{version_prefix}"))
+}
+
+/// A copy of `src` with `find` replaced by `replace` at its first occurrence.
+fn patched(src: &Path, name: &str, find: &[u8], replace: &[u8]) -> PathBuf {
+    let mut data = std::fs::read(src).unwrap();
+    let at = data
+        .windows(find.len())
+        .position(|w| w == find)
+        .expect("pattern present");
+    data[at..at + replace.len()].copy_from_slice(replace);
+    let out = scratch(name);
+    std::fs::write(&out, data).unwrap();
+    out
+}
+
+struct Reaped(Child);
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(cmd: &Path, args: &[&str]) -> Reaped {
+    let child = Command::new(cmd)
+        .args(args)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    // Give the kernel a moment to finish exec, so /proc/PID/exe is the new image.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    Reaped(child)
+}
+
+#[test]
+fn json_has_the_documented_fields() {
+    let f = fixture("1.24", "default");
+    let o = map_trace(&["inspect", "--json", f.path.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value =
+        serde_json::from_slice(&o.stdout).expect("stdout is one JSON object");
+    for key in [
+        "path",
+        "go_version",
+        "goexperiments",
+        "arch",
+        "map_impl",
+        "stripped",
+        "pie",
+        "probes",
+        "offsets",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key} in {v}");
+    }
+    assert_eq!(v["go_version"], format!("go{}", f.go_version));
+    assert_eq!(v["arch"], "x86_64");
+    assert_eq!(v["map_impl"], "swiss");
+    let probes = v["probes"].as_array().unwrap();
+    let roles: Vec<&str> = probes.iter().map(|p| p["role"].as_str().unwrap()).collect();
+    for role in [
+        "iter_start",
+        "iter_step",
+        "assign",
+        "delete",
+        "clear",
+        "grow",
+    ] {
+        assert!(roles.contains(&role), "no {role} probe in {roles:?}");
+    }
+    for p in probes {
+        for key in ["symbol", "address", "file_offset", "attach_offset"] {
+            let s = p[key]
+                .as_str()
+                .unwrap_or_else(|| panic!("{key} is a string in {p}"));
+            assert!(s.starts_with("0x") || key == "symbol", "{key}={s} is hex");
+        }
+    }
+    assert!(v["offsets"]["g_goid"].as_u64().is_some());
+}
+
+#[test]
+fn human_output_names_the_essentials() {
+    let f = fixture("1.19", "stripped");
+    let o = map_trace(&["inspect", f.path.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    for needle in [
+        "go1.19",
+        "classic",
+        "stripped: yes",
+        "runtime.mapiternext",
+        "symbols from: pclntab",
+    ] {
+        assert!(out.contains(needle), "{needle:?} not in:\n{out}");
+    }
+}
+
+#[test]
+fn inspects_a_running_process_by_pid() {
+    let f = fixture("1.26", "pie");
+    let child = spawn(&f.path, &["-sleep", "30s"]);
+    let pid = child.0.id().to_string();
+    let o = map_trace(&["inspect", "--json", "--pid", &pid]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["pid"].as_u64().map(|p| p.to_string()), Some(pid));
+    assert_eq!(v["pie"], true);
+    assert_eq!(Path::new(v["path"].as_str().unwrap()), f.path);
+}
+
+#[test]
+fn missing_file() {
+    assert_fails(
+        &map_trace(&["inspect", "/nonexistent/go-program"]),
+        3,
+        "no such file",
+    );
+}
+
+#[test]
+fn not_elf() {
+    let p = scratch("notes.txt");
+    std::fs::write(&p, "just text\n").unwrap();
+    assert_fails(
+        &map_trace(&["inspect", p.to_str().unwrap()]),
+        4,
+        "not an ELF file",
+    );
+    let empty = scratch("empty");
+    std::fs::write(&empty, b"").unwrap();
+    assert_fails(
+        &map_trace(&["inspect", empty.to_str().unwrap()]),
+        4,
+        "not an ELF file",
+    );
+}
+
+#[test]
+fn elf_but_not_go() {
+    let me = std::env::current_exe().unwrap();
+    assert_fails(
+        &map_trace(&["inspect", me.to_str().unwrap()]),
+        5,
+        "not a Go program",
+    );
+}
+
+#[test]
+fn go_too_old() {
+    // The same binary claiming an older toolchain in its build info.
+    let f = fixture("1.19", "default");
+    let p = patched(&f.path, "go116", b"go1.19.", b"go1.16.");
+    assert_fails(
+        &map_trace(&["inspect", p.to_str().unwrap()]),
+        6,
+        "register ABI",
+    );
+}
+
+#[test]
+fn unsupported_arch() {
+    let f = fixture("1.22", "default");
+    let mut data = std::fs::read(&f.path).unwrap();
+    data[18..20].copy_from_slice(&243u16.to_le_bytes()); // EM_RISCV
+    let p = scratch("riscv");
+    std::fs::write(&p, &data).unwrap();
+    assert_fails(
+        &map_trace(&["inspect", p.to_str().unwrap()]),
+        7,
+        "unsupported architecture riscv",
+    );
+    data[4] = 1; // ELFCLASS32
+    std::fs::write(&p, &data).unwrap();
+    assert_fails(&map_trace(&["inspect", p.to_str().unwrap()]), 7, "32-bit");
+}
+
+#[test]
+fn pid_missing() {
+    // Above the kernel's PID_MAX_LIMIT (4194304), so never a live pid.
+    assert_fails(
+        &map_trace(&["inspect", "--pid", "2147483600"]),
+        8,
+        "no process with pid 2147483600",
+    );
+}
+
+#[test]
+fn exited_process() {
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = child.id().to_string();
+    child.wait().unwrap();
+    assert_fails(
+        &map_trace(&["inspect", "--pid", &pid]),
+        8,
+        "no process with pid",
+    );
+}
+
+#[test]
+fn non_go_process() {
+    let child = spawn(Path::new("sleep"), &["30"]);
+    let pid = child.0.id().to_string();
+    assert_fails(
+        &map_trace(&["inspect", "--pid", &pid]),
+        5,
+        "not a Go program",
+    );
+}
+
+#[test]
+fn permission_denied_names_the_fix() {
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "this test must run as root: it drops to nobody to provoke the error (use `sudo cargo xtask test`)"
+    );
+    let f = fixture("1.23", "default");
+    let child = spawn(&f.path, &["-sleep", "30s"]);
+    let pid = child.0.id().to_string();
+    let o = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_map-trace"))
+        .args(["inspect", "--pid", &pid])
+        .output()
+        .expect("setpriv (util-linux) runs");
+    assert_fails(&o, 9, "CAP_SYS_PTRACE");
+    assert!(stderr(&o).contains("sudo"), "{}", stderr(&o));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let o = map_trace(&["inspect"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = map_trace(&["inspect", "/bin/true", "--pid", "1"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}

@@ -1,0 +1,429 @@
+//! `map-trace inspect` against every Go fixture of the matrix, with Go's own tools as oracles:
+//! `go tool nm` for addresses, `go tool objdump` for instruction boundaries, DWARF for layouts.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::{Fixture, check_all, go_tool};
+use map_trace::plan;
+use map_trace::target::analysis::{GoTarget, OffsetsSource};
+use map_trace::target::elf::ElfImage;
+use map_trace::target::symbols::Symbols;
+use map_trace::target::{MapImpl, dwarf, offsets};
+
+fn analyze(f: &Fixture) -> Result<GoTarget, String> {
+    GoTarget::analyze(&f.path).map_err(|e| format!("{}: analyze failed: {e}", f.name))
+}
+
+/// Text symbols from `go tool nm` of the binary that still has a symbol table.
+fn nm(f: &Fixture) -> HashMap<String, u64> {
+    let bin = if f.stripped { &f.twin } else { &f.path };
+    let out = go_tool(f, &["nm", bin.to_str().unwrap()]);
+    out.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let (addr, kind, name) = (w.next()?, w.next()?, w.next()?);
+            matches!(kind, "T" | "t")
+                .then(|| Some((name.to_string(), u64::from_str_radix(addr, 16).ok()?)))?
+        })
+        .collect()
+}
+
+#[test]
+fn probe_addresses_match_go_tool_nm() {
+    let fixtures = common::fixtures();
+    let failures = check_all(&fixtures, |f| {
+        let t = match analyze(f) {
+            Ok(t) => t,
+            Err(e) => return vec![e],
+        };
+        let nm = nm(f);
+        let mut bad = Vec::new();
+        if t.probes.is_empty() {
+            bad.push(format!("{}: no probes planned", f.name));
+        }
+        for p in &t.probes {
+            match nm.get(&p.function.name) {
+                Some(&a) if a == p.function.entry => {}
+                other => bad.push(format!(
+                    "{}: {} at {:#x}, go tool nm says {other:?}",
+                    f.name, p.function.name, p.function.entry
+                )),
+            }
+        }
+        // What inspect calls "not linked" must really be absent.
+        for name in &t.absent {
+            if nm.contains_key(*name) {
+                bad.push(format!(
+                    "{}: {name} reported absent but nm lists it",
+                    f.name
+                ));
+            }
+        }
+        bad
+    });
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn pclntab_and_symtab_agree_on_every_function() {
+    let fixtures: Vec<Fixture> = common::fixtures()
+        .into_iter()
+        .filter(|f| !f.stripped)
+        .collect();
+    let failures = check_all(&fixtures, |f| {
+        let image = ElfImage::open(&f.path).unwrap();
+        let file = image.object().unwrap();
+        let symtab = Symbols::from_symtab(&file).expect("unstripped fixture has .symtab");
+        let pcln = match Symbols::from_pclntab(&file) {
+            Ok(p) => p,
+            Err(e) => return vec![format!("{}: pclntab: {e}", f.name)],
+        };
+        let mut bad = Vec::new();
+        if pcln.len() < 1000 {
+            bad.push(format!(
+                "{}: only {} functions in pclntab",
+                f.name,
+                pcln.len()
+            ));
+        }
+        for name in all_catalog_names() {
+            let (a, b) = (
+                symtab.get(name).map(|f| f.entry),
+                pcln.get(name).map(|f| f.entry),
+            );
+            if a != b {
+                bad.push(format!("{}: {name}: symtab {a:x?} pclntab {b:x?}", f.name));
+            }
+        }
+        bad
+    });
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+fn all_catalog_names() -> impl Iterator<Item = &'static str> {
+    [MapImpl::Classic, MapImpl::Swiss]
+        .into_iter()
+        .flat_map(|m| plan::catalog(m).iter())
+        .flat_map(|s| s.symbols.iter().chain(s.via.iter()).copied())
+}
+
+#[test]
+fn stripped_binaries_give_the_same_answers_as_their_unstripped_twins() {
+    let fixtures: Vec<Fixture> = common::fixtures()
+        .into_iter()
+        .filter(|f| f.stripped)
+        .collect();
+    assert!(!fixtures.is_empty(), "the matrix has no stripped fixtures");
+    let failures = check_all(&fixtures, |f| {
+        let (s, t) = match (analyze(f), GoTarget::analyze(&f.twin)) {
+            (Ok(s), Ok(t)) => (s, t),
+            (a, b) => {
+                return vec![format!(
+                    "{}: {:?} / twin {:?}",
+                    f.name,
+                    a.err(),
+                    b.err().map(|e| e.to_string())
+                )];
+            }
+        };
+        let key = |g: &GoTarget| {
+            g.probes
+                .iter()
+                .map(|p| {
+                    (
+                        p.role,
+                        p.function.name.clone(),
+                        p.function.entry,
+                        p.file_offset,
+                        p.attach.clone(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut bad = Vec::new();
+        if key(&s) != key(&t) {
+            bad.push(format!(
+                "{}: probes differ from the unstripped twin:\n  {:x?}\n  {:x?}",
+                f.name,
+                key(&s),
+                key(&t)
+            ));
+        }
+        if (s.version, s.map_impl, &s.build.goexperiments)
+            != (t.version, t.map_impl, &t.build.goexperiments)
+        {
+            bad.push(format!("{}: version/map impl differ from twin", f.name));
+        }
+        // The stripped one has no DWARF, so its offsets come from the table: they must equal
+        // what the twin's DWARF says.
+        if s.offsets != t.offsets || !matches!(s.offsets_source, OffsetsSource::Table { .. }) {
+            bad.push(format!(
+                "{}: offsets {:?} ({:?}) vs twin {:?} ({:?})",
+                f.name, s.offsets, s.offsets_source, t.offsets, t.offsets_source
+            ));
+        }
+        bad
+    });
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn dwarf_offsets_equal_the_builtin_table_for_every_version() {
+    let fixtures: Vec<Fixture> = common::fixtures()
+        .into_iter()
+        .filter(|f| !f.stripped)
+        .collect();
+    let failures = check_all(&fixtures, |f| {
+        let t = match analyze(f) {
+            Ok(t) => t,
+            Err(e) => return vec![e],
+        };
+        let image = ElfImage::open(&f.path).unwrap();
+        let layouts = match dwarf::struct_layouts(&image.object().unwrap(), offsets::DWARF_STRUCTS)
+        {
+            Ok(l) => l,
+            Err(e) => return vec![format!("{}: {e}", f.name)],
+        };
+        let from_dwarf = match offsets::from_dwarf(&layouts, t.map_impl) {
+            Ok(o) => o,
+            Err(e) => return vec![format!("{}: {e}", f.name)],
+        };
+        let choice = offsets::table_choice(t.version);
+        let mut bad = Vec::new();
+        if choice.warning.is_some() {
+            bad.push(format!("{}: {} is not in the table", f.name, t.version));
+        }
+        let table = offsets::builtin(choice.minor, t.map_impl);
+        if from_dwarf != table {
+            bad.push(format!(
+                "{}: DWARF {from_dwarf:?}\n   table {table:?}",
+                f.name
+            ));
+        }
+        if t.offsets_source != OffsetsSource::Dwarf {
+            bad.push(format!(
+                "{}: DWARF present but offsets came from {:?}",
+                f.name, t.offsets_source
+            ));
+        }
+        bad
+    });
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn binary_facts_match_how_each_fixture_was_built() {
+    let fixtures = common::fixtures();
+    let failures = check_all(&fixtures, |f| {
+        let t = match analyze(f) {
+            Ok(t) => t,
+            Err(e) => return vec![e],
+        };
+        let mut bad = Vec::new();
+        let mut expect = |what: &str, got: String, want: String| {
+            if got != want {
+                bad.push(format!("{}: {what} is {got}, built as {want}", f.name));
+            }
+        };
+        expect(
+            "version",
+            t.version.to_string(),
+            format!("go{}", f.go_version),
+        );
+        expect("map_impl", t.map_impl.name().into(), f.map_impl.clone());
+        expect("arch", t.elf.arch.name().into(), f.arch.clone());
+        expect(
+            "stripped",
+            t.elf.stripped.to_string(),
+            f.stripped.to_string(),
+        );
+        expect("pie", t.elf.pie.to_string(), f.pie.to_string());
+        expect(
+            "external linker",
+            t.elf.external_linker.to_string(),
+            f.external_link.to_string(),
+        );
+        expect(
+            "noswissmap",
+            t.build.has_experiment("noswissmap").to_string(),
+            (f.goexperiment.as_deref() == Some("noswissmap")).to_string(),
+        );
+        if !t.warnings.is_empty() {
+            bad.push(format!("{}: unexpected warnings {:?}", f.name, t.warnings));
+        }
+        bad
+    });
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// One instruction of `go tool objdump` output.
+struct Insn {
+    addr: u64,
+    text: String,
+}
+
+/// Instructions per function from one objdump run over all the probed functions.
+fn objdump(f: &Fixture, names: &[&str]) -> HashMap<String, Vec<Insn>> {
+    let escaped: Vec<String> = names
+        .iter()
+        .map(|n| {
+            n.chars()
+                .map(|c| {
+                    if "()*.[]".contains(c) {
+                        format!("\\{c}")
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let re = format!("^({})$", escaped.join("|"));
+    // objdump needs a symbol table: a stripped build is read through its twin, whose code and
+    // addresses are identical (checked by the stripped-twin test).
+    let bin = if f.stripped { &f.twin } else { &f.path };
+    let out = go_tool(f, &["objdump", "-s", &re, bin.to_str().unwrap()]);
+    let mut funcs: HashMap<String, Vec<Insn>> = HashMap::new();
+    let mut current = None;
+    for line in out.lines() {
+        if let Some(rest) = line.strip_prefix("TEXT ") {
+            current = rest.split("(SB)").next().map(str::to_string);
+            continue;
+        }
+        // "  file.go:93\t0x40e2a0\t\t493b6610\t\tCMPQ SP, 0x10(R14)"
+        let cols: Vec<&str> = line.split('\t').filter(|c| !c.is_empty()).collect();
+        if let (Some(name), [_, addr, _, text, ..]) = (&current, cols.as_slice())
+            && let Some(addr) = addr
+                .trim()
+                .strip_prefix("0x")
+                .and_then(|a| u64::from_str_radix(a, 16).ok())
+        {
+            funcs.entry(name.clone()).or_default().push(Insn {
+                addr,
+                text: text.trim().to_string(),
+            });
+        }
+    }
+    funcs
+}
+
+fn is_stack_check(arch: &str, text: &str) -> bool {
+    match arch {
+        "x86_64" => text.contains("0x10(R14)"),
+        _ => text.contains("16(R28)"),
+    }
+}
+
+fn is_branch_after_check(arch: &str, text: &str) -> bool {
+    let op = text.split_whitespace().next().unwrap_or("");
+    match arch {
+        "x86_64" => matches!(op, "JBE" | "JLS" | "JB" | "JCS" | "JA" | "JHI"),
+        _ => matches!(op, "BLS" | "BLO" | "BCC" | "BHI" | "BCS" | "BHS"),
+    }
+}
+
+fn is_prologue_insn(arch: &str, text: &str) -> bool {
+    let op = text.split_whitespace().next().unwrap_or("");
+    is_branch_after_check(arch, text)
+        || matches!(
+            op,
+            "CMPQ" | "CMP" | "SUB" | "SUBS" | "SUBQ" | "MOVD" | "MOVQ" | "LEAQ"
+        )
+}
+
+#[test]
+fn attach_offsets_land_after_the_stack_check_branch_per_objdump() {
+    let fixtures = common::fixtures();
+    let failures = check_all(&fixtures, |f| {
+        let t = match analyze(f) {
+            Ok(t) => t,
+            Err(e) => return vec![e],
+        };
+        let names: Vec<&str> = t.probes.iter().map(|p| p.function.name.as_str()).collect();
+        let listing = objdump(f, &names);
+        let mut bad = Vec::new();
+        for p in &t.probes {
+            let Some(insns) = listing.get(&p.function.name) else {
+                bad.push(format!("{}: objdump has no {}", f.name, p.function.name));
+                continue;
+            };
+            let prologue_end = insns
+                .iter()
+                .take(8)
+                .position(|i| is_stack_check(&f.arch, &i.text));
+            let at = p.function.entry + p.attach.offset;
+            match (prologue_end, p.attach.offset) {
+                (None, 0) if p.attach.fallback_reason.is_some() => {}
+                (None, _) => bad.push(format!(
+                    "{}: {} has no stack check but attach {:#x}",
+                    f.name, p.function.name, p.attach.offset
+                )),
+                (Some(_), 0) => bad.push(format!(
+                    "{}: {} has a stack check but fell back: {:?}",
+                    f.name, p.function.name, p.attach.fallback_reason
+                )),
+                (Some(check), _) => {
+                    let Some(idx) = insns.iter().position(|i| i.addr == at) else {
+                        bad.push(format!(
+                            "{}: {}+{:#x} is not an instruction boundary",
+                            f.name, p.function.name, p.attach.offset
+                        ));
+                        continue;
+                    };
+                    let prev = &insns[idx - 1].text;
+                    if idx <= check || !is_branch_after_check(&f.arch, prev) {
+                        bad.push(format!(
+                            "{}: {}+{:#x} follows {prev:?}, not the stack-check branch",
+                            f.name, p.function.name, p.attach.offset
+                        ));
+                    }
+                    // Nothing between the check and our point but the check's own compare and
+                    // branches: skipping `PUSHQ BP` / `MOVD.W R30` would lose the frame.
+                    if insns[check + 1..idx]
+                        .iter()
+                        .any(|i| !is_prologue_insn(&f.arch, &i.text))
+                    {
+                        bad.push(format!(
+                            "{}: {}+{:#x} skips more than the stack check",
+                            f.name, p.function.name, p.attach.offset
+                        ));
+                    }
+                }
+            }
+        }
+        bad
+    });
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

@@ -1,0 +1,328 @@
+//! `map-trace --pid` against running Go programs of every toolchain of the matrix (amd64): the
+//! exact set of finding kinds per scenario, nothing on correct code, and targets that exit 0.
+//!
+//! Needs root and a kernel with uprobes and BPF; fails (never skips) without them.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{Fixture, check_all};
+
+const CW: &str = "concurrent_write_during_iteration";
+const INSERT: &str = "insert_during_iteration";
+const DELETE_OTHER: &str = "delete_other_during_iteration";
+const CLEAR: &str = "clear_during_iteration";
+
+/// Each scenario of testdata/go/scenarios and the exact kinds it must produce.
+const EXPECTED: &[(&str, &[&str])] = &[
+    ("cross_delete_u64", &[CW]),
+    ("cross_insert_str", &[CW]),
+    ("cross_update_struct", &[CW]),
+    ("cross_clear_ptr", &[CW]),
+    ("json_marshal_race", &[CW]),
+    ("self_insert", &[INSERT]),
+    ("self_delete_other", &[DELETE_OTHER]),
+    ("self_delete_current", &[]),
+    ("self_update_existing", &[]),
+    ("self_clear", &[CLEAR]),
+    ("break_then_write", &[]),
+    ("loop_finished_then_write", &[]),
+    ("rwmutex", &[]),
+    ("channel_handoff", &[]),
+    ("grow_during_iteration", &[INSERT]),
+    ("nested_two_maps", &[]),
+];
+
+struct Reaped(Child);
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits for a child with a deadline; returns its exit code (None: killed by a signal).
+fn wait_timeout(child: &mut Child, limit: Duration) -> Result<Option<i32>, String> {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return Ok(status.code());
+        }
+        if start.elapsed() > limit {
+            return Err(format!("still running after {limit:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub struct Run {
+    pub kinds: BTreeSet<String>,
+    pub findings: Vec<serde_json::Value>,
+    pub stderr: String,
+}
+
+/// Runs one scenario under `map-trace --pid --format json`.
+pub fn run_scenario(f: &Fixture, scenario: &str) -> Result<Run, String> {
+    let mut target = Reaped(
+        Command::new(&f.path)
+            .arg(scenario)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("spawn {}: {e}", f.path.display()))?,
+    );
+    let pid = target.0.id().to_string();
+    let mut tracer = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_map-trace"))
+            .args(["--pid", &pid, "--format", "json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("spawn map-trace: {e}"))?,
+    );
+    // Relay map-trace's stderr, noting when it is attached.
+    let (tx, rx) = mpsc::channel();
+    let err = tracer.0.stderr.take().unwrap();
+    let relay = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if line.contains("probes attached") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let mut out = tracer.0.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+        drop(tracer);
+        return Err(format!(
+            "map-trace did not attach: {}",
+            relay.join().unwrap_or_default()
+        ));
+    }
+    target
+        .0
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"go\n")
+        .map_err(|e| e.to_string())?;
+    let code = wait_timeout(&mut target.0, Duration::from_secs(60))?;
+    let mut tout = String::new();
+    let _ = target.0.stdout.take().unwrap().read_to_string(&mut tout);
+    let mut terr = String::new();
+    let _ = target.0.stderr.take().unwrap().read_to_string(&mut terr);
+    if code != Some(0) || tout.trim() != "ok" {
+        return Err(format!(
+            "target exited {code:?} under map-trace: {tout}{terr}"
+        ));
+    }
+    let tcode = wait_timeout(&mut tracer.0, Duration::from_secs(20))?;
+    let stderr = relay.join().unwrap_or_default();
+    let stdout = reader.join().unwrap_or_default();
+    if tcode != Some(0) {
+        return Err(format!("map-trace exited {tcode:?}: {stderr}"));
+    }
+    if !stderr.contains("exited") || !stderr.contains("summary") {
+        return Err(format!(
+            "map-trace did not report the exit and a summary: {stderr}"
+        ));
+    }
+    let findings: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).map_err(|e| format!("bad JSON line {l:?}: {e}")))
+        .collect::<Result<_, _>>()?;
+    let kinds = findings
+        .iter()
+        .map(|v| v["kind"].as_str().unwrap_or("?").to_string())
+        .collect();
+    Ok(Run {
+        kinds,
+        findings,
+        stderr,
+    })
+}
+
+fn check(f: &Fixture, scenario: &str, expected: &[&str]) -> Vec<String> {
+    let run = match run_scenario(f, scenario) {
+        Ok(r) => r,
+        Err(e) => return vec![format!("{} {scenario}: {e}", f.name)],
+    };
+    let want: BTreeSet<String> = expected.iter().map(|s| s.to_string()).collect();
+    let mut bad = Vec::new();
+    if run.kinds != want {
+        bad.push(format!(
+            "{} {scenario}: kinds {:?}, expected {want:?}\n{}",
+            f.name, run.kinds, run.stderr
+        ));
+    }
+    for v in &run.findings {
+        for key in [
+            "kind",
+            "severity",
+            "op",
+            "map",
+            "writer_goid",
+            "iterator_goid",
+            "growing",
+            "pid",
+            "timestamp",
+        ] {
+            if v.get(key).is_none() {
+                bad.push(format!("{} {scenario}: finding lacks {key}: {v}", f.name));
+            }
+        }
+        let same = v["writer_goid"] == v["iterator_goid"];
+        let cross = v["kind"] == CW;
+        if same == cross {
+            bad.push(format!(
+                "{} {scenario}: writer/iterator goroutines inconsistent with kind: {v}",
+                f.name
+            ));
+        }
+    }
+    if scenario == "grow_during_iteration" && !run.findings.iter().any(|v| v["growing"] == true) {
+        bad.push(format!(
+            "{} {scenario}: no finding says the map was growing",
+            f.name
+        ));
+    }
+    bad
+}
+
+#[test]
+fn scenarios_report_exactly_the_expected_kinds_on_every_go_version() {
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "live tests attach uprobes and need root: run `sudo cargo xtask test`"
+    );
+    let fixtures: Vec<Fixture> = common::fixtures_of("scenarios")
+        .into_iter()
+        .filter(|f| f.arch == "x86_64" && f.variant == "default")
+        .collect();
+    assert!(
+        fixtures.len() >= 10,
+        "expected every toolchain config, got {}",
+        fixtures.len()
+    );
+    let jobs: Vec<(&Fixture, &str, &[&str])> = fixtures
+        .iter()
+        .flat_map(|f| EXPECTED.iter().map(move |(s, k)| (f, *s, *k)))
+        .collect();
+    let failures = check_all(&jobs, |(f, s, k)| check(f, s, k));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    eprintln!(
+        "{} scenario runs on {} Go builds",
+        jobs.len(),
+        fixtures.len()
+    );
+}
+
+fn trace_fails(args: &[&str], code: i32, needle: &str) {
+    let o = Command::new(env!("CARGO_BIN_EXE_map-trace"))
+        .args(args)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
+    assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn tracing_a_missing_pid_fails_clearly() {
+    trace_fails(
+        &["--pid", "2147483600"],
+        8,
+        "no process with pid 2147483600",
+    );
+}
+
+#[test]
+fn tracing_an_exited_process_fails_clearly() {
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = child.id().to_string();
+    child.wait().unwrap();
+    trace_fails(&["--pid", &pid], 8, "no process with pid");
+}
+
+#[test]
+fn tracing_a_non_go_process_fails_clearly() {
+    let child = Reaped(Command::new("sleep").arg("30").spawn().unwrap());
+    std::thread::sleep(Duration::from_millis(200));
+    trace_fails(&["--pid", &child.0.id().to_string()], 5, "not a Go program");
+}
+
+#[test]
+fn duration_and_sigterm_detach_cleanly() {
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "needs root: run `sudo cargo xtask test`"
+    );
+    let f = common::fixtures_of("mapops")
+        .into_iter()
+        .find(|f| f.arch == "x86_64" && f.variant == "default" && f.go_version.starts_with("1.27"))
+        .expect("go1.27 amd64 mapops");
+    let target = Reaped(
+        Command::new(&f.path)
+            .args(["-sleep", "60s"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = target.0.id().to_string();
+    let o = Command::new(env!("CARGO_BIN_EXE_map-trace"))
+        .args(["--pid", &pid, "--duration", "1s"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("duration elapsed") && err.contains("summary"),
+        "{err}"
+    );
+
+    let mut tracer = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_map-trace"))
+            .args(["--pid", &pid])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(tracer.0.stderr.take().unwrap()).lines();
+    let attached = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert!(attached.contains("probes attached"), "{attached}");
+    unsafe { libc::kill(tracer.0.id() as i32, libc::SIGTERM) };
+    let code = wait_timeout(&mut tracer.0, Duration::from_secs(10)).unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert_eq!(code, Some(0), "{rest:?}");
+    assert!(
+        rest.iter().any(|l| l.contains("SIGTERM: detached")),
+        "{rest:?}"
+    );
+    // The target is untouched by the detach.
+    let mut target = target;
+    assert!(
+        target.0.try_wait().unwrap().is_none(),
+        "target died when map-trace detached"
+    );
+}

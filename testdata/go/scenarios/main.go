@@ -1,0 +1,420 @@
+// scenarios runs one map-usage pattern, named on the command line, once the tracer is ready
+// (a line on stdin), then exits 0. The patterns are the ones map-trace must classify: writes
+// that overlap a range from another goroutine or from the ranging goroutine itself, and correct
+// code that must produce no finding at all.
+//
+// Cross-goroutine overlaps are made deterministic by parking the ranging goroutine inside its
+// loop body while the writer runs, so the Go runtime (which checks only at each step) never
+// crashes: the write lands between two steps of the iteration, which is what map-trace reports.
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"sync"
+)
+
+type pair struct{ a, b int }
+
+type T struct{ n int }
+
+var scenarios = map[string]func(){
+	"cross_delete_u64":         crossDeleteU64,
+	"cross_insert_str":         crossInsertStr,
+	"cross_update_struct":      crossUpdateStruct,
+	"cross_clear_ptr":          crossClearPtr,
+	"json_marshal_race":        jsonMarshalRace,
+	"self_insert":              selfInsert,
+	"self_delete_other":        selfDeleteOther,
+	"self_delete_current":      selfDeleteCurrent,
+	"self_update_existing":     selfUpdateExisting,
+	"self_clear":               selfClear,
+	"break_then_write":         breakThenWrite,
+	"loop_finished_then_write": loopFinishedThenWrite,
+	"rwmutex":                  rwmutexProtected,
+	"channel_handoff":          channelHandoff,
+	"grow_during_iteration":    growDuringIteration,
+	"nested_two_maps":          nestedTwoMaps,
+}
+
+func main() {
+	if len(os.Args) != 2 {
+		names := make([]string, 0, len(scenarios))
+		for n := range scenarios {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		fmt.Fprintf(os.Stderr, "usage: scenarios NAME (one of %v)\n", names)
+		os.Exit(2)
+	}
+	run, ok := scenarios[os.Args[1]]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "unknown scenario %q\n", os.Args[1])
+		os.Exit(2)
+	}
+	// Wait until the tracer is attached.
+	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
+		fmt.Fprintln(os.Stderr, "stdin:", err)
+		os.Exit(1)
+	}
+	run()
+	fmt.Println("ok")
+}
+
+func u64Map(n int) map[uint64]int {
+	m := make(map[uint64]int, n)
+	for i := 0; i < n; i++ {
+		m[uint64(i)] = i
+	}
+	return m
+}
+
+func strMap(n int) map[string]int {
+	m := make(map[string]int, n)
+	for i := 0; i < n; i++ {
+		m["key-"+strconv.Itoa(i)] = i
+	}
+	return m
+}
+
+// handshake lets a writer goroutine run while the ranging goroutine waits in its loop body.
+type handshake struct{ start, done chan struct{} }
+
+func writer(write func()) handshake {
+	h := handshake{make(chan struct{}), make(chan struct{})}
+	go func() {
+		<-h.start
+		write()
+		close(h.done)
+	}()
+	return h
+}
+
+func (h handshake) wait() {
+	close(h.start)
+	<-h.done
+}
+
+//go:noinline
+func crossDeleteU64() {
+	m := u64Map(64)
+	h := writer(func() { delete(m, 63) })
+	i := 0
+	for range m {
+		if i == 0 {
+			h.wait()
+		}
+		i++
+	}
+}
+
+//go:noinline
+func crossInsertStr() {
+	m := strMap(64)
+	h := writer(func() { m["new"] = 1 })
+	i := 0
+	for range m {
+		if i == 0 {
+			h.wait()
+		}
+		i++
+	}
+}
+
+//go:noinline
+func crossUpdateStruct() {
+	m := map[pair]int{}
+	for i := 0; i < 64; i++ {
+		m[pair{i, i}] = i
+	}
+	h := writer(func() { m[pair{5, 5}] = 500 })
+	i := 0
+	for range m {
+		if i == 0 {
+			h.wait()
+		}
+		i++
+	}
+}
+
+//go:noinline
+func crossClearPtr() {
+	m := map[*T]int{}
+	for i := 0; i < 64; i++ {
+		m[&T{i}] = i
+	}
+	h := writer(func() { clearPtrMap(m) })
+	i := 0
+	for range m {
+		if i == 0 {
+			h.wait()
+		}
+		i++
+	}
+}
+
+// label marshals as a map key through MarshalText, which json.Marshal calls from inside its
+// range over the map (string-kinded keys would be used directly). That lets the test park the
+// hidden iteration while another goroutine writes.
+type label struct{ s string }
+
+var marshalHook func()
+
+func (l label) MarshalText() ([]byte, error) {
+	if marshalHook != nil {
+		hook := marshalHook
+		marshalHook = nil
+		hook()
+	}
+	return []byte(l.s), nil
+}
+
+//go:noinline
+func jsonMarshalRace() {
+	m := map[label]int{}
+	for i := 0; i < 32; i++ {
+		m[label{"k" + strconv.Itoa(i)}] = i
+	}
+	// An update, not an insert: json sizes its buffer by len(m) before ranging.
+	h := writer(func() { m[label{"k5"}] = 500 })
+	marshalHook = h.wait
+	if _, err := json.Marshal(m); err != nil {
+		panic(err)
+	}
+	if marshalHook != nil {
+		panic("json.Marshal did not call MarshalText inside its range")
+	}
+}
+
+//go:noinline
+func selfInsert() {
+	m := u64Map(16)
+	i := 0
+	for k := range m {
+		if i == 0 {
+			m[k+1000] = 1 // a new key
+		}
+		i++
+	}
+}
+
+//go:noinline
+func selfDeleteOther() {
+	// One key type per runtime delete path: fast64, faststr, generic (struct), pointer.
+	a := u64Map(16)
+	first := true
+	for k := range a {
+		if first {
+			first = false
+			delete(a, (k+1)%16)
+		}
+	}
+	s := strMap(16)
+	first = true
+	for k := range s {
+		if first {
+			first = false
+			other := "key-0"
+			if k == other {
+				other = "key-1"
+			}
+			delete(s, other)
+		}
+	}
+}
+
+//go:noinline
+func selfDeleteCurrent() {
+	// A bare `for k := range m { delete(m, k) }` compiles to mapclear with no iteration at
+	// all, so each loop does something else too.
+	a := u64Map(32)
+	for k, v := range a {
+		if v >= 0 {
+			delete(a, k)
+		}
+	}
+	s := strMap(32)
+	for k := range s {
+		// A copy of the key in fresh memory: equal by value, not by pointer.
+		delete(s, string([]byte(k)))
+	}
+	p := map[pair]int{}
+	for i := 0; i < 32; i++ {
+		p[pair{i, -i}] = i
+	}
+	for k := range p {
+		delete(p, pair{k.a, k.b})
+	}
+	ptrs := map[*T]int{}
+	for i := 0; i < 32; i++ {
+		ptrs[&T{i}] = i
+	}
+	for k, v := range ptrs {
+		if v >= 0 {
+			delete(ptrs, k)
+		}
+	}
+	if len(a)+len(s)+len(p)+len(ptrs) != 0 {
+		panic("maps not emptied")
+	}
+}
+
+//go:noinline
+func selfUpdateExisting() {
+	a := u64Map(64)
+	for k, v := range a {
+		a[k] = v + 1
+	}
+	s := strMap(64)
+	for k := range s {
+		s[k]++
+	}
+}
+
+//go:noinline
+func selfClear() {
+	m := u64Map(16)
+	i := 0
+	for range m {
+		if i == 0 {
+			clearU64Map(m)
+		}
+		i++
+	}
+}
+
+//go:noinline
+func breakThenWrite() {
+	m := u64Map(64)
+	for range m {
+		break
+	}
+	// The iteration is over: neither this goroutine's writes nor another's overlap it.
+	m[1000] = 1
+	delete(m, 3)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		m[2000] = 2
+		delete(m, 4)
+	}()
+	wg.Wait()
+	for k := range m {
+		if k == 5 {
+			break
+		}
+	}
+	m[3000] = 3
+}
+
+//go:noinline
+func loopFinishedThenWrite() {
+	m := strMap(64)
+	n := 0
+	for range m {
+		n++
+	}
+	m["after"] = n
+	delete(m, "key-1")
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		m["other"] = 1
+		delete(m, "key-2")
+	}()
+	wg.Wait()
+	for range m {
+		n++
+	}
+}
+
+//go:noinline
+func rwmutexProtected() {
+	var mu sync.RWMutex
+	m := u64Map(256)
+	var wg sync.WaitGroup
+	for r := 0; r < 4; r++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for round := 0; round < 50; round++ {
+				mu.RLock()
+				s := 0
+				for _, v := range m {
+					s += v
+				}
+				mu.RUnlock()
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 500; i++ {
+			mu.Lock()
+			m[uint64(i%300)] = i
+			delete(m, uint64((i+7)%300))
+			mu.Unlock()
+		}
+	}()
+	wg.Wait()
+}
+
+//go:noinline
+func channelHandoff() {
+	m := strMap(64)
+	toWriter, back := make(chan map[string]int), make(chan map[string]int)
+	go func() {
+		mm := <-toWriter
+		mm["written-by-other"] = 1
+		delete(mm, "key-3")
+		back <- mm
+	}()
+	n := 0
+	for range m {
+		n++
+	}
+	toWriter <- m // the range is complete before the map changes hands
+	m = <-back
+	for range m {
+		n++
+	}
+}
+
+//go:noinline
+func growDuringIteration() {
+	m := u64Map(8)
+	i := 0
+	for k := range m {
+		if i == 0 {
+			// Enough inserts to grow the map (classic: start an evacuation; Swiss: grow tables).
+			for j := uint64(0); j < 2000; j++ {
+				m[k+10000+j] = 1
+			}
+		}
+		i++
+		if i > 16 {
+			break
+		}
+	}
+	// One more step follows the inserts (i > 0), so they overlap the iteration.
+}
+
+//go:noinline
+func nestedTwoMaps() {
+	a := u64Map(16)
+	b := strMap(16)
+	for k := range a {
+		for kb := range b {
+			_ = kb
+		}
+		// b's range above has finished; this write overlaps no iteration.
+		b["from-"+strconv.FormatUint(k, 10)] = int(k)
+	}
+}

@@ -1,0 +1,74 @@
+//! Developer tasks for map-trace, run as `cargo xtask <task>`.
+
+mod cmd;
+mod demo;
+mod fixtures;
+mod paths;
+mod setup;
+mod test;
+mod toolchains;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Developer tasks for map-trace")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what is missing (Debian packages, rustup components, bpf-linker, Go toolchains). Needs root.
+    Setup,
+    /// Build the Go fixture matrix into target/fixtures and write target/fixtures/manifest.json.
+    Fixtures {
+        /// Only build fixtures whose `<program>/<name>` contains this (plus their default twins).
+        #[arg(long, value_name = "SUBSTRING")]
+        only: Option<String>,
+    },
+    /// The test command: setup, fixtures, fmt, clippy (host and eBPF), cargo test. Needs root.
+    Test {
+        /// Passed to `cargo test`, e.g. `-- inspect` or `-p map-trace -- --nocapture`.
+        #[arg(last = true)]
+        cargo_test_args: Vec<String>,
+    },
+    /// Build a Go program with the newest toolchain, start it and run map-trace on it. Needs root.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup => setup::run().map(|()| ExitCode::SUCCESS),
+        Task::Fixtures { only } => fixtures::run(only.as_deref()).map(|_| ExitCode::SUCCESS),
+        Task::Test { cargo_test_args } => test::run(&cargo_test_args).map(|()| ExitCode::SUCCESS),
+        Task::Demo => demo::run(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            // `{:#}` keeps the whole context chain on the first line; a tool's own output
+            // (such as go build errors) follows on the next lines.
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_args_pass_through() {
+        let cli =
+            Cli::try_parse_from(["xtask", "test", "--", "inspect", "--", "--nocapture"]).unwrap();
+        let Task::Test { cargo_test_args } = cli.task else {
+            panic!("not the test task")
+        };
+        assert_eq!(cargo_test_args, ["inspect", "--", "--nocapture"]);
+    }
+}

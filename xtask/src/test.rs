@@ -1,0 +1,172 @@
+//! `cargo xtask test`: the one test command (README and .ci/run call it). Runs each step in
+//! order and stops at the first failure.
+
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::toolchains::pins::EBPF_TOOLCHAIN;
+use crate::{cmd, fixtures, paths, setup};
+
+/// Totals over every `test result:` line that cargo test printed.
+#[derive(Default, Debug, PartialEq, Eq)]
+struct Counts {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Counts {
+    /// The plain `N passed, N failed` form that CI reads.
+    fn summary(&self) -> String {
+        format!(
+            "summary: {} passed, {} failed, {} skipped",
+            self.passed, self.failed, self.ignored
+        )
+    }
+
+    /// `test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s`
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(what), Some(n)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match what {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+pub fn run(cargo_test_args: &[String]) -> Result<()> {
+    cmd::require_root(
+        "cargo xtask test",
+        "the eBPF tests load programs and attach real uprobes",
+    )?;
+    let started = Instant::now();
+    let root = paths::repo_root();
+    let mut timings: Vec<(&str, f64)> = Vec::new();
+    let mut step = |name: &'static str, f: &mut dyn FnMut() -> Result<()>| -> Result<()> {
+        println!("==> {name}");
+        let t = Instant::now();
+        f().with_context(|| format!("step `{name}` failed"))?;
+        timings.push((name, t.elapsed().as_secs_f64()));
+        Ok(())
+    };
+
+    step("setup", &mut setup::run)?;
+    let mut manifest = None;
+    step("fixtures", &mut || {
+        manifest = Some(fixtures::run(None)?);
+        Ok(())
+    })?;
+    let manifest = manifest.expect("the fixtures step sets it");
+    step("fmt", &mut || {
+        cmd::run(
+            Command::new("cargo")
+                .args(["fmt", "--all", "--", "--check"])
+                .current_dir(root),
+            "run `cargo fmt --all` and commit the result",
+        )
+    })?;
+    step("clippy", &mut || {
+        cmd::run(
+            Command::new("cargo")
+                .args([
+                    "clippy",
+                    "-p",
+                    "map-trace",
+                    "-p",
+                    "map-trace-common",
+                    "-p",
+                    "xtask",
+                ])
+                .args(["--all-targets", "--", "-D", "warnings"])
+                .current_dir(root),
+            "fix the clippy findings above",
+        )
+    })?;
+    step("clippy-ebpf", &mut || {
+        cmd::run(
+            Command::new("cargo")
+                .arg(format!("+{EBPF_TOOLCHAIN}"))
+                .args([
+                    "clippy",
+                    "--target",
+                    "bpfel-unknown-none",
+                    "-Z",
+                    "build-std=core",
+                    "--release",
+                ])
+                .arg("--target-dir")
+                .arg(paths::target_dir().join("ebpf-clippy"))
+                .args(["--", "-D", "warnings"])
+                .current_dir(root.join("map-trace-ebpf")),
+            "fix the clippy findings above in map-trace-ebpf",
+        )
+    })?;
+    let mut counts = Counts::default();
+    step("cargo test", &mut || {
+        // No --workspace: the default members exclude map-trace-ebpf, which only builds for bpf.
+        let mut test = Command::new("cargo");
+        test.arg("test")
+            .args(cargo_test_args)
+            .env("MAP_TRACE_FIXTURES", &manifest)
+            .current_dir(root);
+        let status = cmd::run_tee(&mut test, "see the cargo output above", |l| {
+            counts.add_line(l)
+        })?;
+        if !status.success() {
+            println!("{}", counts.summary());
+            bail!(
+                "`cargo test` failed ({status}): {} failed, {} passed; fix the failing tests above",
+                counts.failed,
+                counts.passed
+            );
+        }
+        Ok(())
+    })?;
+
+    let steps: Vec<String> = timings
+        .iter()
+        .map(|(n, s)| format!("{n} {s:.1}s"))
+        .collect();
+    println!(
+        "xtask test ok in {:.1}s ({})",
+        started.elapsed().as_secs_f64(),
+        steps.join(", ")
+    );
+    // Last line, so that CI finds the counts at the end.
+    println!("{}", counts.summary());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_add_up() {
+        let mut c = Counts::default();
+        c.add_line("test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s");
+        c.add_line("test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1.00s");
+        c.add_line("running 5 tests");
+        assert_eq!(
+            c,
+            Counts {
+                passed: 15,
+                failed: 2,
+                ignored: 1
+            }
+        );
+    }
+}
