@@ -97,7 +97,7 @@ fn go_key(e: &Event) -> GoKey {
 #[inline(always)]
 fn map_state(e: &Event, map: u64, create: bool) -> Option<*mut MapState> {
     let key = map_key(e, map);
-    if let Some(p) = MAPS.get_ptr_mut(&key) {
+    if let Some(p) = MAPS.get_ptr_mut(key) {
         return Some(p);
     }
     if !create {
@@ -107,11 +107,11 @@ fn map_state(e: &Event, map: u64, create: bool) -> Option<*mut MapState> {
         last_step_ns: e.now,
         ..MapState::default()
     };
-    if MAPS.insert(&key, &fresh, 0).is_err() {
+    if MAPS.insert(key, fresh, 0).is_err() {
         count(counter::MAPS_FULL);
         return None;
     }
-    MAPS.get_ptr_mut(&key)
+    MAPS.get_ptr_mut(key)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -151,15 +151,15 @@ fn emit(
 fn resolve_pending(e: &Event) {
     let key = go_key(e);
     // SAFETY: a map value of plain integers.
-    let Some(p) = (unsafe { PENDING.get(&key) }).copied() else {
+    let Some(p) = (unsafe { PENDING.get(key) }).copied() else {
         return;
     };
-    let _ = PENDING.remove(&key);
+    let _ = PENDING.remove(key);
     let Some(now_count) = read_u64(p.map + e.cfg.map_count as u64) else {
         return;
     };
     if now_count > p.count_before
-        && let Some(st) = ITERS.get_ptr_mut(&iter_key(e, p.map))
+        && let Some(st) = ITERS.get_ptr_mut(iter_key(e, p.map))
     {
         // SAFETY: valid map value pointer for the duration of the program.
         unsafe {
@@ -179,7 +179,12 @@ pub fn iter_start(e: &Event, map: u64, it: u64) {
     let Some(ms) = map_state(e, map, true) else {
         return;
     };
-    // A new iteration starts from the map's current writes: nothing before it overlaps.
+    begin_iteration(e, &iter_key(e, map), ms, it);
+}
+
+/// Tracks an iteration from now on: writes before this point never overlap it.
+#[inline(always)]
+fn begin_iteration(e: &Event, key: &IterKey, ms: *mut MapState, it: u64) {
     // SAFETY: valid map value pointer.
     let seen_seq = unsafe { (*ms).write_seq };
     let st = IterState {
@@ -188,7 +193,7 @@ pub fn iter_start(e: &Event, map: u64, it: u64) {
         last_step_ns: e.now,
         ..IterState::default()
     };
-    if ITERS.insert(&iter_key(e, map), &st, 0).is_err() {
+    if ITERS.insert(key, st, 0).is_err() {
         count(counter::ITERS_FULL);
     }
 }
@@ -208,19 +213,9 @@ pub fn iter_step(e: &Event, it: u64) {
         return;
     };
     let ikey = iter_key(e, map);
-    let Some(st) = ITERS.get_ptr_mut(&ikey) else {
+    let Some(st) = ITERS.get_ptr_mut(ikey) else {
         // An iteration that began before we attached (or was swept): track it from here.
-        // SAFETY: valid map value pointer.
-        let seen_seq = unsafe { (*ms).write_seq };
-        let st = IterState {
-            it,
-            seen_seq,
-            last_step_ns: e.now,
-            ..IterState::default()
-        };
-        if ITERS.insert(&ikey, &st, 0).is_err() {
-            count(counter::ITERS_FULL);
-        }
+        begin_iteration(e, &ikey, ms, it);
         return;
     };
     // SAFETY: valid map value pointers for the duration of the program.
@@ -334,7 +329,7 @@ pub fn write(e: &Event, map: u64, op: Op, key: Key) {
                 growing: growing as u32,
             };
         }
-        let Some(st) = ITERS.get_ptr_mut(&iter_key(e, map)) else {
+        let Some(st) = ITERS.get_ptr_mut(iter_key(e, map)) else {
             return;
         };
         if growing {
@@ -348,7 +343,7 @@ pub fn write(e: &Event, map: u64, op: Op, key: Key) {
                     count_before,
                     ns: e.now,
                 };
-                if PENDING.insert(&go_key(e), &p, 0).is_err() {
+                if PENDING.insert(go_key(e), p, 0).is_err() {
                     count(counter::PENDING_FULL);
                 }
             }
@@ -391,7 +386,7 @@ pub fn grow(e: &Event, map: u64) {
         if best < WRITE_RING {
             (*ms).ring[best].growing = 1;
         }
-        if let Some(st) = ITERS.get_ptr_mut(&iter_key(e, map)) {
+        if let Some(st) = ITERS.get_ptr_mut(iter_key(e, map)) {
             (*st).flags |= SELF_GREW;
         }
     }

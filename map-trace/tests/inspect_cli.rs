@@ -50,13 +50,24 @@ fn fixture(version_prefix: &str, variant: &str) -> Fixture {
         .unwrap_or_else(|| panic!("no amd64 {variant} fixture of go{version_prefix}"))
 }
 
-/// A copy of `src` with `find` replaced by `replace` at its first occurrence.
+/// A copy of `src` with `find` replaced by `replace` at its first occurrence in the build info
+/// (the runtime keeps other copies of the version string elsewhere).
 fn patched(src: &Path, name: &str, find: &[u8], replace: &[u8]) -> PathBuf {
+    use object::{Object as _, ObjectSection as _};
     let mut data = std::fs::read(src).unwrap();
-    let at = data
-        .windows(find.len())
-        .position(|w| w == find)
-        .expect("pattern present");
+    let (start, len) = {
+        let file = object::File::parse(&*data).unwrap();
+        let s = file
+            .section_by_name(".go.buildinfo")
+            .expect(".go.buildinfo");
+        let (o, l) = s.file_range().unwrap();
+        (o as usize, l as usize)
+    };
+    let at = start
+        + data[start..start + len]
+            .windows(find.len())
+            .position(|w| w == find)
+            .expect("pattern present in .go.buildinfo");
     data[at..at + replace.len()].copy_from_slice(replace);
     let out = scratch(name);
     std::fs::write(&out, data).unwrap();
@@ -287,4 +298,21 @@ fn usage_errors_exit_2() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let o = map_trace(&["inspect", "/bin/true", "--pid", "1"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+#[test]
+fn newer_go_uses_the_nearest_known_layout_and_says_so() {
+    // A stripped binary (no DWARF to read exactly) claiming a release newer than any measured.
+    let f = fixture("1.27", "stripped");
+    let p = patched(&f.path, "go129", b"go1.27.", b"go1.29.");
+    let o = map_trace(&["inspect", "--json", p.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["go_version"], "go1.29.3");
+    assert_eq!(v["offsets_source"], "table:go1.27");
+    let warnings = v["warnings"].to_string();
+    assert!(
+        warnings.contains("newer than every Go release"),
+        "{warnings}"
+    );
 }

@@ -12,6 +12,23 @@ use map_trace::target::elf::ElfImage;
 use map_trace::target::symbols::Symbols;
 use map_trace::target::{MapImpl, dwarf, offsets};
 
+fn assert_none(failures: &[String]) {
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// Fixtures that still have `.symtab` and DWARF.
+fn unstripped() -> Vec<Fixture> {
+    common::fixtures()
+        .into_iter()
+        .filter(|f| !f.stripped)
+        .collect()
+}
+
 fn analyze(f: &Fixture) -> Result<GoTarget, String> {
     GoTarget::analyze(&f.path).map_err(|e| format!("{}: analyze failed: {e}", f.name))
 }
@@ -63,20 +80,12 @@ fn probe_addresses_match_go_tool_nm() {
         }
         bad
     });
-    assert!(
-        failures.is_empty(),
-        "{} mismatches:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_none(&failures);
 }
 
 #[test]
 fn pclntab_and_symtab_agree_on_every_function() {
-    let fixtures: Vec<Fixture> = common::fixtures()
-        .into_iter()
-        .filter(|f| !f.stripped)
-        .collect();
+    let fixtures = unstripped();
     let failures = check_all(&fixtures, |f| {
         let image = ElfImage::open(&f.path).unwrap();
         let file = image.object().unwrap();
@@ -104,12 +113,7 @@ fn pclntab_and_symtab_agree_on_every_function() {
         }
         bad
     });
-    assert!(
-        failures.is_empty(),
-        "{} mismatches:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_none(&failures);
 }
 
 fn all_catalog_names() -> impl Iterator<Item = &'static str> {
@@ -176,20 +180,12 @@ fn stripped_binaries_give_the_same_answers_as_their_unstripped_twins() {
         }
         bad
     });
-    assert!(
-        failures.is_empty(),
-        "{} mismatches:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_none(&failures);
 }
 
 #[test]
 fn dwarf_offsets_equal_the_builtin_table_for_every_version() {
-    let fixtures: Vec<Fixture> = common::fixtures()
-        .into_iter()
-        .filter(|f| !f.stripped)
-        .collect();
+    let fixtures = unstripped();
     let failures = check_all(&fixtures, |f| {
         let t = match analyze(f) {
             Ok(t) => t,
@@ -225,12 +221,7 @@ fn dwarf_offsets_equal_the_builtin_table_for_every_version() {
         }
         bad
     });
-    assert!(
-        failures.is_empty(),
-        "{} mismatches:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_none(&failures);
 }
 
 #[test]
@@ -275,12 +266,7 @@ fn binary_facts_match_how_each_fixture_was_built() {
         }
         bad
     });
-    assert!(
-        failures.is_empty(),
-        "{} mismatches:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_none(&failures);
 }
 
 /// One instruction of `go tool objdump` output.
@@ -420,10 +406,5 @@ fn attach_offsets_land_after_the_stack_check_branch_per_objdump() {
         }
         bad
     });
-    assert!(
-        failures.is_empty(),
-        "{} mismatches:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_none(&failures);
 }

@@ -96,23 +96,32 @@ pub fn run(cargo_test_args: &[String]) -> Result<()> {
         )
     })?;
     step("clippy-ebpf", &mut || {
-        cmd::run(
-            Command::new("cargo")
-                .arg(format!("+{EBPF_TOOLCHAIN}"))
-                .args([
-                    "clippy",
-                    "--target",
-                    "bpfel-unknown-none",
-                    "-Z",
-                    "build-std=core",
-                    "--release",
-                ])
-                .arg("--target-dir")
-                .arg(paths::target_dir().join("ebpf-clippy"))
-                .args(["--", "-D", "warnings"])
-                .current_dir(root.join("map-trace-ebpf")),
-            "fix the clippy findings above in map-trace-ebpf",
-        )
+        // aya-build passes the register layout as --cfg bpf_target_arch; lint both layouts the
+        // probes read (x86_64 and aarch64), each in its own target dir so they stay cached.
+        for arch in ["x86_64", "aarch64"] {
+            cmd::run(
+                Command::new("cargo")
+                    .arg(format!("+{EBPF_TOOLCHAIN}"))
+                    .args([
+                        "clippy",
+                        "--target",
+                        "bpfel-unknown-none",
+                        "-Z",
+                        "build-std=core",
+                        "--release",
+                    ])
+                    .arg("--target-dir")
+                    .arg(paths::target_dir().join(format!("ebpf-clippy-{arch}")))
+                    .args(["--", "-D", "warnings"])
+                    .env(
+                        "CARGO_ENCODED_RUSTFLAGS",
+                        format!("--cfg=bpf_target_arch=\"{arch}\""),
+                    )
+                    .current_dir(root.join("map-trace-ebpf")),
+                "fix the clippy findings above in map-trace-ebpf",
+            )?;
+        }
+        Ok(())
     })?;
     let mut counts = Counts::default();
     step("cargo test", &mut || {

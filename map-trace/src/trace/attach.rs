@@ -82,9 +82,14 @@ pub fn load() -> Result<Ebpf, AttachError> {
             .program_mut(program)
             .ok_or(AttachError::Missing(program))?
             .try_into()
-            .map_err(|source| AttachError::Verify { program, source: Box::new(source) })?;
-        p.load()
-            .map_err(|source| AttachError::Verify { program, source: Box::new(source) })?;
+            .map_err(|source| AttachError::Verify {
+                program,
+                source: Box::new(source),
+            })?;
+        p.load().map_err(|source| AttachError::Verify {
+            program,
+            source: Box::new(source),
+        })?;
     }
     Ok(ebpf)
 }
@@ -101,10 +106,16 @@ pub fn attach_process(
         ebpf.map_mut("CONFIG")
             .ok_or(AttachError::Missing("CONFIG"))?,
     )
-    .map_err(|source| AttachError::Config { pid, source: Box::new(source) })?;
+    .map_err(|source| AttachError::Config {
+        pid,
+        source: Box::new(source),
+    })?;
     config
         .insert(pid, proc_config(t), 0)
-        .map_err(|source| AttachError::Config { pid, source: Box::new(source) })?;
+        .map_err(|source| AttachError::Config {
+            pid,
+            source: Box::new(source),
+        })?;
     let scope = match std::num::NonZeroU32::new(pid) {
         Some(p) => UProbeScope::OneProcess(p),
         None => UProbeScope::AllProcesses,

@@ -2,6 +2,26 @@
 
 package main
 
+import "reflect"
+
+func init() {
+	scenarios["reflect_self_clear"] = reflectSelfClear
+}
+
+// reflectSelfClear clears the map through reflect.Value.Clear (Go 1.21+) during its own range.
+//
+//go:noinline
+func reflectSelfClear() {
+	m := u64Map(16)
+	v := reflect.ValueOf(m)
+	it := v.MapRange()
+	for i := 0; it.Next(); i++ {
+		if i == 0 {
+			v.Clear()
+		}
+	}
+}
+
 //go:noinline
 func clearPtrMap(m map[*T]int) { clear(m) }
 

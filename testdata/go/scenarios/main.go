@@ -13,9 +13,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"reflect"
 	"sort"
 	"strconv"
 	"sync"
+	"time"
 )
 
 type pair struct{ a, b int }
@@ -39,6 +41,9 @@ var scenarios = map[string]func(){
 	"channel_handoff":          channelHandoff,
 	"grow_during_iteration":    growDuringIteration,
 	"nested_two_maps":          nestedTwoMaps,
+	"reflect_cross_write":      reflectCrossWrite,
+	"reflect_self_delete":      reflectSelfDelete,
+	"fatal_race":               fatalRace,
 }
 
 func main() {
@@ -213,6 +218,17 @@ func selfDeleteOther() {
 			delete(a, (k+1)%16)
 		}
 	}
+	u := map[uint32]int{}
+	for i := uint32(0); i < 16; i++ {
+		u[i] = int(i)
+	}
+	first = true
+	for k := range u {
+		if first {
+			first = false
+			delete(u, (k+1)%16)
+		}
+	}
 	s := strMap(16)
 	first = true
 	for k := range s {
@@ -237,6 +253,15 @@ func selfDeleteCurrent() {
 			delete(a, k)
 		}
 	}
+	u := map[uint32]int{}
+	for i := uint32(0); i < 32; i++ {
+		u[i] = int(i)
+	}
+	for k, v := range u {
+		if v >= 0 {
+			delete(u, k)
+		}
+	}
 	s := strMap(32)
 	for k := range s {
 		// A copy of the key in fresh memory: equal by value, not by pointer.
@@ -258,7 +283,7 @@ func selfDeleteCurrent() {
 			delete(ptrs, k)
 		}
 	}
-	if len(a)+len(s)+len(p)+len(ptrs) != 0 {
+	if len(a)+len(u)+len(s)+len(p)+len(ptrs) != 0 {
 		panic("maps not emptied")
 	}
 }
@@ -417,4 +442,59 @@ func nestedTwoMaps() {
 		// b's range above has finished; this write overlaps no iteration.
 		b["from-"+strconv.FormatUint(k, 10)] = int(k)
 	}
+}
+
+//go:noinline
+func reflectCrossWrite() {
+	m := strMap(32)
+	h := writer(func() {
+		v := reflect.ValueOf(m)
+		v.SetMapIndex(reflect.ValueOf("key-3"), reflect.ValueOf(300)) // reflect assign
+		v.SetMapIndex(reflect.ValueOf("key-4"), reflect.Value{})      // reflect delete
+	})
+	it := reflect.ValueOf(m).MapRange()
+	for i := 0; it.Next(); i++ {
+		if i == 0 {
+			h.wait()
+		}
+	}
+}
+
+//go:noinline
+func reflectSelfDelete() {
+	m := map[pair]int{}
+	for i := 0; i < 16; i++ {
+		m[pair{i, i}] = i
+	}
+	v := reflect.ValueOf(m)
+	it := v.MapRange()
+	for i := 0; it.Next(); i++ {
+		k := it.Key().Interface().(pair)
+		if i == 0 {
+			other := pair{(k.a + 1) % 16, (k.b + 1) % 16}
+			v.SetMapIndex(reflect.ValueOf(other), reflect.Value{}) // another key: a notice
+		}
+		v.SetMapIndex(it.Key(), reflect.Value{}) // the visited key: fine
+	}
+}
+
+// fatalRace is a real, unsynchronised race: the Go runtime usually kills the process with
+// "concurrent map iteration and map write" within milliseconds. If it survives two seconds it
+// exits 3, so the test can tell the two outcomes apart.
+//
+//go:noinline
+func fatalRace() {
+	m := u64Map(64)
+	go func() {
+		for i := uint64(0); ; i++ {
+			m[i%64] = int(i)
+		}
+	}()
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		for range m {
+		}
+	}
+	fmt.Println("survived")
+	os.Exit(3)
 }
