@@ -20,7 +20,7 @@ pub enum AttachError {
     Load(#[source] Box<aya::EbpfError>),
     #[error("the kernel rejected eBPF program {program}: {source}")]
     Verify {
-        program: &'static str,
+        program: String,
         #[source]
         source: Box<aya::programs::ProgramError>,
     },
@@ -75,21 +75,13 @@ pub fn proc_config(t: &GoTarget) -> ProcConfig {
 /// Loads the eBPF object and verifies every program once; attaching is per process.
 pub fn load() -> Result<Ebpf, AttachError> {
     let mut ebpf = Ebpf::load(crate::ebpf::object()).map_err(|e| AttachError::Load(Box::new(e)))?;
-    let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
-    for name in names {
-        let program: &'static str = Box::leak(name.into_boxed_str());
-        let p: &mut UProbe = ebpf
-            .program_mut(program)
-            .ok_or(AttachError::Missing(program))?
-            .try_into()
-            .map_err(|source| AttachError::Verify {
-                program,
-                source: Box::new(source),
-            })?;
-        p.load().map_err(|source| AttachError::Verify {
-            program,
+    for (name, program) in ebpf.programs_mut() {
+        let verify = |source| AttachError::Verify {
+            program: name.to_string(),
             source: Box::new(source),
-        })?;
+        };
+        let p: &mut UProbe = program.try_into().map_err(verify)?;
+        p.load().map_err(verify)?;
     }
     Ok(ebpf)
 }
@@ -126,7 +118,7 @@ pub fn attach_process(
             .ok_or(AttachError::Missing(probe.program))?
             .try_into()
             .map_err(|source| AttachError::Verify {
-                program: probe.program,
+                program: probe.program.to_string(),
                 source: Box::new(source),
             })?;
         p.attach(probe.uprobe_offset(), exe, scope)
