@@ -482,3 +482,30 @@ fn one_tracer_follows_processes_of_different_go_versions_at_once() {
         assert_eq!(hits, 1, "pid {pid}: expected one finding in:\n{out}");
     }
 }
+
+#[test]
+fn tracing_without_privileges_says_what_is_needed() {
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "needs root to drop to nobody: run `sudo cargo xtask test`"
+    );
+    let target = Reaped(Command::new("sleep").arg("30").spawn().unwrap());
+    let o = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_map-trace"))
+        .args(["--pid", &target.0.id().to_string()])
+        .output()
+        .expect("setpriv (util-linux) runs");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(12), "{err}");
+    assert!(
+        err.contains("needs root") && err.contains("CAP_BPF"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+}
