@@ -227,13 +227,20 @@ pub fn plan(map_impl: MapImpl, lookup: impl Fn(&str) -> Option<Function>) -> Pla
             None => out.absent.push(spec.symbols[0]),
         }
     }
-    let has = |role| out.probes.iter().any(|p| p.role == role);
-    if !has(Role::IterStart) || !has(Role::IterStep) {
+    let has = |probes: &[PlannedProbe], role| probes.iter().any(|p| p.role == role);
+    if !has(&out.probes, Role::IterStart) || !has(&out.probes, Role::IterStep) {
+        // Steps without starts would compare a new range with a finished one's baseline:
+        // never attach one without the other.
+        out.probes
+            .retain(|p| !matches!(p.role, Role::IterStart | Role::IterStep));
         out.warnings.push(
             "the binary contains no map iteration functions: it never ranges over a map, so no overlap can occur".into(),
         );
     }
-    if !has(Role::Assign) && !has(Role::Delete) && !has(Role::Clear) {
+    if [Role::Assign, Role::Delete, Role::Clear]
+        .iter()
+        .all(|&r| !has(&out.probes, r))
+    {
         out.warnings
             .push("the binary contains no map write functions: nothing to detect".into());
     }
@@ -291,6 +298,15 @@ mod tests {
         );
         assert!(p.absent.contains(&"internal/runtime/maps.(*Map).Clear"));
         assert!(p.warnings.is_empty());
+    }
+
+    #[test]
+    fn a_step_function_without_a_start_function_is_not_probed() {
+        let present = ["runtime.mapiternext", "runtime.mapassign"];
+        let p = plan(MapImpl::Classic, |n| present.contains(&n).then(|| func(n)));
+        let roles: Vec<Role> = p.probes.iter().map(|p| p.role).collect();
+        assert_eq!(roles, [Role::Assign]);
+        assert_eq!(p.warnings.len(), 1);
     }
 
     #[test]
