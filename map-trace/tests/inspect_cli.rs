@@ -6,29 +6,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-use common::Fixture;
-
-fn map_trace(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_map-trace"))
-        .args(args)
-        .output()
-        .expect("run map-trace")
-}
+use common::{Fixture, assert_fails, exited_pid, map_trace};
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn assert_fails(o: &Output, code: i32, needle: &str) {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(code), "exit code; stderr: {err}");
-    assert!(err.contains(needle), "stderr {err:?} lacks {needle:?}");
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "error is one line: {err:?}"
-    );
-    assert!(!err.contains("panicked"), "{err}");
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -247,9 +228,7 @@ fn pid_missing() {
 
 #[test]
 fn exited_process() {
-    let mut child = Command::new("true").spawn().unwrap();
-    let pid = child.id().to_string();
-    child.wait().unwrap();
+    let pid = exited_pid();
     assert_fails(
         &map_trace(&["inspect", "--pid", &pid]),
         8,

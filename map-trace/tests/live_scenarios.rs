@@ -267,14 +267,7 @@ fn scenarios_report_exactly_the_expected_kinds_on_every_go_version() {
 }
 
 fn trace_fails(args: &[&str], code: i32, needle: &str) {
-    let o = Command::new(env!("CARGO_BIN_EXE_map-trace"))
-        .args(args)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
-    assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
-    assert!(!err.contains("panicked"), "{err}");
+    common::assert_fails(&common::map_trace(args), code, needle);
 }
 
 #[test]
@@ -288,10 +281,7 @@ fn tracing_a_missing_pid_fails_clearly() {
 
 #[test]
 fn tracing_an_exited_process_fails_clearly() {
-    let mut child = Command::new("true").spawn().unwrap();
-    let pid = child.id().to_string();
-    child.wait().unwrap();
-    trace_fails(&["--pid", &pid], 8, "no process with pid");
+    trace_fails(&["--pid", &common::exited_pid()], 8, "no process with pid");
 }
 
 #[test]

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 use serde::Deserialize;
 
@@ -111,4 +111,34 @@ pub fn check_all<T: Sync>(items: &[T], work: impl Fn(&T) -> Vec<String> + Sync) 
         }
     });
     failures.into_inner().unwrap()
+}
+
+/// Runs the map-trace binary under test.
+pub fn map_trace(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_map-trace"))
+        .args(args)
+        .output()
+        .expect("run map-trace")
+}
+
+/// Asserts a failure as users must see it: this exit code, a one-line message containing
+/// `needle`, no panic.
+pub fn assert_fails(o: &Output, code: i32, needle: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(code), "exit code; stderr: {err}");
+    assert!(err.contains(needle), "stderr {err:?} lacks {needle:?}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "error is one line: {err:?}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// The pid of a process that has exited and been reaped.
+pub fn exited_pid() -> String {
+    let mut child = Command::new("true").spawn().expect("spawn true");
+    let pid = child.id().to_string();
+    child.wait().expect("wait true");
+    pid
 }
