@@ -60,12 +60,6 @@ impl TraceError {
     }
 }
 
-struct Traced {
-    pid: u32,
-    exited: bool,
-    pidfd: AsyncFd<OwnedFd>,
-}
-
 fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
     // SAFETY: plain syscall; on success the kernel returns a new fd we own.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
@@ -92,7 +86,7 @@ async fn session(opts: Options) -> Result<(), TraceError> {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| TraceError::Other(format!("SIGTERM handler: {e}")))?;
     let mut ebpf = attach::load()?;
-    let mut traced = Vec::new();
+    let (exits_tx, mut exits) = tokio::sync::mpsc::unbounded_channel();
     for &pid in &opts.pids {
         let proc = process::resolve(pid)?;
         // Watch for the exit before attaching, so a process that dies meanwhile is noticed.
@@ -118,12 +112,14 @@ async fn session(opts: Options) -> Result<(), TraceError> {
                 .map_err(|e| {
                     TraceError::Other(format!("watching pid {pid}: {}", e.into_parts().1))
                 })?;
-        traced.push(Traced {
-            pid,
-            exited: false,
-            pidfd,
+        // A pidfd becomes readable when its process exits.
+        let exits = exits_tx.clone();
+        tokio::spawn(async move {
+            let _ = pidfd.readable().await;
+            let _ = exits.send(pid);
         });
     }
+    let mut running = opts.pids.len();
 
     let mut ring = RingBuf::try_from(
         ebpf.take_map("FINDINGS")
@@ -152,9 +148,10 @@ async fn session(opts: Options) -> Result<(), TraceError> {
             _ = sigint.recv() => break Stop::Signal("SIGINT"),
             _ = sigterm.recv() => break Stop::Signal("SIGTERM"),
             _ = &mut deadline => break Stop::Duration,
-            pid = first_exit(&mut traced) => {
+            Some(pid) = exits.recv() => {
                 eprintln!("map-trace: pid {pid} exited");
-                if traced.iter().all(|t| t.exited) {
+                running -= 1;
+                if running == 0 {
                     break Stop::TargetsExited;
                 }
             }
@@ -173,39 +170,6 @@ async fn session(opts: Options) -> Result<(), TraceError> {
     }
     eprint!("{}", summary.to_human());
     Ok(())
-}
-
-/// Resolves with the pid of the next traced process to exit.
-async fn first_exit(traced: &mut [Traced]) -> u32 {
-    let waits = traced
-        .iter_mut()
-        .filter(|t| !t.exited)
-        .map(|t| {
-            Box::pin(async move {
-                // A pidfd becomes readable when its process exits.
-                let _ = t.pidfd.readable().await;
-                t.exited = true;
-                t.pid
-            })
-        })
-        .collect::<Vec<_>>();
-    if waits.is_empty() {
-        return std::future::pending().await;
-    }
-    futures_select_all(waits).await
-}
-
-/// The first of several futures to finish (a tiny `select_all`, to avoid a dependency).
-async fn futures_select_all<F: std::future::Future<Output = u32> + Unpin>(mut futs: Vec<F>) -> u32 {
-    std::future::poll_fn(move |cx| {
-        for f in futs.iter_mut() {
-            if let std::task::Poll::Ready(v) = std::pin::Pin::new(f).poll(cx) {
-                return std::task::Poll::Ready(v);
-            }
-        }
-        std::task::Poll::Pending
-    })
-    .await
 }
 
 fn drain(
