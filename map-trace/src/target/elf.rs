@@ -13,6 +13,8 @@ use crate::error::TargetError;
 pub struct ElfImage {
     path: PathBuf,
     data: Vec<u8>,
+    /// PT_LOAD segments, read once: every probe's file offset is looked up in them.
+    loads: Vec<Load>,
 }
 
 /// A PT_LOAD segment, which is what a uprobe offset is relative to.
@@ -46,7 +48,11 @@ impl ElfImage {
         if data.get(..4) != Some(&elf::ELFMAG[..]) {
             return Err(TargetError::NotElf { path });
         }
-        let image = ElfImage { path, data };
+        let mut image = ElfImage {
+            path,
+            data,
+            loads: Vec::new(),
+        };
         // 32-bit ELF is a valid ELF we do not support; report it as an architecture problem.
         if data_class(&image.data) != Some(elf::ELFCLASS64) {
             let arch = image.machine_name();
@@ -55,7 +61,7 @@ impl ElfImage {
                 arch: format!("{arch} (32-bit)"),
             });
         }
-        image.object()?;
+        image.loads = image.read_loads()?;
         Ok(image)
     }
 
@@ -129,7 +135,7 @@ impl ElfImage {
         })
     }
 
-    fn loads(&self) -> Result<Vec<Load>, TargetError> {
+    fn read_loads(&self) -> Result<Vec<Load>, TargetError> {
         let file = self.object()?;
         Ok(file
             .elf_program_headers()
@@ -146,8 +152,8 @@ impl ElfImage {
     /// File offset of a virtual address, which is what the kernel's uprobe API wants: the
     /// PT_LOAD that contains it decides (PIE and external linking move segments around).
     pub fn file_offset(&self, vaddr: u64) -> Result<u64, TargetError> {
-        self.loads()?
-            .into_iter()
+        self.loads
+            .iter()
             .find(|l| vaddr >= l.vaddr && vaddr - l.vaddr < l.filesz)
             .map(|l| vaddr - l.vaddr + l.offset)
             .ok_or_else(|| self.malformed(format!("address {vaddr:#x} is in no loadable segment")))
