@@ -16,13 +16,6 @@ use map_trace::target::analysis::GoTarget;
 use map_trace_common::event::counter;
 use map_trace_common::probe::Role;
 
-fn require_root() {
-    assert!(
-        unsafe { libc::geteuid() } == 0,
-        "attach tests load eBPF programs and need root: run `sudo cargo xtask test`"
-    );
-}
-
 fn assign_hits(ebpf: &Ebpf) -> u64 {
     let counters: PerCpuArray<_, u64> =
         PerCpuArray::try_from(ebpf.map("COUNTERS").expect("COUNTERS map")).unwrap();
@@ -63,7 +56,7 @@ fn count_calls(f: &Fixture, offset: u64) -> (u64, u64) {
 
 #[test]
 fn probe_after_the_prologue_fires_once_per_call_on_every_amd64_fixture() {
-    require_root();
+    common::require_root("loads eBPF programs");
     let fixtures: Vec<Fixture> = common::fixtures_of("mapops")
         .into_iter()
         .filter(|f| f.arch == "x86_64")
@@ -98,7 +91,7 @@ fn probe_after_the_prologue_fires_once_per_call_on_every_amd64_fixture() {
 
 #[test]
 fn every_probe_program_passes_the_verifier() {
-    require_root();
+    common::require_root("loads eBPF programs");
     let mut ebpf = Ebpf::load(map_trace::ebpf::object()).expect("load eBPF object");
     let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
     assert!(

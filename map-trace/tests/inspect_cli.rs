@@ -4,9 +4,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
-use common::{Fixture, assert_fails, exited_pid, map_trace};
+use common::{Fixture, Reaped, assert_fails, exited_pid, map_trace};
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -53,14 +53,6 @@ fn patched(src: &Path, name: &str, find: &[u8], replace: &[u8]) -> PathBuf {
     let out = scratch(name);
     std::fs::write(&out, data).unwrap();
     out
-}
-
-struct Reaped(Child);
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn spawn(cmd: &Path, args: &[&str]) -> Reaped {
@@ -249,24 +241,11 @@ fn non_go_process() {
 
 #[test]
 fn permission_denied_names_the_fix() {
-    assert!(
-        unsafe { libc::geteuid() } == 0,
-        "this test must run as root: it drops to nobody to provoke the error (use `sudo cargo xtask test`)"
-    );
+    common::require_root("drops to nobody to provoke the error");
     let f = fixture("1.23", "default");
     let child = spawn(&f.path, &["-sleep", "30s"]);
     let pid = child.0.id().to_string();
-    let o = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(env!("CARGO_BIN_EXE_map-trace"))
-        .args(["inspect", "--pid", &pid])
-        .output()
-        .expect("setpriv (util-linux) runs");
+    let o = common::map_trace_as_nobody(&["inspect", "--pid", &pid]);
     assert_fails(&o, 9, "CAP_SYS_PTRACE");
     assert!(stderr(&o).contains("sudo"), "{}", stderr(&o));
 }

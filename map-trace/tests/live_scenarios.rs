@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{Fixture, check_all};
+use common::{Fixture, Reaped, check_all};
 
 const CW: &str = "concurrent_write_during_iteration";
 const INSERT: &str = "insert_during_iteration";
@@ -42,14 +42,6 @@ const EXPECTED: &[(&str, &[&str])] = &[
 
 /// Scenarios that exist only from some Go release on (they use newer APIs), as (name, minor).
 const SINCE: &[(&str, u32, &[&str])] = &[("reflect_self_clear", 21, &[CLEAR])];
-
-struct Reaped(Child);
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Waits for a child with a deadline; returns its exit code (None: killed by a signal).
 fn wait_timeout(child: &mut Child, limit: Duration) -> Result<Option<i32>, String> {
@@ -222,10 +214,7 @@ fn check(f: &Fixture, scenario: &str, expected: &[&str]) -> Vec<String> {
 
 #[test]
 fn scenarios_report_exactly_the_expected_kinds_on_every_go_version() {
-    assert!(
-        unsafe { libc::geteuid() } == 0,
-        "live tests attach uprobes and need root: run `sudo cargo xtask test`"
-    );
+    common::require_root("attaches uprobes");
     let fixtures: Vec<Fixture> = common::fixtures_of("scenarios")
         .into_iter()
         .filter(|f| f.arch == "x86_64" && f.variant == "default")
@@ -293,10 +282,7 @@ fn tracing_a_non_go_process_fails_clearly() {
 
 #[test]
 fn duration_and_sigterm_detach_cleanly() {
-    assert!(
-        unsafe { libc::geteuid() } == 0,
-        "needs root: run `sudo cargo xtask test`"
-    );
+    common::require_root("attaches uprobes");
     let f = common::fixtures_of("mapops")
         .into_iter()
         .find(|f| f.arch == "x86_64" && f.variant == "default" && f.go_version.starts_with("1.27"))
@@ -355,10 +341,7 @@ fn emitted(stderr: &str) -> Option<usize> {
 
 #[test]
 fn findings_survive_the_target_dying_of_its_own_race() {
-    assert!(
-        unsafe { libc::geteuid() } == 0,
-        "needs root: run `sudo cargo xtask test`"
-    );
+    common::require_root("attaches uprobes");
     let fixtures: Vec<Fixture> = common::fixtures_of("scenarios")
         .into_iter()
         .filter(|f| f.arch == "x86_64" && f.variant == "default")
@@ -403,10 +386,7 @@ fn findings_survive_the_target_dying_of_its_own_race() {
 
 #[test]
 fn one_tracer_follows_processes_of_different_go_versions_at_once() {
-    assert!(
-        unsafe { libc::geteuid() } == 0,
-        "needs root: run `sudo cargo xtask test`"
-    );
+    common::require_root("attaches uprobes");
     // A classic-map build and a Swiss one: each process gets its own offsets in the kernel.
     let pick = |v: &str| {
         common::fixtures_of("scenarios")
@@ -475,22 +455,9 @@ fn one_tracer_follows_processes_of_different_go_versions_at_once() {
 
 #[test]
 fn tracing_without_privileges_says_what_is_needed() {
-    assert!(
-        unsafe { libc::geteuid() } == 0,
-        "needs root to drop to nobody: run `sudo cargo xtask test`"
-    );
+    common::require_root("drops to nobody");
     let target = Reaped(Command::new("sleep").arg("30").spawn().unwrap());
-    let o = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(env!("CARGO_BIN_EXE_map-trace"))
-        .args(["--pid", &target.0.id().to_string()])
-        .output()
-        .expect("setpriv (util-linux) runs");
+    let o = common::map_trace_as_nobody(&["--pid", &target.0.id().to_string()]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(12), "{err}");
     assert!(

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
 
 use serde::Deserialize;
 
@@ -141,4 +141,39 @@ pub fn exited_pid() -> String {
     let pid = child.id().to_string();
     child.wait().expect("wait true");
     pid
+}
+
+/// Fails (never skips) when not root: these tests load eBPF programs, attach uprobes, or drop
+/// privileges to provoke permission errors. `why` says which.
+pub fn require_root(why: &str) {
+    // SAFETY: geteuid has no preconditions.
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "this test {why} and must run as root: run `sudo cargo xtask test`"
+    );
+}
+
+/// A child process killed and reaped when dropped, so a failing test leaves nothing behind.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs map-trace as `nobody` with no capabilities (util-linux `setpriv`).
+pub fn map_trace_as_nobody(args: &[&str]) -> Output {
+    Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_map-trace"))
+        .args(args)
+        .output()
+        .expect("setpriv (util-linux) runs")
 }
