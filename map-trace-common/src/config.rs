@@ -20,10 +20,13 @@ pub struct ProcConfig {
     pub iter_key: u32,
     /// Iterator's map (`hiter.h` / `Iter.m`).
     pub iter_map: u32,
+    /// Iterator's map type pointer (`hiter.t` / `Iter.typ`), named in findings.
+    pub iter_typ: u32,
     /// Key type pointer in the map type descriptor.
     pub maptype_key: u32,
     /// `abi.Type.Size_`, `.TFlag` and `.Kind_` in a type descriptor.
     pub type_size: u32,
     pub type_tflag: u32,
     pub type_kind: u32,
+    pub _pad: u32,
 }

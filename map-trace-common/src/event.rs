@@ -81,6 +81,12 @@ pub struct Finding {
     pub step_ns: u64,
     /// Map header address in the target.
     pub map: u64,
+    /// The map's type descriptor (`*maptype` / `*abi.SwissMapType`), for its name.
+    pub map_type: u64,
+    /// Keys of the `STACKS` table (0: not captured): the writer's stack at the write, and the
+    /// iterating goroutine's at the step that confirmed the overlap.
+    pub writer_stack: u64,
+    pub iterator_stack: u64,
     pub writer_goid: u64,
     pub iterator_goid: u64,
     pub tgid: u32,
@@ -113,7 +119,13 @@ pub mod counter {
     pub const WRITES_DURING_GROWTH: u32 = PENDING_FULL + 1;
     /// Writes that fell out of a map's write ring before an iteration step could examine them.
     pub const WRITES_UNSEEN: u32 = WRITES_DURING_GROWTH + 1;
+    /// Stacks walked.
+    pub const STACKS: u32 = WRITES_UNSEEN + 1;
+    /// Stacks deeper than `MAX_STACK_DEPTH`: their outermost frames are lost.
+    pub const STACKS_TRUNCATED: u32 = STACKS + 1;
+    /// Stacks not captured: the first return address was unreadable.
+    pub const STACKS_UNREADABLE: u32 = STACKS_TRUNCATED + 1;
     /// Findings emitted, by kind: `FINDINGS + kind`.
-    pub const FINDINGS: u32 = WRITES_UNSEEN + 1;
+    pub const FINDINGS: u32 = STACKS_UNREADABLE + 1;
     pub const COUNT: u32 = FINDINGS + crate::event::FindingKind::COUNT as u32;
 }

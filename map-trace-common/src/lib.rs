@@ -5,6 +5,7 @@
 pub mod config;
 pub mod event;
 pub mod probe;
+pub mod stack;
 pub mod state;
 
 #[cfg(feature = "user")]

@@ -21,6 +21,8 @@ pub struct WriteRecord {
     pub seq: u64,
     pub goid: u64,
     pub ns: u64,
+    /// The writer's stack (`STACKS` key; 0: not captured).
+    pub stack: u64,
     pub op: u32,
     pub growing: u32,
 }
@@ -54,6 +56,15 @@ pub const SELF_CLEARED: u32 = 1 << 2;
 /// One of those writes grew the map.
 pub const SELF_GREW: u32 = 1 << 3;
 
+/// The latest write of one kind by the iterating goroutine itself since its last step.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SelfWrite {
+    pub ns: u64,
+    /// `STACKS` key of the write's stack (0: not captured).
+    pub stack: u64,
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IterState {
@@ -62,8 +73,9 @@ pub struct IterState {
     /// The map's `write_seq` at the last step: writes after it overlap the iteration.
     pub seen_seq: u64,
     pub last_step_ns: u64,
-    /// `ns` of the latest own write since the last step (for the finding's write time).
-    pub self_write_ns: u64,
+    pub inserted: SelfWrite,
+    pub deleted_other: SelfWrite,
+    pub cleared: SelfWrite,
     pub flags: u32,
     pub self_deletes_other: u32,
 }
@@ -84,4 +96,5 @@ pub struct PendingAssign {
     pub map: u64,
     pub count_before: u64,
     pub ns: u64,
+    pub stack: u64,
 }

@@ -1,6 +1,6 @@
 //! Userspace half: lets aya copy the shared types in and out of eBPF maps.
 
-use crate::{config::ProcConfig, event::Finding, state};
+use crate::{config::ProcConfig, event::Finding, stack::UserStack, state};
 
 // SAFETY: all are #[repr(C)], Copy, made of integers with explicit padding fields, so every
 // bit pattern is valid and there are no uninitialised bytes.
@@ -12,3 +12,4 @@ unsafe impl aya::Pod for state::IterKey {}
 unsafe impl aya::Pod for state::IterState {}
 unsafe impl aya::Pod for state::GoKey {}
 unsafe impl aya::Pod for state::PendingAssign {}
+unsafe impl aya::Pod for UserStack {}

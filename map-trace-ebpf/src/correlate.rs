@@ -15,8 +15,8 @@ use map_trace_common::event::{Finding, FindingKind, Op, counter};
 use map_trace_common::probe::Role;
 use map_trace_common::state::*;
 
-use crate::goabi;
 use crate::maps::{CONFIG, FINDINGS, ITERS, MAPS, PENDING, count};
+use crate::{goabi, stack};
 
 /// `abi.Kind` of strings, and the mask of the kind byte.
 const KIND_STRING: u8 = 24;
@@ -34,6 +34,8 @@ pub struct Event {
     pub goid: u64,
     pub now: u64,
     pub cfg: ProcConfig,
+    /// Where this goroutine's stack walk would start; walked only when a stack is needed.
+    pub stack: goabi::StackStart,
 }
 
 /// Counts the hit, then finds the process settings and the goroutine. None for processes the
@@ -51,6 +53,7 @@ pub fn event(ctx: &ProbeContext, role: Role) -> Option<Event> {
         // SAFETY: no preconditions.
         now: unsafe { bpf_ktime_get_ns() },
         cfg,
+        stack: goabi::stack_start(ctx),
     })
 }
 
@@ -114,33 +117,45 @@ fn map_state(e: &Event, map: u64, create: bool) -> Option<*mut MapState> {
     MAPS.get_ptr_mut(key)
 }
 
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn emit(
-    e: &Event,
+/// What a step found, ready to become a `Finding`.
+struct Overlap {
     kind: FindingKind,
     op: Op,
-    map: u64,
     writer: u64,
     write_ns: u64,
+    writer_stack: u64,
     growing: bool,
     writes: u32,
-) {
+}
+
+/// The step's own context, shared by every finding it emits.
+struct StepContext {
+    map: u64,
+    map_type: u64,
+    /// The iterating goroutine's stack, captured once for all findings of the step.
+    stack: u64,
+}
+
+#[inline(always)]
+fn emit(e: &Event, step: &StepContext, o: Overlap) {
     let f = Finding {
-        write_ns,
+        write_ns: o.write_ns,
         step_ns: e.now,
-        map,
-        writer_goid: writer,
+        map: step.map,
+        map_type: step.map_type,
+        writer_stack: o.writer_stack,
+        iterator_stack: step.stack,
+        writer_goid: o.writer,
         iterator_goid: e.goid,
         tgid: e.tgid,
-        kind: kind as u32,
-        op: op as u32,
-        growing: growing as u32,
-        writes,
+        kind: o.kind as u32,
+        op: o.op as u32,
+        growing: o.growing as u32,
+        writes: o.writes,
         _pad: 0,
     };
     match FINDINGS.output::<Finding>(&f, BPF_RB_NO_WAKEUP) {
-        Ok(()) => count(counter::FINDINGS + kind as u32),
+        Ok(()) => count(counter::FINDINGS + o.kind as u32),
         Err(_) => count(counter::FINDINGS_DROPPED),
     }
 }
@@ -164,7 +179,10 @@ fn resolve_pending(e: &Event) {
         // SAFETY: valid map value pointer for the duration of the program.
         unsafe {
             (*st).flags |= SELF_INSERTED;
-            (*st).self_write_ns = p.ns;
+            (*st).inserted = SelfWrite {
+                ns: p.ns,
+                stack: p.stack,
+            };
         }
     }
 }
@@ -222,9 +240,10 @@ pub fn iter_step(e: &Event, it: u64) {
     unsafe {
         let seen = (*st).seen_seq;
         let now_seq = (*ms).write_seq;
+        let flags = (*st).flags;
+        let mut latest = WriteRecord::default();
+        let mut foreign = 0u32;
         if now_seq > seen {
-            let mut latest = WriteRecord::default();
-            let mut foreign = 0u32;
             for i in 0..WRITE_RING {
                 let w = (*ms).ring[i];
                 if w.seq > seen && w.goid != e.goid {
@@ -237,6 +256,14 @@ pub fn iter_step(e: &Event, it: u64) {
             if now_seq - seen > WRITE_RING as u64 {
                 count(counter::WRITES_UNSEEN);
             }
+        }
+        if foreign > 0 || flags & (SELF_INSERTED | SELF_DELETED_OTHER | SELF_CLEARED) != 0 {
+            // Only steps that report anything pay for the type read and the stack walk.
+            let step = StepContext {
+                map,
+                map_type: read_u64(it + e.cfg.iter_typ as u64).unwrap_or(0),
+                stack: stack::capture(e),
+            };
             if foreign > 0 {
                 let op = match latest.op {
                     0 => Op::Assign,
@@ -245,36 +272,50 @@ pub fn iter_step(e: &Event, it: u64) {
                 };
                 emit(
                     e,
-                    FindingKind::ConcurrentWrite,
-                    op,
-                    map,
-                    latest.goid,
-                    latest.ns,
-                    latest.growing != 0,
-                    foreign,
+                    &step,
+                    Overlap {
+                        kind: FindingKind::ConcurrentWrite,
+                        op,
+                        writer: latest.goid,
+                        write_ns: latest.ns,
+                        writer_stack: latest.stack,
+                        growing: latest.growing != 0,
+                        writes: foreign,
+                    },
                 );
             }
-        }
-        let flags = (*st).flags;
-        let grew = flags & SELF_GREW != 0;
-        let at = (*st).self_write_ns;
-        if flags & SELF_INSERTED != 0 {
-            emit(e, FindingKind::Insert, Op::Assign, map, e.goid, at, grew, 1);
-        }
-        if flags & SELF_DELETED_OTHER != 0 {
-            emit(
-                e,
-                FindingKind::DeleteOther,
-                Op::Delete,
-                map,
-                e.goid,
-                at,
-                grew,
-                (*st).self_deletes_other,
-            );
-        }
-        if flags & SELF_CLEARED != 0 {
-            emit(e, FindingKind::Clear, Op::Clear, map, e.goid, at, grew, 1);
+            let grew = flags & SELF_GREW != 0;
+            let own = |kind, op, w: SelfWrite, writes| Overlap {
+                kind,
+                op,
+                writer: e.goid,
+                write_ns: w.ns,
+                writer_stack: w.stack,
+                growing: grew,
+                writes,
+            };
+            if flags & SELF_INSERTED != 0 {
+                emit(
+                    e,
+                    &step,
+                    own(FindingKind::Insert, Op::Assign, (*st).inserted, 1),
+                );
+            }
+            if flags & SELF_DELETED_OTHER != 0 {
+                let n = (*st).self_deletes_other;
+                emit(
+                    e,
+                    &step,
+                    own(FindingKind::DeleteOther, Op::Delete, (*st).deleted_other, n),
+                );
+            }
+            if flags & SELF_CLEARED != 0 {
+                emit(
+                    e,
+                    &step,
+                    own(FindingKind::Clear, Op::Clear, (*st).cleared, 1),
+                );
+            }
         }
         (*st).flags = 0;
         (*st).self_deletes_other = 0;
@@ -315,6 +356,9 @@ pub fn write(e: &Event, map: u64, op: Op, key: Key) {
     let Some(ms) = map_state(e, map, false) else {
         return;
     };
+    // A tracked map's writes may become findings; their stacks are only available now.
+    let stack = stack::capture(e);
+    let this = SelfWrite { ns: e.now, stack };
     // SAFETY: valid map value pointers for the duration of the program.
     unsafe {
         let seq = (*ms).write_seq + 1;
@@ -325,6 +369,7 @@ pub fn write(e: &Event, map: u64, op: Op, key: Key) {
                 seq,
                 goid: e.goid,
                 ns: e.now,
+                stack,
                 op: op as u32,
                 growing: growing as u32,
             };
@@ -342,6 +387,7 @@ pub fn write(e: &Event, map: u64, op: Op, key: Key) {
                     map,
                     count_before,
                     ns: e.now,
+                    stack,
                 };
                 if PENDING.insert(go_key(e), p, 0).is_err() {
                     count(counter::PENDING_FULL);
@@ -351,12 +397,12 @@ pub fn write(e: &Event, map: u64, op: Op, key: Key) {
                 if deletes_other_key(e, (*st).it, map, &key) {
                     (*st).flags |= SELF_DELETED_OTHER;
                     (*st).self_deletes_other += 1;
-                    (*st).self_write_ns = e.now;
+                    (*st).deleted_other = this;
                 }
             }
             Op::Clear => {
                 (*st).flags |= SELF_CLEARED;
-                (*st).self_write_ns = e.now;
+                (*st).cleared = this;
             }
         }
     }

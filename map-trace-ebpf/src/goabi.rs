@@ -40,3 +40,51 @@ pub fn g(ctx: &ProbeContext) -> u64 {
     // SAFETY: as above.
     unsafe { (*ctx.regs).regs[28] }
 }
+
+/// Where a stack walk starts at a probe placed before the function's own prologue has run:
+/// the caller's call site (`ret`: its address on the stack on amd64, the link register itself on
+/// arm64) and the caller's frame pointer, whose record `[fp] = caller's fp, [fp+8] = return
+/// address` holds every frame above it on both architectures.
+pub struct StackStart {
+    #[cfg(bpf_target_arch = "x86_64")]
+    pub sp: u64,
+    #[cfg(bpf_target_arch = "aarch64")]
+    pub lr: u64,
+    pub fp: u64,
+}
+
+#[cfg(bpf_target_arch = "x86_64")]
+#[inline(always)]
+pub fn stack_start(ctx: &ProbeContext) -> StackStart {
+    // SAFETY: as above.
+    let r = unsafe { &*ctx.regs };
+    StackStart {
+        sp: r.rsp,
+        fp: r.rbp,
+    }
+}
+
+#[cfg(bpf_target_arch = "aarch64")]
+#[inline(always)]
+pub fn stack_start(ctx: &ProbeContext) -> StackStart {
+    // SAFETY: as above.
+    let r = unsafe { &*ctx.regs };
+    StackStart {
+        lr: r.regs[30],
+        fp: r.regs[29],
+    }
+}
+
+/// The caller's call site: the return address of the probed function.
+#[cfg(bpf_target_arch = "x86_64")]
+#[inline(always)]
+pub fn return_address(s: &StackStart) -> Option<u64> {
+    // SAFETY: bpf_probe_read_user faults safely.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_user(s.sp as *const u64) }.ok()
+}
+
+#[cfg(bpf_target_arch = "aarch64")]
+#[inline(always)]
+pub fn return_address(s: &StackStart) -> Option<u64> {
+    Some(s.lr)
+}

@@ -7,6 +7,7 @@
 mod correlate;
 mod goabi;
 mod maps;
+mod stack;
 
 use aya_ebpf::{macros::uprobe, programs::ProbeContext};
 use correlate::{Key, event};

@@ -1,9 +1,10 @@
 //! Every eBPF map, with what its key and value are. All bounded; a full table is counted.
 
 use aya_ebpf::macros::map;
-use aya_ebpf::maps::{HashMap, PerCpuArray, RingBuf};
+use aya_ebpf::maps::{HashMap, LruHashMap, PerCpuArray, RingBuf};
 use map_trace_common::config::ProcConfig;
 use map_trace_common::event::counter;
+use map_trace_common::stack::{STACK_TABLE_ENTRIES, UserStack};
 use map_trace_common::state::{GoKey, IterKey, IterState, MapKey, MapState, PendingAssign};
 
 /// tgid → runtime offsets of that process (written by the daemon before attaching).
@@ -21,6 +22,16 @@ pub static ITERS: HashMap<IterKey, IterState> = HashMap::with_max_entries(16384,
 /// (tgid, goid) → an assign by an iterating goroutine to its own map, pending the insert check.
 #[map]
 pub static PENDING: HashMap<GoKey, PendingAssign> = HashMap::with_max_entries(16384, 0);
+
+/// Stack key → return addresses, for the daemon to symbolize. LRU: stacks no finding refers to
+/// any more age out on their own.
+#[map]
+pub static STACKS: LruHashMap<u64, UserStack> =
+    LruHashMap::with_max_entries(STACK_TABLE_ENTRIES, 0);
+
+/// Where a stack is assembled before it is stored (too big for the 512-byte BPF stack).
+#[map]
+pub static STACK_SCRATCH: PerCpuArray<UserStack> = PerCpuArray::with_max_entries(1, 0);
 
 /// Counters indexed by `map_trace_common::event::counter`, per CPU so hot paths take no lock.
 #[map]

@@ -1,0 +1,66 @@
+//! Captures the current goroutine's stack into the `STACKS` table and returns its key.
+//!
+//! Walked along Go's frame pointers by hand rather than with `bpf_get_stackid`: the kernel's own
+//! user unwinder starts at the probed instruction and, at a function's entry, omits the caller's
+//! call site on some kernels and adds it on others (Linux 6.11 special-cases `push %rbp`), and
+//! on arm64 never reads the link register. The first frame must be exactly that call site.
+
+use aya_ebpf::helpers::bpf_probe_read_user;
+use map_trace_common::event::counter;
+use map_trace_common::stack::{HASH_SEED, MAX_STACK_DEPTH, STACK_TRUNCATED, hash_step};
+
+use crate::correlate::Event;
+use crate::goabi;
+use crate::maps::{STACK_SCRATCH, STACKS, count};
+
+/// `BPF_NOEXIST`: an equal stack is already stored under the same key.
+const BPF_NOEXIST: u64 = 1;
+
+/// The `STACKS` key of the current stack, or 0 when it could not be captured.
+#[inline(always)]
+pub fn capture(e: &Event) -> u64 {
+    let Some(ret) = goabi::return_address(&e.stack) else {
+        count(counter::STACKS_UNREADABLE);
+        return 0;
+    };
+    let Some(s) = STACK_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: a per-CPU map value; programs are not preempted on their CPU.
+    let s = unsafe { &mut *s };
+    count(counter::STACKS);
+    s.pcs[0] = ret;
+    let mut h = hash_step(hash_step(HASH_SEED, e.tgid as u64), ret);
+    let mut len = 1u32;
+    let mut fp = e.stack.fp;
+    for i in 1..MAX_STACK_DEPTH {
+        if fp == 0 {
+            break;
+        }
+        // SAFETY: faults are caught by the helper.
+        let Ok(record) = (unsafe { bpf_probe_read_user(fp as *const [u64; 2]) }) else {
+            fp = 0;
+            break;
+        };
+        let (next, pc) = (record[0], record[1]);
+        if pc == 0 {
+            fp = 0;
+            break;
+        }
+        s.pcs[i] = pc;
+        len = i as u32 + 1;
+        h = hash_step(h, pc);
+        // Frames sit at increasing addresses; anything else is a broken chain, not a frame.
+        fp = if next > fp { next } else { 0 };
+    }
+    s.len = len;
+    s.flags = 0;
+    if fp != 0 && len as usize == MAX_STACK_DEPTH {
+        s.flags = STACK_TRUNCATED;
+        count(counter::STACKS_TRUNCATED);
+    }
+    let key = if h == 0 { 1 } else { h };
+    // Fails harmlessly when the stack is already stored.
+    let _ = STACKS.insert(key, s, BPF_NOEXIST);
+    key
+}
