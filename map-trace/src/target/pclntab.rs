@@ -645,6 +645,24 @@ fn find_moduledata(
     None
 }
 
+/// `runtime.firstmoduledata`'s address and the link-time values (PIE relocations applied) of its
+/// pointer-sized fields at the byte offsets `fields`, for readers of fields this module does not
+/// use (the type data range). `None` when the table or the moduledata cannot be found.
+pub fn moduledata_fields(
+    file: &object::File<'_>,
+    fields: &[u64],
+) -> Option<(u64, Vec<Option<u64>>)> {
+    let img = Image::from_file(file);
+    let (pcln_addr, data) = locate(file, &img)?;
+    let header = parse_header(&data, img.big).ok()?;
+    let md = find_moduledata(file, &img, pcln_addr, &header)?;
+    let values = fields
+        .iter()
+        .map(|&off| img.word(md.addr.checked_add(off)?))
+        .collect();
+    Some((md.addr, values))
+}
+
 fn symbol_address(file: &object::File<'_>, name: &str) -> Option<u64> {
     let table = file.symbol_table()?;
     table

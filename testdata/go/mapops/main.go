@@ -1,15 +1,18 @@
 // mapops calls every Go map operation that map-trace probes, so that every runtime map function
 // is linked into the binary: the fixture for `map-trace inspect` tests on each Go version.
-// With -sleep it then waits, so tests can inspect it by pid.
+// With -sleep it then waits, so tests can inspect it by pid. With -types it instead prints where
+// the type descriptor of each of its map types is, for the type-name tests.
 package main
 
 import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"reflect"
 	"time"
+	"unsafe"
 )
 
 type pair struct{ a, b int }
@@ -97,10 +100,46 @@ func clearIdiom(m map[uint64]int) {
 	}
 }
 
+// descriptor is the runtime address of t's type descriptor: a reflect.Type made by TypeOf is an
+// interface holding *rtype, which points at the descriptor itself.
+func descriptor(t reflect.Type) unsafe.Pointer {
+	return (*[2]unsafe.Pointer)(unsafe.Pointer(&t))[1]
+}
+
+// printTypes prints "<descriptor address> <%T>" for maps of many shapes, and
+// "<address> func main.main" so that a reader can compute the load bias of a PIE binary. Then it
+// waits for stdin to close, so that the reader can read the live process's memory.
+func printTypes() {
+	maps := []interface{}{
+		map[uint64]int{},
+		map[uint32]int{},
+		map[string]int{},
+		map[pair]int{},
+		map[*T]int{},
+		map[string]pair{},
+		map[string][]string{},
+		map[pair]map[string]*T{},
+		map[interface{}]struct{}{},
+		// Made at run time: no map[int8]uint16 exists in the binary, so its descriptor is on the
+		// heap and its name is not in the binary's type data.
+		reflect.MakeMap(reflect.MapOf(reflect.TypeOf(int8(0)), reflect.TypeOf(uint16(0)))).Interface(),
+	}
+	fmt.Printf("%#x func main.main\n", reflect.ValueOf(main).Pointer())
+	for _, m := range maps {
+		fmt.Printf("%p %T\n", descriptor(reflect.TypeOf(m)), m)
+	}
+	_, _ = io.Copy(io.Discard, os.Stdin)
+}
+
 func main() {
 	sleep := flag.Duration("sleep", 0, "wait this long before exiting")
 	n := flag.Int("n", 100, "number of map[uint64]int assignments (each one runtime.mapassign_fast64 call)")
+	types := flag.Bool("types", false, "print the type descriptor address and type of each map kind, then wait for stdin to close")
 	flag.Parse()
+	if *types {
+		printTypes()
+		return
+	}
 
 	total := fast64(make(map[uint64]int), *n)
 	total += fast32(map[uint32]int{})
