@@ -7,8 +7,10 @@
 pub mod cli;
 pub mod ebpf;
 pub mod error;
+pub mod group;
 pub mod inspect;
 pub mod plan;
 pub mod report;
+pub mod symbolize;
 pub mod target;
 pub mod trace;

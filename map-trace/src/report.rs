@@ -8,6 +8,11 @@ use map_trace_common::event::{Finding, FindingKind, Op};
 use map_trace_common::probe::Role;
 use serde::Serialize;
 
+use crate::symbolize::Frame;
+
+/// Frames per stack in the human output; JSON carries them all.
+const HUMAN_FRAMES: usize = 8;
+
 /// A finding decoded from the kernel record, with wall-clock time.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Report {
@@ -20,6 +25,18 @@ pub struct Report {
     pub pid: u32,
     pub writes: u32,
     pub time: SystemTime,
+    /// Kernel keys of the two stacks (0: not captured), resolved into the frames below.
+    pub writer_stack_key: u64,
+    pub iterator_stack_key: u64,
+    /// The map type descriptor's runtime address, resolved into `map_type`.
+    pub map_type_addr: u64,
+    pub map_type: String,
+    pub writer_stack: Vec<Frame>,
+    pub iterator_stack: Vec<Frame>,
+    /// Identifies the finding's group (kind, both sites, map type); stable across runs.
+    pub finding_id: String,
+    /// Occurrences of the group so far, this one included.
+    pub count: u64,
 }
 
 /// Converts kernel monotonic timestamps (`bpf_ktime_get_ns`) to wall-clock time.
@@ -30,6 +47,14 @@ pub struct Clock {
 }
 
 impl Clock {
+    /// A clock that reads `realtime_at` when the monotonic clock read `monotonic_ns_at`.
+    pub fn at(realtime_at: SystemTime, monotonic_ns_at: u64) -> Self {
+        Clock {
+            realtime_at,
+            monotonic_ns_at,
+        }
+    }
+
     pub fn now() -> Self {
         Clock {
             realtime_at: SystemTime::now(),
@@ -70,6 +95,14 @@ impl Report {
             pid: f.tgid,
             writes: f.writes,
             time: clock.wall(f.write_ns),
+            writer_stack_key: f.writer_stack,
+            iterator_stack_key: f.iterator_stack,
+            map_type_addr: f.map_type,
+            map_type: String::new(),
+            writer_stack: Vec::new(),
+            iterator_stack: Vec::new(),
+            finding_id: String::new(),
+            count: 0,
         })
     }
 
@@ -86,6 +119,11 @@ impl Report {
             pid: u32,
             writes: u32,
             timestamp: String,
+            map_type: &'a str,
+            writer_stack: &'a [Frame],
+            iterator_stack: &'a [Frame],
+            finding_id: &'a str,
+            count: u64,
         }
         serde_json::to_string(&Line {
             kind: self.kind.name(),
@@ -98,44 +136,85 @@ impl Report {
             pid: self.pid,
             writes: self.writes,
             timestamp: humantime::format_rfc3339_millis(self.time).to_string(),
+            map_type: &self.map_type,
+            writer_stack: &self.writer_stack,
+            iterator_stack: &self.iterator_stack,
+            finding_id: &self.finding_id,
+            count: self.count,
         })
         .unwrap_or_default()
     }
 
+    /// The block printed the first time a finding's group is seen.
     pub fn to_human(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "{:<7} {}  map {:#x}  pid {}  {}",
+            "{:<7} {}  {}  pid {}  {}  [{}]",
             self.kind.severity().to_uppercase(),
             self.kind.name(),
-            self.map,
+            self.map_type,
             self.pid,
-            humantime::format_rfc3339_millis(self.time)
+            humantime::format_rfc3339_millis(self.time),
+            self.finding_id,
         );
-        let who = if self.writer_goid == self.iterator_goid {
+        let own = self.writer_goid == self.iterator_goid;
+        let mut who = if own {
             format!(
-                "goroutine {} ({} during its own range)",
-                self.writer_goid,
-                self.op.name()
+                "  {} by goroutine {} during its own range",
+                self.op.name(),
+                self.writer_goid
             )
         } else {
-            format!(
-                "{} by goroutine {} while goroutine {} ranges over the map",
-                self.op.name(),
-                self.writer_goid,
-                self.iterator_goid
-            )
+            format!("  {} by goroutine {}", self.op.name(), self.writer_goid)
         };
-        let _ = write!(s, "  {who}");
         if self.writes > 1 {
-            let _ = write!(s, " ({} writes since the previous step)", self.writes);
+            let _ = write!(who, " ({} writes since the previous step)", self.writes);
         }
         if self.growing {
-            let _ = write!(s, "; the map was growing");
+            who.push_str("; the map was growing");
         }
-        s.push('\n');
+        let _ = writeln!(s, "{who}");
+        write_frames(&mut s, &self.writer_stack);
+        if own {
+            let _ = writeln!(s, "  in the range at");
+        } else {
+            let _ = writeln!(s, "  while goroutine {} ranges", self.iterator_goid);
+        }
+        write_frames(&mut s, &self.iterator_stack);
         s
+    }
+
+    /// One line for a group seen again: how often so far.
+    pub fn to_human_update(&self) -> String {
+        format!(
+            "{:<7} {}  {}  [{}]  seen {}\u{d7} (last {})\n",
+            self.kind.severity().to_uppercase(),
+            self.kind.name(),
+            self.map_type,
+            self.finding_id,
+            self.count,
+            humantime::format_rfc3339_millis(self.time),
+        )
+    }
+}
+
+fn write_frames(s: &mut String, frames: &[Frame]) {
+    if frames.is_empty() {
+        let _ = writeln!(s, "    (stack not captured)");
+        return;
+    }
+    let width = frames
+        .iter()
+        .take(HUMAN_FRAMES)
+        .map(|f| f.function.len())
+        .max()
+        .unwrap_or(0);
+    for f in frames.iter().take(HUMAN_FRAMES) {
+        let _ = writeln!(s, "    {:<width$}  {}", f.function, f.location());
+    }
+    if frames.len() > HUMAN_FRAMES {
+        let _ = writeln!(s, "    … {} more", frames.len() - HUMAN_FRAMES);
     }
 }
 
@@ -149,6 +228,24 @@ pub struct Summary {
     pub writes_unseen: u64,
     pub writes_during_growth: u64,
     pub undecodable: u64,
+    /// Stacks walked in the kernel; of those, cut at the depth bound; not captured at all
+    /// (first frame unreadable); evicted from the stack table before they were read.
+    pub stacks: u64,
+    pub stacks_truncated: u64,
+    pub stacks_unreadable: u64,
+    pub stacks_lost: u64,
+    /// Occurrences not grouped because the group table was full.
+    pub ungrouped: u64,
+    /// The most frequent finding groups: their latest occurrence, with id and count.
+    pub top: Vec<TopFinding>,
+}
+
+/// One line of the exit summary's list of most frequent findings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopFinding {
+    pub latest: Report,
+    pub first: SystemTime,
+    pub last: SystemTime,
 }
 
 impl Summary {
@@ -176,6 +273,46 @@ impl Summary {
             "  lost: {} finding(s) (ring buffer full), {} table insert(s) (tables full), {} write(s) overwritten before a step examined them, {} undecodable record(s)",
             self.findings_dropped, self.tables_full, self.writes_unseen, self.undecodable
         );
+        let _ = writeln!(
+            s,
+            "  stacks: {} captured, {} truncated at {} frames, {} unreadable, {} lost before they were read",
+            self.stacks,
+            self.stacks_truncated,
+            map_trace_common::stack::MAX_STACK_DEPTH,
+            self.stacks_unreadable,
+            self.stacks_lost
+        );
+        if self.ungrouped > 0 {
+            let _ = writeln!(
+                s,
+                "  {} occurrence(s) not grouped (group table full)",
+                self.ungrouped
+            );
+        }
+        if !self.top.is_empty() {
+            let _ = writeln!(s, "  top findings:");
+            for t in &self.top {
+                let r = &t.latest;
+                let site = |frames: &[Frame]| {
+                    frames.first().map_or_else(
+                        || "?".to_string(),
+                        |f| format!("{} ({})", f.function, f.location()),
+                    )
+                };
+                let _ = writeln!(
+                    s,
+                    "  {:>6}\u{d7} {} {}  [{}]  first {}  last {}\n           write  {}\n           range  {}",
+                    r.count,
+                    r.kind.name(),
+                    r.map_type,
+                    r.finding_id,
+                    humantime::format_rfc3339_millis(t.first),
+                    humantime::format_rfc3339_millis(t.last),
+                    site(&r.writer_stack),
+                    site(&r.iterator_stack),
+                );
+            }
+        }
         s
     }
 }
@@ -189,6 +326,9 @@ mod tests {
             write_ns: 5_000_000_000,
             step_ns: 5_000_000_100,
             map: 0xc000012345,
+            map_type: 0x4a0000,
+            writer_stack: 1,
+            iterator_stack: 2,
             writer_goid: 18,
             iterator_goid: 7,
             tgid: 4242,
@@ -202,11 +342,16 @@ mod tests {
 
     #[test]
     fn json_line_has_the_contract_fields() {
-        let clock = Clock {
-            realtime_at: SystemTime::UNIX_EPOCH,
-            monotonic_ns_at: 0,
-        };
-        let r = Report::decode(&finding(0, 1), &clock).unwrap();
+        let clock = Clock::at(SystemTime::UNIX_EPOCH, 0);
+        let mut r = Report::decode(&finding(0, 1), &clock).unwrap();
+        r.map_type = "map[uint64]int".into();
+        r.writer_stack = vec![Frame {
+            function: "main.f".into(),
+            file: "/src/main.go".into(),
+            line: 42,
+        }];
+        r.finding_id = "00112233aabbccdd".into();
+        r.count = 3;
         let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
         assert_eq!(v["kind"], "concurrent_write_during_iteration");
         assert_eq!(v["severity"], "error");
@@ -217,6 +362,14 @@ mod tests {
         assert_eq!(v["growing"], true);
         assert_eq!(v["pid"], 4242);
         assert_eq!(v["timestamp"], "1970-01-01T00:00:05.000Z");
+        assert_eq!(v["map_type"], "map[uint64]int");
+        assert_eq!(
+            v["writer_stack"],
+            serde_json::json!([{"function": "main.f", "file": "/src/main.go", "line": 42}])
+        );
+        assert_eq!(v["iterator_stack"], serde_json::json!([]));
+        assert_eq!(v["finding_id"], "00112233aabbccdd");
+        assert_eq!(v["count"], 3);
     }
 
     #[test]
@@ -229,13 +382,25 @@ mod tests {
     #[test]
     fn human_block_names_both_goroutines() {
         let clock = Clock::now();
-        let h = Report::decode(&finding(0, 0), &clock).unwrap().to_human();
+        let mut r = Report::decode(&finding(0, 0), &clock).unwrap();
+        r.map_type = "map[string]main.entry".into();
+        r.writer_stack = (0..10)
+            .map(|i| Frame {
+                function: format!("main.f{i}"),
+                file: "/src/cache/janitor.go".into(),
+                line: 40 + i,
+            })
+            .collect();
+        let h = r.to_human();
         assert!(
-            h.starts_with("ERROR   concurrent_write_during_iteration"),
+            h.starts_with("ERROR   concurrent_write_during_iteration  map[string]main.entry"),
             "{h}"
         );
+        assert!(h.contains("  assign by goroutine 18"), "{h}");
+        assert!(h.contains("    main.f0  /src/cache/janitor.go:40\n"), "{h}");
+        assert!(h.contains("… 2 more"), "{h}");
         assert!(
-            h.contains("assign by goroutine 18 while goroutine 7 ranges"),
+            h.contains("  while goroutine 7 ranges\n    (stack not captured)"),
             "{h}"
         );
         assert!(h.contains("growing"), "{h}");

@@ -159,6 +159,14 @@ impl ElfImage {
             .ok_or_else(|| self.malformed(format!("address {vaddr:#x} is in no loadable segment")))
     }
 
+    /// The link-time address that file offset `offset` is loaded at, if a PT_LOAD maps it.
+    pub fn vaddr_of_offset(&self, offset: u64) -> Option<u64> {
+        self.loads
+            .iter()
+            .find(|l| offset >= l.offset && offset - l.offset < l.filesz.max(1))
+            .map(|l| l.vaddr + (offset - l.offset))
+    }
+
     /// The file bytes at `[vaddr, vaddr + len)`, if they are all file-backed.
     pub fn bytes_at(&self, vaddr: u64, len: u64) -> Result<&[u8], TargetError> {
         let offset = self.file_offset(vaddr)?;

@@ -23,6 +23,10 @@ pub struct RuntimeOffsets {
     pub type_tflag: u64,
     /// Kind byte (`kind` / `Kind_`), to recognise string keys.
     pub type_kind: u64,
+    /// Name offset (`str` / `Str`) in a type descriptor: names the map type in findings.
+    pub type_str: u64,
+    /// Elem type pointer in the map type descriptor, for the sizes when a name is missing.
+    pub maptype_elem: u64,
     #[serde(flatten)]
     pub map: MapOffsets,
 }
@@ -142,6 +146,8 @@ pub fn builtin(minor: u32, map_impl: MapImpl) -> RuntimeOffsets {
         type_size: 0,
         type_tflag: 20,
         type_kind: 23,
+        type_str: 40,
+        maptype_elem: 56,
         map,
     }
 }
@@ -218,6 +224,8 @@ pub fn from_dwarf(layouts: &Layouts, map_impl: MapImpl) -> Result<RuntimeOffsets
         type_size: field(types, &["Size_", "size"])?,
         type_tflag: field(types, &["TFlag", "tflag"])?,
         type_kind: field(types, &["Kind_", "kind"])?,
+        type_str: field(types, &["Str", "str"])?,
+        maptype_elem: field(maptypes, &["Elem", "elem"])?,
         map,
     })
 }

@@ -59,6 +59,68 @@ pub fn resolve_in(proc: &Path, pid: u32) -> Result<ProcessExe, TargetError> {
     })
 }
 
+/// One line of `/proc/PID/maps` that maps a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    pub start: u64,
+    pub offset: u64,
+    pub inode: u64,
+}
+
+/// The file mappings listed in a `/proc/PID/maps` text; anonymous ones are left out.
+pub fn parse_maps(text: &str) -> Vec<Mapping> {
+    text.lines()
+        .filter_map(|line| {
+            let mut f = line.split_ascii_whitespace();
+            let range = f.next()?;
+            let _perms = f.next()?;
+            let offset = u64::from_str_radix(f.next()?, 16).ok()?;
+            let _dev = f.next()?;
+            let inode: u64 = f.next()?.parse().ok()?;
+            let start = u64::from_str_radix(range.split('-').next()?, 16).ok()?;
+            (inode != 0).then_some(Mapping {
+                start,
+                offset,
+                inode,
+            })
+        })
+        .collect()
+}
+
+/// How far the process loaded its executable from the link-time addresses (0 unless PIE):
+/// runtime addresses the probes report minus this are what the binary's tables describe.
+/// `vaddr_of_offset` maps a file offset to its link-time address (see `ElfImage`).
+pub fn load_bias(
+    maps: &[Mapping],
+    inode: u64,
+    vaddr_of_offset: impl Fn(u64) -> Option<u64>,
+) -> Option<u64> {
+    let first = maps
+        .iter()
+        .filter(|m| m.inode == inode)
+        .min_by_key(|m| m.offset)?;
+    first.start.checked_sub(vaddr_of_offset(first.offset)?)
+}
+
+/// `load_bias` of a running process whose executable is reachable at `host_path`.
+pub fn process_load_bias(
+    pid: u32,
+    host_path: &Path,
+    vaddr_of_offset: impl Fn(u64) -> Option<u64>,
+) -> Result<u64, TargetError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let inode = std::fs::metadata(host_path)
+        .map_err(|e| TargetError::from_io(host_path, e))?
+        .ino();
+    let maps_path = PathBuf::from(format!("/proc/{pid}/maps"));
+    let text =
+        std::fs::read_to_string(&maps_path).map_err(|e| TargetError::from_io(&maps_path, e))?;
+    load_bias(&parse_maps(&text), inode, vaddr_of_offset).ok_or_else(|| TargetError::Malformed {
+        path: host_path.to_path_buf(),
+        detail: format!("pid {pid} does not map this executable at a known segment"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +147,25 @@ mod tests {
         assert_eq!(p.exe, PathBuf::from("/usr/bin/app"));
         assert_eq!(p.host_path, pid_dir.join("root/usr/bin/app"));
         std::fs::remove_dir_all(&fake).unwrap();
+    }
+
+    #[test]
+    fn pie_bias_is_the_first_mapping_minus_its_link_address() {
+        let text = "\
+55d0c0a00000-55d0c0b00000 r--p 00000000 fd:01 4242 /app
+55d0c0b00000-55d0c0c00000 r-xp 00100000 fd:01 4242 /app
+7f0000000000-7f0000001000 rw-p 00000000 00:00 0
+7f0000001000-7f0000002000 r--p 00000000 fd:01 77 /lib/libc.so
+";
+        let maps = parse_maps(text);
+        assert_eq!(maps.len(), 3);
+        // Go's internal-link PIE: the first PT_LOAD is linked at 0x400000, file offset 0.
+        let bias = load_bias(&maps, 4242, |off| Some(0x400000 + off)).unwrap();
+        assert_eq!(bias, 0x55d0c0a00000 - 0x400000);
+        // A non-PIE binary is mapped at its link address.
+        let exec = parse_maps("00400000-00500000 r-xp 00000000 fd:01 9 /bin/x\n");
+        assert_eq!(load_bias(&exec, 9, |off| Some(0x400000 + off)), Some(0));
+        assert_eq!(load_bias(&exec, 10, Some), None);
     }
 
     #[test]

@@ -46,15 +46,23 @@ pub enum AttachError {
 /// The per-process settings the probes read, from the target's runtime offsets.
 pub fn proc_config(t: &GoTarget) -> ProcConfig {
     let o = &t.offsets;
-    let (map_impl, map_count, map_oldbuckets, iter_key, iter_map) = match &o.map {
+    let (map_impl, map_count, map_oldbuckets, iter_key, iter_map, iter_typ) = match &o.map {
         MapOffsets::Classic(c) => (
             MAP_IMPL_CLASSIC,
             c.hmap_count,
             c.hmap_oldbuckets,
             c.hiter_key,
             c.hiter_h,
+            c.hiter_t,
         ),
-        MapOffsets::Swiss(s) => (MAP_IMPL_SWISS, s.map_used, 0, s.iter_key, s.iter_m),
+        MapOffsets::Swiss(s) => (
+            MAP_IMPL_SWISS,
+            s.map_used,
+            0,
+            s.iter_key,
+            s.iter_m,
+            s.iter_typ,
+        ),
     };
     // Offsets are struct field offsets well below 4 GiB; the eBPF side uses u32.
     let n = |v: u64| v as u32;
@@ -65,10 +73,12 @@ pub fn proc_config(t: &GoTarget) -> ProcConfig {
         map_oldbuckets: n(map_oldbuckets),
         iter_key: n(iter_key),
         iter_map: n(iter_map),
+        iter_typ: n(iter_typ),
         maptype_key: n(o.maptype_key),
         type_size: n(o.type_size),
         type_tflag: n(o.type_tflag),
         type_kind: n(o.type_kind),
+        _pad: 0,
     }
 }
 

@@ -1,6 +1,7 @@
 //! `map-trace --pid N`: attach, poll findings and counters, stop cleanly.
 
 pub mod attach;
+pub mod resolve;
 pub mod sweep;
 
 use std::io::Write as _;
@@ -8,15 +9,23 @@ use std::os::fd::{FromRawFd as _, OwnedFd};
 use std::time::Duration;
 
 use aya::Ebpf;
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use map_trace_common::event::{Finding, FindingKind, counter};
 use map_trace_common::probe::Role;
 use tokio::io::unix::AsyncFd;
 
 use crate::error::TargetError;
-use crate::report::{Clock, Report, Summary};
+use crate::group::{Groups, Seen};
+use crate::report::{Clock, Report, Summary, TopFinding};
 use crate::target::analysis::GoTarget;
+use crate::target::elf::ElfImage;
 use crate::target::process;
+use resolve::{ProcessInfo, Resolver};
+
+/// Least time between two "seen again" lines of one finding group in the human output.
+const UPDATE_EVERY: Duration = Duration::from_secs(5);
+/// Finding groups listed in the exit summary.
+const TOP_FINDINGS: usize = 10;
 
 /// How findings are printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -86,6 +95,12 @@ async fn session(opts: Options) -> Result<(), TraceError> {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| TraceError::Other(format!("SIGTERM handler: {e}")))?;
     let mut ebpf = attach::load()?;
+    let stacks = BpfHashMap::try_from(
+        ebpf.take_map("STACKS")
+            .ok_or(attach::AttachError::Missing("STACKS"))?,
+    )
+    .map_err(|e| TraceError::Other(format!("stack table: {e}")))?;
+    let mut resolver = Resolver::new(stacks);
     let (exits_tx, mut exits) = tokio::sync::mpsc::unbounded_channel();
     for &pid in &opts.pids {
         let proc = process::resolve(pid)?;
@@ -94,7 +109,14 @@ async fn session(opts: Options) -> Result<(), TraceError> {
             Some(libc::ESRCH) => TraceError::Target(TargetError::PidMissing { pid }),
             _ => TraceError::Other(format!("pidfd_open({pid}): {e}")),
         })?;
-        let target = GoTarget::analyze(&proc.host_path)?;
+        let image = ElfImage::open(&proc.host_path)?;
+        let target = GoTarget::analyze_image(&image)?;
+        // Read while the process surely runs: its findings may arrive after it died.
+        let bias =
+            process::process_load_bias(pid, &proc.host_path, |off| image.vaddr_of_offset(off))?;
+        let info = ProcessInfo::new(pid, &image, &target, bias)?;
+        let types_warning = info.types_warning();
+        resolver.add_process(pid, info);
         let n = attach::attach_process(&mut ebpf, &target, pid, &proc.host_path)?;
         eprintln!(
             "map-trace: tracing pid {pid} ({}): {} {} {} maps, {n} probes attached",
@@ -103,7 +125,7 @@ async fn session(opts: Options) -> Result<(), TraceError> {
             target.elf.arch,
             target.map_impl.name()
         );
-        for w in &target.warnings {
+        for w in target.warnings.iter().chain(&types_warning) {
             eprintln!("map-trace: warning: {w}");
         }
         // SAFETY: the OwnedFd moves into the AsyncFd, which keeps it open until dropped.
@@ -128,6 +150,7 @@ async fn session(opts: Options) -> Result<(), TraceError> {
     .map_err(|e| TraceError::Other(format!("ring buffer: {e}")))?;
     let clock = Clock::now();
     let mut summary = Summary::default();
+    let mut groups = Groups::new(UPDATE_EVERY);
     let mut out = std::io::stdout().lock();
 
     let deadline = async {
@@ -143,7 +166,10 @@ async fn session(opts: Options) -> Result<(), TraceError> {
 
     let stop = loop {
         tokio::select! {
-            _ = poll.tick() => drain(&mut ring, &clock, opts.format, &mut summary, &mut out),
+            _ = poll.tick() => {
+                let mut sink = Sink { clock: &clock, format: opts.format, summary: &mut summary, groups: &mut groups, resolver: &mut resolver };
+                sink.drain(&mut ring, &mut out, false);
+            }
             _ = sweep_tick.tick() => sweep::sweep(&mut ebpf, crate::report::monotonic_ns()),
             _ = sigint.recv() => break Stop::Signal("SIGINT"),
             _ = sigterm.recv() => break Stop::Signal("SIGTERM"),
@@ -159,8 +185,26 @@ async fn session(opts: Options) -> Result<(), TraceError> {
     };
     // Findings emitted just before a target died (e.g. of Go's own fatal error) are still in
     // the ring buffer: drain it before detaching.
-    drain(&mut ring, &clock, opts.format, &mut summary, &mut out);
+    let mut sink = Sink {
+        clock: &clock,
+        format: opts.format,
+        summary: &mut summary,
+        groups: &mut groups,
+        resolver: &mut resolver,
+    };
+    sink.drain(&mut ring, &mut out, true);
     read_counters(&ebpf, &mut summary);
+    summary.stacks_lost = resolver.lost;
+    summary.ungrouped = groups.overflow;
+    summary.top = groups
+        .top(TOP_FINDINGS)
+        .into_iter()
+        .map(|g| TopFinding {
+            latest: g.latest.clone(),
+            first: g.first,
+            last: g.last,
+        })
+        .collect();
     drop(ebpf); // detaches every probe
     let _ = out.flush();
     match stop {
@@ -172,33 +216,47 @@ async fn session(opts: Options) -> Result<(), TraceError> {
     Ok(())
 }
 
-fn drain(
-    ring: &mut RingBuf<MapData>,
-    clock: &Clock,
+/// Where findings go: resolved, grouped, printed.
+struct Sink<'a> {
+    clock: &'a Clock,
     format: Format,
-    summary: &mut Summary,
-    out: &mut impl std::io::Write,
-) {
-    while let Some(item) = ring.next() {
-        let bytes: &[u8] = &item;
-        if bytes.len() < std::mem::size_of::<Finding>() {
-            summary.undecodable += 1;
-            continue;
-        }
-        // SAFETY: Finding is plain old data and the record is at least its size.
-        let f: Finding = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-        match Report::decode(&f, clock) {
-            Some(r) => {
-                let line = match format {
-                    Format::Human => r.to_human(),
-                    Format::Json => r.to_json() + "\n",
-                };
-                let _ = out.write_all(line.as_bytes());
+    summary: &'a mut Summary,
+    groups: &'a mut Groups,
+    resolver: &'a mut Resolver,
+}
+
+impl Sink<'_> {
+    /// Prints every finding waiting in the ring buffer; in human output, new groups in full and
+    /// repeats as rate-limited count updates (all pending ones with `last`).
+    fn drain(&mut self, ring: &mut RingBuf<MapData>, out: &mut impl std::io::Write, last: bool) {
+        while let Some(item) = ring.next() {
+            let bytes: &[u8] = &item;
+            if bytes.len() < std::mem::size_of::<Finding>() {
+                self.summary.undecodable += 1;
+                continue;
             }
-            None => summary.undecodable += 1,
+            // SAFETY: Finding is plain old data and the record is at least its size.
+            let f: Finding = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+            let Some(mut r) = Report::decode(&f, self.clock) else {
+                self.summary.undecodable += 1;
+                continue;
+            };
+            self.resolver.resolve(&mut r);
+            let seen = self.groups.record(&mut r);
+            let text = match (self.format, seen) {
+                (Format::Json, _) => r.to_json() + "\n",
+                (Format::Human, Seen::New | Seen::Overflow) => r.to_human(),
+                (Format::Human, Seen::Repeat) => continue,
+            };
+            let _ = out.write_all(text.as_bytes());
         }
+        if self.format == Format::Human {
+            for r in self.groups.due_updates(std::time::SystemTime::now(), last) {
+                let _ = out.write_all(r.to_human_update().as_bytes());
+            }
+        }
+        let _ = out.flush();
     }
-    let _ = out.flush();
 }
 
 fn read_counters(ebpf: &Ebpf, summary: &mut Summary) {
@@ -223,4 +281,7 @@ fn read_counters(ebpf: &Ebpf, summary: &mut Summary) {
         get(counter::ITERS_FULL) + get(counter::MAPS_FULL) + get(counter::PENDING_FULL);
     summary.writes_unseen = get(counter::WRITES_UNSEEN);
     summary.writes_during_growth = get(counter::WRITES_DURING_GROWTH);
+    summary.stacks = get(counter::STACKS);
+    summary.stacks_truncated = get(counter::STACKS_TRUNCATED);
+    summary.stacks_unreadable = get(counter::STACKS_UNREADABLE);
 }

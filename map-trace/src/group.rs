@@ -1,0 +1,263 @@
+//! De-duplication: occurrences of the same finding (kind, writer site, iterator site, map type)
+//! form one group with a count, first and last seen, and a stable id.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use map_trace_common::event::FindingKind;
+use map_trace_common::stack::{HASH_SEED, hash_step};
+
+use crate::report::Report;
+use crate::symbolize::Frame;
+
+/// Groups kept at once; occurrences of further groups are still reported, but not counted
+/// into a group (`Groups::overflow`).
+pub const MAX_GROUPS: usize = 4096;
+
+/// A group's id: FNV-1a of what identifies it, so the same bug in the same build gets the same
+/// id in every run and on every host. Sites are function, file and line, never addresses.
+pub fn finding_id(
+    kind: FindingKind,
+    writer: Option<&Frame>,
+    iterator: Option<&Frame>,
+    map_type: &str,
+) -> String {
+    let site = |f: Option<&Frame>| {
+        f.map_or_else(String::new, |f| {
+            format!("{}|{}|{}", f.function, f.file, f.line)
+        })
+    };
+    let text = format!(
+        "{}\n{}\n{}\n{}",
+        kind.name(),
+        site(writer),
+        site(iterator),
+        map_type
+    );
+    let mut h = HASH_SEED;
+    for b in text.bytes() {
+        h = hash_step(h, u64::from(b));
+    }
+    format!("{h:016x}")
+}
+
+#[derive(Clone, Debug)]
+pub struct Group {
+    pub count: u64,
+    pub first: SystemTime,
+    pub last: SystemTime,
+    /// The latest occurrence, with the group's id and count filled in.
+    pub latest: Report,
+    /// Count when the group was last printed, and when.
+    shown_count: u64,
+    shown_at: SystemTime,
+}
+
+/// What the human output should do with an occurrence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// First of its group: print the whole block.
+    New,
+    /// Repeat: counted, printed later as a rate-limited update.
+    Repeat,
+    /// The group table is full: print it like a new one, uncounted.
+    Overflow,
+}
+
+pub struct Groups {
+    groups: HashMap<String, Group>,
+    /// Least time between two update lines of one group.
+    update_every: Duration,
+    pub overflow: u64,
+}
+
+impl Groups {
+    pub fn new(update_every: Duration) -> Self {
+        Groups {
+            groups: HashMap::new(),
+            update_every,
+            overflow: 0,
+        }
+    }
+
+    /// Files `r` into its group, setting its `finding_id` and `count`.
+    pub fn record(&mut self, r: &mut Report) -> Seen {
+        r.finding_id = finding_id(
+            r.kind,
+            r.writer_stack.first(),
+            r.iterator_stack.first(),
+            &r.map_type,
+        );
+        if let Some(g) = self.groups.get_mut(&r.finding_id) {
+            g.count += 1;
+            g.first = g.first.min(r.time);
+            g.last = g.last.max(r.time);
+            r.count = g.count;
+            g.latest = r.clone();
+            return Seen::Repeat;
+        }
+        if self.groups.len() >= MAX_GROUPS {
+            self.overflow += 1;
+            r.count = 1;
+            return Seen::Overflow;
+        }
+        r.count = 1;
+        self.groups.insert(
+            r.finding_id.clone(),
+            Group {
+                count: 1,
+                first: r.time,
+                last: r.time,
+                latest: r.clone(),
+                shown_count: 1,
+                shown_at: r.time,
+            },
+        );
+        Seen::New
+    }
+
+    /// Groups seen again since they were last printed, at most once per `update_every` each;
+    /// marks them printed. With `flush`, every group with unprinted occurrences.
+    pub fn due_updates(&mut self, now: SystemTime, flush: bool) -> Vec<Report> {
+        let mut due: Vec<&mut Group> = self
+            .groups
+            .values_mut()
+            .filter(|g| g.count > g.shown_count)
+            .filter(|g| {
+                flush
+                    || now
+                        .duration_since(g.shown_at)
+                        .is_ok_and(|d| d >= self.update_every)
+            })
+            .collect();
+        due.sort_by(|a, b| a.latest.finding_id.cmp(&b.latest.finding_id));
+        due.into_iter()
+            .map(|g| {
+                g.shown_count = g.count;
+                g.shown_at = now;
+                g.latest.clone()
+            })
+            .collect()
+    }
+
+    /// The `n` groups seen most often, most first (ties: the earliest first).
+    pub fn top(&self, n: usize) -> Vec<&Group> {
+        let mut all: Vec<&Group> = self.groups.values().collect();
+        all.sort_by(|a, b| b.count.cmp(&a.count).then(a.first.cmp(&b.first)));
+        all.truncate(n);
+        all
+    }
+
+    pub fn len(&self) -> usize {
+        self.groups.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Clock;
+    use map_trace_common::event::Finding;
+
+    fn frame(function: &str, line: u32) -> Frame {
+        Frame {
+            function: function.into(),
+            file: "/src/cache.go".into(),
+            line,
+        }
+    }
+
+    fn report(kind: u32, writer_line: u32, at_ms: u64) -> Report {
+        let f = Finding {
+            write_ns: at_ms * 1_000_000,
+            kind,
+            writer_goid: 18,
+            iterator_goid: 7,
+            ..Finding::default()
+        };
+        let clock = Clock::at(SystemTime::UNIX_EPOCH, 0);
+        let mut r = Report::decode(&f, &clock).unwrap();
+        r.map_type = "map[string]main.entry".into();
+        r.writer_stack = vec![frame("main.sweep", writer_line), frame("main.run", 30)];
+        r.iterator_stack = vec![frame("main.stats", 18)];
+        r
+    }
+
+    #[test]
+    fn ids_are_stable_and_depend_only_on_the_group_key() {
+        let id = finding_id(
+            FindingKind::ConcurrentWrite,
+            Some(&frame("main.sweep", 42)),
+            Some(&frame("main.stats", 18)),
+            "map[string]main.entry",
+        );
+        // Pinned (FNV-1a 64 of "kind\nwriter\niterator\ntype", computed independently): ids
+        // must not change between releases, or what users keyed on them breaks.
+        assert_eq!(id, "0ed2a6002fd3ce2a");
+        let other_line = finding_id(
+            FindingKind::ConcurrentWrite,
+            Some(&frame("main.sweep", 43)),
+            Some(&frame("main.stats", 18)),
+            "map[string]main.entry",
+        );
+        assert_ne!(id, other_line);
+        let other_kind = finding_id(
+            FindingKind::Insert,
+            Some(&frame("main.sweep", 42)),
+            Some(&frame("main.stats", 18)),
+            "map[string]main.entry",
+        );
+        assert_ne!(id, other_kind);
+    }
+
+    #[test]
+    fn repeats_are_counted_and_updates_rate_limited() {
+        let mut g = Groups::new(Duration::from_secs(5));
+        let mut a = report(0, 42, 1000);
+        assert_eq!(g.record(&mut a), Seen::New);
+        assert_eq!(a.count, 1);
+        // Only deeper frames differ: same group.
+        let mut b = report(0, 42, 2000);
+        b.writer_stack[1].line = 31;
+        assert_eq!(g.record(&mut b), Seen::Repeat);
+        assert_eq!((b.count, b.finding_id.clone()), (2, a.finding_id.clone()));
+        let mut c = report(0, 99, 2500);
+        assert_eq!(g.record(&mut c), Seen::New);
+        assert_eq!(g.len(), 2);
+
+        let t = |ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+        assert!(g.due_updates(t(3000), false).is_empty(), "too soon");
+        let due = g.due_updates(t(6000), false);
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].count, 2);
+        assert!(g.due_updates(t(20000), false).is_empty(), "nothing new");
+        let mut d = report(0, 99, 7000);
+        g.record(&mut d);
+        assert_eq!(
+            g.due_updates(t(7001), true).len(),
+            1,
+            "flush ignores the rate"
+        );
+
+        let top = g.top(10);
+        assert_eq!(top.len(), 2);
+        assert_eq!(top[0].count, 2);
+        assert_eq!(top[0].first, t(1000));
+        assert_eq!(top[0].last, t(2000));
+    }
+
+    #[test]
+    fn a_full_table_still_reports() {
+        let mut g = Groups::new(Duration::from_secs(5));
+        for line in 0..MAX_GROUPS as u32 {
+            g.record(&mut report(0, line, 1));
+        }
+        assert_eq!(g.record(&mut report(0, 1_000_000, 1)), Seen::Overflow);
+        assert_eq!(g.record(&mut report(0, 5, 1)), Seen::Repeat);
+        assert_eq!(g.overflow, 1);
+    }
+}
