@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use common::markers::{Expected, Markers, Site};
 use common::{Fixture, Reaped, check_all};
 
 const CW: &str = "concurrent_write_during_iteration";
@@ -165,6 +166,99 @@ pub fn run_scenario_expecting(
     })
 }
 
+fn minor(f: &Fixture) -> u32 {
+    f.go_version
+        .split('.')
+        .nth(1)
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The site a stack names: its first frame in package main (library frames such as reflect's
+/// or encoding/json's may come first, runtime frames never).
+fn site_of(stack: &serde_json::Value) -> Result<Site, String> {
+    let frames = stack.as_array().ok_or("stack is not an array")?;
+    let first = frames.first().ok_or("empty stack")?;
+    let name = first["function"].as_str().unwrap_or_default();
+    if name.starts_with("runtime.") || name.starts_with("internal/runtime/") {
+        return Err(format!("first frame is the runtime's: {first}"));
+    }
+    let main = frames
+        .iter()
+        .find(|fr| {
+            fr["function"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("main."))
+        })
+        .ok_or("no frame in package main")?;
+    Ok(Site {
+        function: main["function"].as_str().unwrap_or_default().into(),
+        file: main["file"].as_str().unwrap_or_default().into(),
+        line: main["line"].as_u64().unwrap_or(0) as u32,
+    })
+}
+
+/// Every finding names a marked write line, a marked range statement and a marked map type,
+/// and every marker is named by some finding.
+fn check_sites(
+    f: &Fixture,
+    scenario: &str,
+    findings: &[serde_json::Value],
+    exp: &Expected,
+) -> Vec<String> {
+    let mut bad = Vec::new();
+    let (mut writes, mut ranges, mut types) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+    for v in findings {
+        let ty = v["map_type"].as_str().unwrap_or_default().to_string();
+        if !exp.types.contains(&ty) {
+            bad.push(format!(
+                "{} {scenario}: map type {ty:?}, expected one of {:?}",
+                f.name, exp.types
+            ));
+        }
+        types.insert(ty);
+        for (key, want, got) in [
+            ("writer_stack", &exp.writes, &mut writes),
+            ("iterator_stack", &exp.ranges, &mut ranges),
+        ] {
+            match site_of(&v[key]) {
+                Ok(site) if want.contains(&site) => {
+                    got.insert(site);
+                }
+                Ok(site) => bad.push(format!(
+                    "{} {scenario}: {key} names {site:?}, expected one of {want:?}\n{v}",
+                    f.name
+                )),
+                Err(e) => bad.push(format!("{} {scenario}: {key}: {e}\n{v}", f.name)),
+            }
+        }
+        let id = v["finding_id"].as_str().unwrap_or_default();
+        if id.len() != 16 || v["count"].as_u64().unwrap_or(0) == 0 {
+            bad.push(format!("{} {scenario}: bad finding_id/count: {v}", f.name));
+        }
+    }
+    if !findings.is_empty() {
+        for (what, want, got) in [
+            ("write", &exp.writes, &writes),
+            ("range", &exp.ranges, &ranges),
+        ] {
+            for missing in want.difference(got) {
+                bad.push(format!(
+                    "{} {scenario}: no finding names the {what} at {missing:?}",
+                    f.name
+                ));
+            }
+        }
+        for missing in exp.types.difference(&types) {
+            bad.push(format!(
+                "{} {scenario}: no finding names type {missing}",
+                f.name
+            ));
+        }
+    }
+    bad
+}
+
 fn check(f: &Fixture, scenario: &str, expected: &[&str]) -> Vec<String> {
     let run = match run_scenario(f, scenario) {
         Ok(r) => r,
@@ -189,6 +283,11 @@ fn check(f: &Fixture, scenario: &str, expected: &[&str]) -> Vec<String> {
             "growing",
             "pid",
             "timestamp",
+            "map_type",
+            "writer_stack",
+            "iterator_stack",
+            "finding_id",
+            "count",
         ] {
             if v.get(key).is_none() {
                 bad.push(format!("{} {scenario}: finding lacks {key}: {v}", f.name));
@@ -209,35 +308,51 @@ fn check(f: &Fixture, scenario: &str, expected: &[&str]) -> Vec<String> {
             f.name
         ));
     }
+    let markers = Markers::load(&f.source_dir, minor(f));
+    bad.extend(check_sites(
+        f,
+        scenario,
+        &run.findings,
+        &markers.expected(scenario),
+    ));
     bad
 }
+
+/// Scenarios run on the PIE and cgo builds too (load bias, external linking).
+const ON_EVERY_VARIANT: &[&str] = &["cross_delete_u64", "self_insert", "reflect_cross_write"];
 
 #[test]
 fn scenarios_report_exactly_the_expected_kinds_on_every_go_version() {
     common::require_root("attaches uprobes");
     let fixtures: Vec<Fixture> = common::fixtures_of("scenarios")
         .into_iter()
-        .filter(|f| f.arch == "x86_64" && f.variant == "default")
+        .filter(|f| f.arch == "x86_64")
         .collect();
+    let defaults = fixtures.iter().filter(|f| f.variant == "default").count();
     assert!(
-        fixtures.len() >= 10,
-        "expected every toolchain config, got {}",
-        fixtures.len()
+        defaults >= 10,
+        "expected every toolchain config, got {defaults}"
     );
-    let minor = |f: &Fixture| -> u32 {
-        f.go_version
-            .split('.')
-            .nth(1)
-            .and_then(|m| m.parse().ok())
-            .unwrap_or(0)
-    };
+    // Default builds run every scenario; stripped builds (no symbols, no DWARF: everything
+    // from .gopclntab and the built-in tables) every scenario that reports something; PIE and
+    // cgo builds a few.
     let mut jobs: Vec<(&Fixture, &str, &[&str])> = Vec::new();
     for f in &fixtures {
-        jobs.extend(EXPECTED.iter().map(|(s, k)| (f, *s, *k)));
+        let wanted = |s: &str, kinds: &[&str]| match f.variant.as_str() {
+            "default" => true,
+            "stripped" => !kinds.is_empty(),
+            _ => ON_EVERY_VARIANT.contains(&s),
+        };
+        jobs.extend(
+            EXPECTED
+                .iter()
+                .filter(|(s, k)| wanted(s, k))
+                .map(|(s, k)| (f, *s, *k)),
+        );
         jobs.extend(
             SINCE
                 .iter()
-                .filter(|(_, m, _)| minor(f) >= *m)
+                .filter(|(s, m, k)| minor(f) >= *m && wanted(s, k))
                 .map(|(s, _, k)| (f, *s, *k)),
         );
     }
@@ -253,6 +368,9 @@ fn scenarios_report_exactly_the_expected_kinds_on_every_go_version() {
         jobs.len(),
         fixtures.len()
     );
+    // Per build config: 18 scenarios on default builds, the 11 that report on stripped ones, 3
+    // each on PIE and cgo; plus reflect_self_clear (Go 1.21+) on default and stripped.
+    assert!(jobs.len() >= 10 * (18 + 11 + 6), "only {} runs", jobs.len());
 }
 
 fn trace_fails(args: &[&str], code: i32, needle: &str) {
@@ -360,6 +478,13 @@ fn findings_survive_the_target_dying_of_its_own_race() {
         };
         if r.kinds.contains(CW) {
             reported.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        // The process is gone by the time most findings are printed: they must still
+        // symbolize, from the executable alone.
+        let exp = Markers::load(&f.source_dir, minor(f)).expected("fatal_race");
+        let bad = check_sites(f, "fatal_race", &r.findings, &exp);
+        if !bad.is_empty() {
+            return bad;
         }
         // Everything the kernel emitted before the process died is printed.
         match emitted(&r.stderr) {

@@ -3,6 +3,8 @@
 //! Tests never skip silently: without the manifest they fail and say how to build it.
 #![allow(dead_code)]
 
+pub mod markers;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 

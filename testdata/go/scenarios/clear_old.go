@@ -6,14 +6,14 @@ package main
 
 //go:noinline
 func clearPtrMap(m map[*T]int) {
-	for k := range m {
+	for k := range m { // want:write main.clearPtrMap
 		delete(m, k)
 	}
 }
 
 //go:noinline
 func clearU64Map(m map[uint64]int) {
-	for k := range m {
+	for k := range m { // want:write main.clearU64Map
 		delete(m, k)
 	}
 }

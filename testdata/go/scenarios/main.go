@@ -6,6 +6,12 @@
 // Cross-goroutine overlaps are made deterministic by parking the ranging goroutine inside its
 // loop body while the writer runs, so the Go runtime (which checks only at each step) never
 // crashes: the write lands between two steps of the iteration, which is what map-trace reports.
+//
+// Marker comments state what the findings must point at, for map-trace's tests:
+// `want:write F` on a line a reported write must name (F: its function), `want:range F` on the
+// range statement a finding's iteration must name, `want:type T` for the reported map type, and
+// `want:calls G` when the scenario's write is in function G. Markers belong to the function they
+// are in; every marker of a scenario must be matched by one of its findings.
 package main
 
 import (
@@ -105,11 +111,11 @@ func (h handshake) wait() {
 }
 
 //go:noinline
-func crossDeleteU64() {
+func crossDeleteU64() { // want:type map[uint64]int
 	m := u64Map(64)
-	h := writer(func() { delete(m, 63) })
+	h := writer(func() { delete(m, 63) }) // want:write main.crossDeleteU64.func1
 	i := 0
-	for range m {
+	for range m { // want:range main.crossDeleteU64
 		if i == 0 {
 			h.wait()
 		}
@@ -118,11 +124,11 @@ func crossDeleteU64() {
 }
 
 //go:noinline
-func crossInsertStr() {
+func crossInsertStr() { // want:type map[string]int
 	m := strMap(64)
-	h := writer(func() { m["new"] = 1 })
+	h := writer(func() { m["new"] = 1 }) // want:write main.crossInsertStr.func1
 	i := 0
-	for range m {
+	for range m { // want:range main.crossInsertStr
 		if i == 0 {
 			h.wait()
 		}
@@ -131,14 +137,14 @@ func crossInsertStr() {
 }
 
 //go:noinline
-func crossUpdateStruct() {
+func crossUpdateStruct() { // want:type map[main.pair]int
 	m := map[pair]int{}
 	for i := 0; i < 64; i++ {
 		m[pair{i, i}] = i
 	}
-	h := writer(func() { m[pair{5, 5}] = 500 })
+	h := writer(func() { m[pair{5, 5}] = 500 }) // want:write main.crossUpdateStruct.func1
 	i := 0
-	for range m {
+	for range m { // want:range main.crossUpdateStruct
 		if i == 0 {
 			h.wait()
 		}
@@ -147,14 +153,14 @@ func crossUpdateStruct() {
 }
 
 //go:noinline
-func crossClearPtr() {
+func crossClearPtr() { // want:type map[*main.T]int want:calls clearPtrMap
 	m := map[*T]int{}
 	for i := 0; i < 64; i++ {
 		m[&T{i}] = i
 	}
 	h := writer(func() { clearPtrMap(m) })
 	i := 0
-	for range m {
+	for range m { // want:range main.crossClearPtr
 		if i == 0 {
 			h.wait()
 		}
@@ -179,15 +185,15 @@ func (l label) MarshalText() ([]byte, error) {
 }
 
 //go:noinline
-func jsonMarshalRace() {
+func jsonMarshalRace() { // want:type map[main.label]int
 	m := map[label]int{}
 	for i := 0; i < 32; i++ {
 		m[label{"k" + strconv.Itoa(i)}] = i
 	}
 	// An update, not an insert: json sizes its buffer by len(m) before ranging.
-	h := writer(func() { m[label{"k5"}] = 500 })
+	h := writer(func() { m[label{"k5"}] = 500 }) // want:write main.jsonMarshalRace.func1
 	marshalHook = h.wait
-	if _, err := json.Marshal(m); err != nil {
+	if _, err := json.Marshal(m); err != nil { // want:range main.jsonMarshalRace
 		panic(err)
 	}
 	if marshalHook != nil {
@@ -196,26 +202,26 @@ func jsonMarshalRace() {
 }
 
 //go:noinline
-func selfInsert() {
+func selfInsert() { // want:type map[uint64]int
 	m := u64Map(16)
 	i := 0
-	for k := range m {
+	for k := range m { // want:range main.selfInsert
 		if i == 0 {
-			m[k+1000] = 1 // a new key
+			m[k+1000] = 1 // a new key; want:write main.selfInsert
 		}
 		i++
 	}
 }
 
 //go:noinline
-func selfDeleteOther() {
-	// One key type per runtime delete path: fast64, faststr, generic (struct), pointer.
+func selfDeleteOther() { // want:type map[uint64]int want:type map[uint32]int want:type map[string]int
+	// One key type per runtime delete path: fast64, fast32, faststr.
 	a := u64Map(16)
 	first := true
-	for k := range a {
+	for k := range a { // want:range main.selfDeleteOther
 		if first {
 			first = false
-			delete(a, (k+1)%16)
+			delete(a, (k+1)%16) // want:write main.selfDeleteOther
 		}
 	}
 	u := map[uint32]int{}
@@ -223,22 +229,22 @@ func selfDeleteOther() {
 		u[i] = int(i)
 	}
 	first = true
-	for k := range u {
+	for k := range u { // want:range main.selfDeleteOther
 		if first {
 			first = false
-			delete(u, (k+1)%16)
+			delete(u, (k+1)%16) // want:write main.selfDeleteOther
 		}
 	}
 	s := strMap(16)
 	first = true
-	for k := range s {
+	for k := range s { // want:range main.selfDeleteOther
 		if first {
 			first = false
 			other := "key-0"
 			if k == other {
 				other = "key-1"
 			}
-			delete(s, other)
+			delete(s, other) // want:write main.selfDeleteOther
 		}
 	}
 }
@@ -301,10 +307,10 @@ func selfUpdateExisting() {
 }
 
 //go:noinline
-func selfClear() {
+func selfClear() { // want:type map[uint64]int want:calls clearU64Map
 	m := u64Map(16)
 	i := 0
-	for range m {
+	for range m { // want:range main.selfClear
 		if i == 0 {
 			clearU64Map(m)
 		}
@@ -413,14 +419,14 @@ func channelHandoff() {
 }
 
 //go:noinline
-func growDuringIteration() {
+func growDuringIteration() { // want:type map[uint64]int
 	m := u64Map(8)
 	i := 0
-	for k := range m {
+	for k := range m { // want:range main.growDuringIteration
 		if i == 0 {
 			// Enough inserts to grow the map (classic: start an evacuation; Swiss: grow tables).
 			for j := uint64(0); j < 2000; j++ {
-				m[k+10000+j] = 1
+				m[k+10000+j] = 1 // want:write main.growDuringIteration
 			}
 		}
 		i++
@@ -445,15 +451,15 @@ func nestedTwoMaps() {
 }
 
 //go:noinline
-func reflectCrossWrite() {
+func reflectCrossWrite() { // want:type map[string]int
 	m := strMap(32)
 	h := writer(func() {
 		v := reflect.ValueOf(m)
 		v.SetMapIndex(reflect.ValueOf("key-3"), reflect.ValueOf(300)) // reflect assign
-		v.SetMapIndex(reflect.ValueOf("key-4"), reflect.Value{})      // reflect delete
+		v.SetMapIndex(reflect.ValueOf("key-4"), reflect.Value{})      // want:write main.reflectCrossWrite.func1
 	})
 	it := reflect.ValueOf(m).MapRange()
-	for i := 0; it.Next(); i++ {
+	for i := 0; it.Next(); i++ { // want:range main.reflectCrossWrite
 		if i == 0 {
 			h.wait()
 		}
@@ -461,18 +467,18 @@ func reflectCrossWrite() {
 }
 
 //go:noinline
-func reflectSelfDelete() {
+func reflectSelfDelete() { // want:type map[main.pair]int
 	m := map[pair]int{}
 	for i := 0; i < 16; i++ {
 		m[pair{i, i}] = i
 	}
 	v := reflect.ValueOf(m)
 	it := v.MapRange()
-	for i := 0; it.Next(); i++ {
+	for i := 0; it.Next(); i++ { // want:range main.reflectSelfDelete
 		k := it.Key().Interface().(pair)
 		if i == 0 {
 			other := pair{(k.a + 1) % 16, (k.b + 1) % 16}
-			v.SetMapIndex(reflect.ValueOf(other), reflect.Value{}) // another key: a notice
+			v.SetMapIndex(reflect.ValueOf(other), reflect.Value{}) // another key: a notice; want:write main.reflectSelfDelete
 		}
 		v.SetMapIndex(it.Key(), reflect.Value{}) // the visited key: fine
 	}
@@ -483,16 +489,16 @@ func reflectSelfDelete() {
 // exits 3, so the test can tell the two outcomes apart.
 //
 //go:noinline
-func fatalRace() {
+func fatalRace() { // want:type map[uint64]int
 	m := u64Map(64)
 	go func() {
 		for i := uint64(0); ; i++ {
-			m[i%64] = int(i)
+			m[i%64] = int(i) // want:write main.fatalRace.func1
 		}
 	}()
 	deadline := time.Now().Add(2 * time.Second)
 	for time.Now().Before(deadline) {
-		for range m {
+		for range m { // want:range main.fatalRace
 		}
 	}
 	fmt.Println("survived")
