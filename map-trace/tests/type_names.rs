@@ -40,17 +40,9 @@ fn assert_none(failures: &[String]) {
 
 /// The fixture's type names, with the layout map-trace's own analysis chose for it.
 fn type_names(f: &Fixture) -> Result<TypeNames, String> {
-    let t = GoTarget::analyze(&f.path).map_err(|e| format!("{}: analyze: {e}", f.name))?;
-    let o = &t.offsets;
-    let layout = TypeLayout {
-        type_size: o.type_size,
-        type_tflag: o.type_tflag,
-        type_kind: o.type_kind,
-        type_str: o.type_str,
-        maptype_key: o.maptype_key,
-        maptype_elem: o.maptype_elem,
-    };
     let image = ElfImage::open(&f.path).map_err(|e| format!("{}: {e}", f.name))?;
+    let t = GoTarget::analyze_image(&image).map_err(|e| format!("{}: analyze: {e}", f.name))?;
+    let layout = TypeLayout::from(&t.offsets);
     let file = image.object().map_err(|e| format!("{}: {e}", f.name))?;
     TypeNames::read(&file, t.version.minor, layout).map_err(|e| format!("{}: {e}", f.name))
 }

@@ -15,6 +15,7 @@ use std::os::unix::fs::FileExt as _;
 use object::read::elf::ElfFile64;
 use object::{Object as _, ObjectSection as _, SectionKind};
 
+use super::offsets::RuntimeOffsets;
 use super::pclntab;
 
 /// `abi.Kind` of maps (`kindMap` before Go 1.21), under the mask that drops the flag bits.
@@ -34,6 +35,19 @@ pub struct TypeLayout {
     pub type_str: u64,
     pub maptype_key: u64,
     pub maptype_elem: u64,
+}
+
+impl From<&RuntimeOffsets> for TypeLayout {
+    fn from(o: &RuntimeOffsets) -> Self {
+        TypeLayout {
+            type_size: o.type_size,
+            type_tflag: o.type_tflag,
+            type_kind: o.type_kind,
+            type_str: o.type_str,
+            maptype_key: o.maptype_key,
+            maptype_elem: o.maptype_elem,
+        }
+    }
 }
 
 impl TypeLayout {

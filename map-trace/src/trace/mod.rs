@@ -164,10 +164,16 @@ async fn session(opts: Options) -> Result<(), TraceError> {
     let mut poll = tokio::time::interval(Duration::from_millis(100));
     let mut sweep_tick = tokio::time::interval(Duration::from_secs(5));
 
+    let mut sink = Sink {
+        clock: &clock,
+        format: opts.format,
+        summary: &mut summary,
+        groups: &mut groups,
+        resolver: &mut resolver,
+    };
     let stop = loop {
         tokio::select! {
             _ = poll.tick() => {
-                let mut sink = Sink { clock: &clock, format: opts.format, summary: &mut summary, groups: &mut groups, resolver: &mut resolver };
                 sink.drain(&mut ring, &mut out, false);
             }
             _ = sweep_tick.tick() => sweep::sweep(&mut ebpf, crate::report::monotonic_ns()),
@@ -185,13 +191,6 @@ async fn session(opts: Options) -> Result<(), TraceError> {
     };
     // Findings emitted just before a target died (e.g. of Go's own fatal error) are still in
     // the ring buffer: drain it before detaching.
-    let mut sink = Sink {
-        clock: &clock,
-        format: opts.format,
-        summary: &mut summary,
-        groups: &mut groups,
-        resolver: &mut resolver,
-    };
     sink.drain(&mut ring, &mut out, true);
     read_counters(&ebpf, &mut summary);
     summary.stacks_lost = resolver.lost;

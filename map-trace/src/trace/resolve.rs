@@ -87,15 +87,7 @@ impl ProcessInfo {
         target: &GoTarget,
         bias: u64,
     ) -> Result<Self, crate::error::TargetError> {
-        let o = &target.offsets;
-        let layout = TypeLayout {
-            type_size: o.type_size,
-            type_tflag: o.type_tflag,
-            type_kind: o.type_kind,
-            type_str: o.type_str,
-            maptype_key: o.maptype_key,
-            maptype_elem: o.maptype_elem,
-        };
+        let layout = TypeLayout::from(&target.offsets);
         let types = image
             .object()
             .map_err(|e| e.to_string())
