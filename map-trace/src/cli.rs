@@ -14,7 +14,9 @@ use crate::trace::Format;
     about = "Find Go map writes that overlap a map iteration or map growth, in running unmodified Go programs",
     long_about = "Attaches eBPF uprobes to the Go runtime's map functions of running processes and reports \
 writes that overlap an iteration: another goroutine writing while one ranges (a data race), and a \
-goroutine inserting, deleting other keys or clearing during its own range.\n\n\
+goroutine inserting, deleting other keys or clearing during its own range. Each finding names \
+the map type and both sides' stacks as function (file:line), stripped binaries included; \
+repeats of one finding are grouped under a stable finding_id with a count.\n\n\
 Example: sudo map-trace --pid 4242",
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true
@@ -41,7 +43,8 @@ pub struct TraceArgs {
     /// Stop after this long (e.g. 30s, 5m); default: until interrupted or the targets exit.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
-    /// Output format for findings: human blocks, or one JSON object per line.
+    /// Output format for findings: human (a block per new finding group, then rate-limited
+    /// "seen N×" lines), or json (one object per occurrence, with finding_id and count).
     #[arg(long, value_enum, default_value = "human")]
     pub format: Format,
 }
