@@ -1,6 +1,10 @@
-//! Per-process settings the daemon writes before attaching: where the runtime keeps the fields
-//! the probes read. Keyed by tgid in the eBPF `CONFIG` map, so processes built with different Go
-//! versions can be traced at once.
+//! Per-binary settings the daemon writes before attaching: where the runtime keeps the fields
+//! the probes read. Keyed in the eBPF `CONFIG` map by a binary id that every uprobe link of that
+//! binary carries as its attach cookie, so processes built with different Go versions can be
+//! traced at once and a new process of a traced binary needs no entry of its own.
+
+/// Executables traced at once (distinct files, not processes).
+pub const MAX_BINARIES: u32 = 1024;
 
 /// `ProcConfig::map_impl` values.
 pub const MAP_IMPL_CLASSIC: u32 = 0;

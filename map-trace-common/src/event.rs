@@ -125,7 +125,9 @@ pub mod counter {
     pub const STACKS_TRUNCATED: u32 = STACKS + 1;
     /// Stacks not captured: the first return address was unreadable.
     pub const STACKS_UNREADABLE: u32 = STACKS_TRUNCATED + 1;
+    /// Exec notices lost because their ring buffer was full (`--exe` only).
+    pub const EXECS_DROPPED: u32 = STACKS_UNREADABLE + 1;
     /// Findings emitted, by kind: `FINDINGS + kind`.
-    pub const FINDINGS: u32 = STACKS_UNREADABLE + 1;
+    pub const FINDINGS: u32 = EXECS_DROPPED + 1;
     pub const COUNT: u32 = FINDINGS + crate::event::FindingKind::COUNT as u32;
 }

@@ -20,6 +20,9 @@ pub const STACK_TRUNCATED: u32 = 1 << 0;
 pub struct UserStack {
     pub len: u32,
     pub flags: u32,
+    /// The process the stack belongs to, so its entries can be removed when it exits.
+    pub tgid: u32,
+    pub _pad: u32,
     pub pcs: [u64; MAX_STACK_DEPTH],
 }
 
@@ -28,6 +31,8 @@ impl Default for UserStack {
         UserStack {
             len: 0,
             flags: 0,
+            tgid: 0,
+            _pad: 0,
             pcs: [0; MAX_STACK_DEPTH],
         }
     }

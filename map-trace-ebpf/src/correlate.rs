@@ -6,8 +6,10 @@
 //! step examines what came in between. Writes after a `break`, after the loop ended, or on an
 //! abandoned iterator are never followed by a step, so they are never reported.
 
+use aya_ebpf::EbpfContext as _;
 use aya_ebpf::helpers::{
-    bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf,
+    bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
+    bpf_probe_read_user_buf,
 };
 use aya_ebpf::programs::ProbeContext;
 use map_trace_common::config::{MAP_IMPL_CLASSIC, ProcConfig};
@@ -38,14 +40,16 @@ pub struct Event {
     pub stack: goabi::StackStart,
 }
 
-/// Counts the hit, then finds the process settings and the goroutine. None for processes the
-/// daemon did not configure.
+/// Counts the hit, then finds the binary's settings (by the link's cookie) and the goroutine.
+/// None for a binary the daemon did not configure.
 #[inline(always)]
 pub fn event(ctx: &ProbeContext, role: Role) -> Option<Event> {
     count(counter::HITS + role as u32);
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: the context is the probe's own; the helper only reads the link's cookie.
+    let binary = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
     // SAFETY: a map value of plain integers.
-    let cfg = unsafe { *CONFIG.get(tgid)? };
+    let cfg = unsafe { *CONFIG.get(binary)? };
     let goid = read_u64(goabi::g(ctx).checked_add(cfg.g_goid as u64)?)?;
     Some(Event {
         tgid,

@@ -9,7 +9,9 @@ mod goabi;
 mod maps;
 mod stack;
 
-use aya_ebpf::{macros::uprobe, programs::ProbeContext};
+use aya_ebpf::helpers::bpf_get_current_pid_tgid;
+use aya_ebpf::macros::{raw_tracepoint, uprobe};
+use aya_ebpf::programs::{ProbeContext, RawTracePointContext};
 use correlate::{Key, event};
 use goabi::arg;
 use map_trace_common::event::Op;
@@ -152,6 +154,20 @@ pub fn grow_swiss_map(ctx: ProbeContext) -> u32 {
 pub fn grow_swiss_table(ctx: ProbeContext) -> u32 {
     if let Some(e) = event(&ctx, Role::Grow) {
         correlate::grow(&e, arg(&ctx, 2));
+    }
+    0
+}
+
+/// `sched_process_exec`: tells the daemon which process just started a new program, so `--exe`
+/// can pick up processes as they start. A raw tracepoint, because it needs no tracefs mount
+/// (often absent in containers and minimal hosts). Loaded only when `--exe` is in use.
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn exec_notify(_ctx: RawTracePointContext) -> i32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // A full buffer loses the notice; the daemon's /proc scan at start-up and the counter cover
+    // what is missed.
+    if maps::EXECS.output::<u32>(&tgid, 0).is_err() {
+        maps::count(map_trace_common::event::counter::EXECS_DROPPED);
     }
     0
 }

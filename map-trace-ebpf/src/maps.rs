@@ -2,14 +2,16 @@
 
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{HashMap, LruHashMap, PerCpuArray, RingBuf};
-use map_trace_common::config::ProcConfig;
+use map_trace_common::config::{MAX_BINARIES, ProcConfig};
 use map_trace_common::event::counter;
 use map_trace_common::stack::{STACK_TABLE_ENTRIES, UserStack};
 use map_trace_common::state::{GoKey, IterKey, IterState, MapKey, MapState, PendingAssign};
 
-/// tgid → runtime offsets of that process (written by the daemon before attaching).
+/// Binary id → runtime offsets of that executable, written by the daemon before attaching. The
+/// id is each uprobe link's attach cookie: a probe shared by every process of one binary (`--exe`)
+/// then needs no per-process entry, so a process is traced from its first instruction.
 #[map]
-pub static CONFIG: HashMap<u32, ProcConfig> = HashMap::with_max_entries(1024, 0);
+pub static CONFIG: HashMap<u32, ProcConfig> = HashMap::with_max_entries(MAX_BINARIES, 0);
 
 /// (tgid, map) → write sequence and the last writes, for maps some goroutine ranges over.
 #[map]
@@ -40,6 +42,11 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::C
 /// Findings for the daemon, which polls it (no per-event wakeups).
 #[map]
 pub static FINDINGS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// The tgid of every process that just exec'd, so the daemon can match `--exe` targets as they
+/// start instead of polling /proc. Execs are rare next to map operations; each one wakes it.
+#[map]
+pub static EXECS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 
 #[inline(always)]
 pub fn count(index: u32) {

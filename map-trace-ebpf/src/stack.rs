@@ -55,6 +55,7 @@ pub fn capture(e: &Event) -> u64 {
     }
     s.len = len;
     s.flags = 0;
+    s.tgid = e.tgid;
     if fp != 0 && len as usize == MAX_STACK_DEPTH {
         s.flags = STACK_TRUNCATED;
         count(counter::STACKS_TRUNCATED);

@@ -1,10 +1,12 @@
 //! Command-line interface.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::{DEFAULT_METRICS_ADDR, Flags, parse_addr};
 use crate::trace::Format;
 
 #[derive(Debug, Parser)]
@@ -17,7 +19,8 @@ writes that overlap an iteration: another goroutine writing while one ranges (a 
 goroutine inserting, deleting other keys or clearing during its own range. Each finding names \
 the map type and both sides' stacks as function (file:line), stripped binaries included; \
 repeats of one finding are grouped under a stable finding_id with a count.\n\n\
-Example: sudo map-trace --pid 4242",
+Examples:\n  sudo map-trace --pid 4242\n  sudo map-trace --exe /usr/local/bin/api --metrics-addr\n  \
+sudo map-trace --config /etc/map-trace/config.toml",
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true
 )]
@@ -38,15 +41,45 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct TraceArgs {
     /// Trace this Go process (repeatable).
-    #[arg(long = "pid", value_name = "PID", required = true)]
+    #[arg(long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
-    /// Stop after this long (e.g. 30s, 5m); default: until interrupted or the targets exit.
+    /// Trace every process that runs this Go executable: those running now and those started
+    /// later, in containers too (matched by file, or by this path inside the process's own
+    /// root); each is detached when it exits (repeatable). Runs until stopped.
+    #[arg(long = "exe", value_name = "PATH")]
+    pub exes: Vec<PathBuf>,
+    /// Stop after this long (e.g. 30s, 5m); default: until interrupted or the --pid targets exit.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
     /// Output format for findings: human (a block per new finding group, then rate-limited
-    /// "seen N×" lines), or json (one object per occurrence, with finding_id and count).
-    #[arg(long, value_enum, default_value = "human")]
-    pub format: Format,
+    /// "seen N×" lines), or json (one object per occurrence, with finding_id and count)
+    /// [default: human].
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Serve Prometheus metrics at http://ADDR/metrics and liveness at /healthz. Without a
+    /// value: 127.0.0.1:9464 (loopback only).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = DEFAULT_METRICS_ADDR, value_parser = parse_addr)]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Read settings from this TOML file (keys: pid, exe, duration, format, metrics_addr);
+    /// flags given on the command line override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Check the settings (the --config file merged with the flags), print them, and exit:
+    /// 0 when valid, 2 otherwise.
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+impl TraceArgs {
+    pub fn flags(&self) -> Flags {
+        Flags {
+            pids: self.pids.clone(),
+            exes: self.exes.clone(),
+            duration: self.duration,
+            format: self.format,
+            metrics_addr: self.metrics_addr,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -5,10 +5,12 @@
 //! without a kernel.
 
 pub mod cli;
+pub mod config;
 pub mod ebpf;
 pub mod error;
 pub mod group;
 pub mod inspect;
+pub mod metrics;
 pub mod plan;
 pub mod report;
 pub mod symbolize;

@@ -1,7 +1,8 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use map_trace::cli::{Cli, Command, InspectArgs};
+use map_trace::cli::{Cli, Command, InspectArgs, TraceArgs};
+use map_trace::config;
 use map_trace::error::TargetError;
 use map_trace::inspect::Report;
 use map_trace::target::analysis::GoTarget;
@@ -12,12 +13,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Inspect(args)) => inspect(args).map_err(|e| (e.exit_code(), e.to_string())),
-        None => trace::run(trace::Options {
-            pids: cli.trace.pids,
-            duration: cli.trace.duration,
-            format: cli.trace.format,
-        })
-        .map_err(|e| (e.exit_code(), e.to_string())),
+        None => run(&cli.trace),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -26,6 +22,35 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// Tracing, or `--check-config`: the settings are the config file merged with the flags.
+fn run(args: &TraceArgs) -> Result<(), (u8, String)> {
+    let file = match &args.config {
+        Some(path) => Some((path.as_path(), config::load(path).map_err(usage)?)),
+        None => None,
+    };
+    let settings = config::merge(file, args.flags()).map_err(usage)?;
+    for w in settings.warnings() {
+        eprintln!("map-trace: warning: {w}");
+    }
+    if args.check_config {
+        print!("{}", settings.describe());
+        println!("configuration ok");
+        return Ok(());
+    }
+    trace::run(trace::Options {
+        pids: settings.pids,
+        exes: settings.exes,
+        duration: settings.duration,
+        format: settings.format,
+        metrics_addr: settings.metrics_addr,
+    })
+    .map_err(|e| (e.exit_code(), e.to_string()))
+}
+
+fn usage(e: config::ConfigError) -> (u8, String) {
+    (e.exit_code(), e.to_string())
 }
 
 fn inspect(args: InspectArgs) -> Result<(), TargetError> {

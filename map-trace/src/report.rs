@@ -233,6 +233,8 @@ pub struct Summary {
     pub stacks: u64,
     pub stacks_truncated: u64,
     pub stacks_unreadable: u64,
+    /// Exec notices lost (`--exe`): a process they announced is picked up by its first finding.
+    pub execs_dropped: u64,
     pub stacks_lost: u64,
     /// Occurrences not grouped because the group table was full.
     pub ungrouped: u64,

@@ -40,7 +40,18 @@ fn apt_wanted() -> Vec<(String, &'static str)> {
         ("gcc".into(), "amd64 cgo fixtures and Rust linking"),
         ("gcc-aarch64-linux-gnu".into(), "arm64 cgo fixtures"),
         ("libc6-dev-arm64-cross".into(), "arm64 cgo fixtures"),
-        ("prometheus".into(), "metrics tests (promtool)"),
+        (
+            "prometheus".into(),
+            "metrics tests (promtool and a real Prometheus server)",
+        ),
+        (
+            "bpftool".into(),
+            "daemon tests count BPF map entries with the kernel's own tool",
+        ),
+        (
+            "systemd".into(),
+            "the service unit test (systemd-analyze verify)",
+        ),
         // Debian's python3 cannot create a venv (ensurepip) without it; the Go venvs need it.
         ("python3-venv".into(), "the Go toolchain venvs"),
     ];

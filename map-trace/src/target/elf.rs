@@ -17,6 +17,24 @@ pub struct ElfImage {
     loads: Vec<Load>,
 }
 
+/// An executable's PT_LOAD segments.
+#[derive(Clone, Debug)]
+pub struct Segments(Vec<Load>);
+
+impl Segments {
+    /// See [`ElfImage::vaddr_of_offset`].
+    pub fn vaddr_of_offset(&self, offset: u64) -> Option<u64> {
+        vaddr_of_offset(&self.0, offset)
+    }
+}
+
+fn vaddr_of_offset(loads: &[Load], offset: u64) -> Option<u64> {
+    loads
+        .iter()
+        .find(|l| offset >= l.offset && offset - l.offset < l.filesz.max(1))
+        .map(|l| l.vaddr + (offset - l.offset))
+}
+
 /// A PT_LOAD segment, which is what a uprobe offset is relative to.
 #[derive(Clone, Copy, Debug)]
 struct Load {
@@ -161,10 +179,13 @@ impl ElfImage {
 
     /// The link-time address that file offset `offset` is loaded at, if a PT_LOAD maps it.
     pub fn vaddr_of_offset(&self, offset: u64) -> Option<u64> {
-        self.loads
-            .iter()
-            .find(|l| offset >= l.offset && offset - l.offset < l.filesz.max(1))
-            .map(|l| l.vaddr + (offset - l.offset))
+        vaddr_of_offset(&self.loads, offset)
+    }
+
+    /// The loadable segments alone: enough to find a later process's load bias without keeping
+    /// the whole file in memory.
+    pub fn segments(&self) -> Segments {
+        Segments(self.loads.clone())
     }
 
     /// The file bytes at `[vaddr, vaddr + len)`, if they are all file-backed.

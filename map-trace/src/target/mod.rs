@@ -9,6 +9,7 @@ pub mod analysis;
 pub mod buildinfo;
 pub mod dwarf;
 pub mod elf;
+pub mod exe_match;
 pub mod gotypes;
 pub mod mapimpl;
 pub mod offsets;

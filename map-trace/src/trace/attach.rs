@@ -1,14 +1,14 @@
-//! Load the eBPF object, hand it one process's settings, and attach the planned probes.
+//! Load the eBPF object, hand it one binary's settings, and attach or detach the planned probes.
 
 use std::path::Path;
 
 use aya::Ebpf;
-use aya::maps::HashMap as BpfHashMap;
-use aya::programs::UProbe;
-use aya::programs::uprobe::UProbeScope;
+use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
+use aya::programs::{RawTracePoint, UProbe};
 use map_trace_common::config::{MAP_IMPL_CLASSIC, MAP_IMPL_SWISS, ProcConfig};
 
-use crate::target::analysis::GoTarget;
+use crate::target::analysis::{GoTarget, ProbeTarget};
 use crate::target::offsets::MapOffsets;
 
 /// What can go wrong while loading and attaching, with what to do about it.
@@ -33,17 +33,23 @@ pub enum AttachError {
         #[source]
         source: Box<aya::programs::ProgramError>,
     },
+    #[error("attaching to the kernel's {name} tracepoint (needed by --exe): {source}")]
+    Tracepoint {
+        name: &'static str,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
     #[error("eBPF object has no {0}: map-trace was built inconsistently")]
     Missing(&'static str),
-    #[error("writing settings for pid {pid}: {source}")]
-    Config {
-        pid: u32,
+    #[error("eBPF map {map}: {source}")]
+    Map {
+        map: &'static str,
         #[source]
         source: Box<aya::maps::MapError>,
     },
 }
 
-/// The per-process settings the probes read, from the target's runtime offsets.
+/// The per-binary settings the probes read, from the target's runtime offsets.
 pub fn proc_config(t: &GoTarget) -> ProcConfig {
     let o = &t.offsets;
     let (map_impl, map_count, map_oldbuckets, iter_key, iter_map, iter_typ) = match &o.map {
@@ -82,10 +88,16 @@ pub fn proc_config(t: &GoTarget) -> ProcConfig {
     }
 }
 
-/// Loads the eBPF object and verifies every program once; attaching is per process.
+/// The tracepoint program that reports execs; loaded only when `--exe` needs it.
+pub const EXEC_PROGRAM: &str = "exec_notify";
+
+/// Loads the eBPF object and verifies every uprobe program once; attaching is per binary.
 pub fn load() -> Result<Ebpf, AttachError> {
     let mut ebpf = Ebpf::load(crate::ebpf::object()).map_err(|e| AttachError::Load(Box::new(e)))?;
     for (name, program) in ebpf.programs_mut() {
+        if name == EXEC_PROGRAM {
+            continue;
+        }
         let verify = |source| AttachError::Verify {
             program: name.to_string(),
             source: Box::new(source),
@@ -96,49 +108,129 @@ pub fn load() -> Result<Ebpf, AttachError> {
     Ok(ebpf)
 }
 
-/// Writes the process's settings and attaches every planned probe to it; returns the number
-/// of probes attached.
-pub fn attach_process(
-    ebpf: &mut Ebpf,
-    t: &GoTarget,
-    pid: u32,
-    exe: &Path,
-) -> Result<usize, AttachError> {
-    let mut config: BpfHashMap<_, u32, ProcConfig> = BpfHashMap::try_from(
-        ebpf.map_mut("CONFIG")
-            .ok_or(AttachError::Missing("CONFIG"))?,
-    )
-    .map_err(|source| AttachError::Config {
-        pid,
+/// Loads and attaches the exec tracepoint and hands back the ring buffer it writes to.
+pub fn watch_execs(ebpf: &mut Ebpf) -> Result<RingBuf<MapData>, AttachError> {
+    let verify = |source| AttachError::Verify {
+        program: EXEC_PROGRAM.to_string(),
         source: Box::new(source),
-    })?;
-    config
-        .insert(pid, proc_config(t), 0)
-        .map_err(|source| AttachError::Config {
-            pid,
+    };
+    let p: &mut RawTracePoint = ebpf
+        .program_mut(EXEC_PROGRAM)
+        .ok_or(AttachError::Missing(EXEC_PROGRAM))?
+        .try_into()
+        .map_err(verify)?;
+    p.load().map_err(verify)?;
+    p.attach("sched_process_exec")
+        .map_err(|source| AttachError::Tracepoint {
+            name: "sched_process_exec",
             source: Box::new(source),
         })?;
-    let scope = match std::num::NonZeroU32::new(pid) {
-        Some(p) => UProbeScope::OneProcess(p),
-        None => UProbeScope::AllProcesses,
-    };
+    let map = ebpf
+        .take_map("EXECS")
+        .ok_or(AttachError::Missing("EXECS"))?;
+    RingBuf::try_from(map).map_err(|source| AttachError::Map {
+        map: "EXECS",
+        source: Box::new(source),
+    })
+}
+
+/// One attached uprobe: which program, and the link to detach.
+pub struct Link {
+    program: &'static str,
+    id: UProbeLinkId,
+}
+
+/// Writes a binary's settings under its id, which its links carry as their cookie.
+pub fn write_config(ebpf: &mut Ebpf, t: &GoTarget, binary: u32) -> Result<(), AttachError> {
+    config_table(ebpf)?
+        .insert(binary, proc_config(t), 0)
+        .map_err(|source| AttachError::Map {
+            map: "CONFIG",
+            source: Box::new(source),
+        })
+}
+
+/// Attaches every planned probe to the file at `exe`, each link carrying `binary` as its
+/// cookie; `scope` says which processes trap. On failure nothing of this call stays attached.
+pub fn attach_binary(
+    ebpf: &mut Ebpf,
+    t: &GoTarget,
+    binary: u32,
+    exe: &Path,
+    scope: UProbeScope,
+) -> Result<Vec<Link>, AttachError> {
+    let mut links = Vec::with_capacity(t.probes.len());
     for probe in &t.probes {
-        let p: &mut UProbe = ebpf
-            .program_mut(probe.program)
-            .ok_or(AttachError::Missing(probe.program))?
-            .try_into()
-            .map_err(|source| AttachError::Verify {
-                program: probe.program.to_string(),
-                source: Box::new(source),
-            })?;
-        p.attach(probe.uprobe_offset(), exe, scope)
-            .map_err(|source| AttachError::Attach {
-                program: probe.program,
-                symbol: probe.function.name.clone(),
-                offset: probe.uprobe_offset(),
-                path: exe.display().to_string(),
-                source: Box::new(source),
-            })?;
+        match attach_one(ebpf, probe, binary, exe, scope) {
+            Ok(link) => links.push(link),
+            Err(e) => {
+                detach(ebpf, links);
+                return Err(e);
+            }
+        }
     }
-    Ok(t.probes.len())
+    Ok(links)
+}
+
+fn attach_one(
+    ebpf: &mut Ebpf,
+    probe: &ProbeTarget,
+    binary: u32,
+    exe: &Path,
+    scope: UProbeScope,
+) -> Result<Link, AttachError> {
+    let p: &mut UProbe = ebpf
+        .program_mut(probe.program)
+        .ok_or(AttachError::Missing(probe.program))?
+        .try_into()
+        .map_err(|source| AttachError::Verify {
+            program: probe.program.to_string(),
+            source: Box::new(source),
+        })?;
+    let point = UProbeAttachPoint {
+        location: UProbeAttachLocation::AbsoluteOffset(probe.uprobe_offset()),
+        cookie: Some(u64::from(binary)),
+    };
+    let id = p
+        .attach(point, exe, scope)
+        .map_err(|source| AttachError::Attach {
+            program: probe.program,
+            symbol: probe.function.name.clone(),
+            offset: probe.uprobe_offset(),
+            path: exe.display().to_string(),
+            source: Box::new(source),
+        })?;
+    Ok(Link {
+        program: probe.program,
+        id,
+    })
+}
+
+/// Detaches links; a link whose program is gone was already detached with it.
+pub fn detach(ebpf: &mut Ebpf, links: Vec<Link>) {
+    for link in links {
+        if let Some(p) = ebpf
+            .program_mut(link.program)
+            .and_then(|p| <&mut UProbe>::try_from(p).ok())
+        {
+            let _ = p.detach(link.id);
+        }
+    }
+}
+
+/// Removes a binary's settings once nothing of it is attached.
+pub fn forget_binary(ebpf: &mut Ebpf, binary: u32) {
+    if let Ok(mut table) = config_table(ebpf) {
+        let _ = table.remove(&binary);
+    }
+}
+
+fn config_table(ebpf: &mut Ebpf) -> Result<BpfHashMap<&mut MapData, u32, ProcConfig>, AttachError> {
+    let map = ebpf
+        .map_mut("CONFIG")
+        .ok_or(AttachError::Missing("CONFIG"))?;
+    BpfHashMap::try_from(map).map_err(|source| AttachError::Map {
+        map: "CONFIG",
+        source: Box::new(source),
+    })
 }

@@ -1,11 +1,15 @@
-//! `map-trace --pid N`: attach, poll findings and counters, stop cleanly.
+//! `map-trace --pid N` / `--exe PATH`: attach, poll findings and counters, follow processes as
+//! they start and exit, serve metrics, stop cleanly.
 
 pub mod attach;
 pub mod resolve;
 pub mod sweep;
+pub mod targets;
 
 use std::io::Write as _;
-use std::os::fd::{FromRawFd as _, OwnedFd};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aya::Ebpf;
@@ -16,11 +20,12 @@ use tokio::io::unix::AsyncFd;
 
 use crate::error::TargetError;
 use crate::group::{Groups, Seen};
+use crate::metrics::http::Health;
+use crate::metrics::{AttachFailure, Metrics, raise_to};
 use crate::report::{Clock, Report, Summary, TopFinding};
-use crate::target::analysis::GoTarget;
-use crate::target::elf::ElfImage;
-use crate::target::process;
-use resolve::{ProcessInfo, Resolver};
+use crate::target::exe_match::{self, ExeSpec};
+use resolve::Resolver;
+use targets::Targets;
 
 /// Least time between two "seen again" lines of one finding group in the human output.
 const UPDATE_EVERY: Duration = Duration::from_secs(5);
@@ -28,7 +33,8 @@ const UPDATE_EVERY: Duration = Duration::from_secs(5);
 const TOP_FINDINGS: usize = 10;
 
 /// How findings are printed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Format {
     Human,
     Json,
@@ -36,8 +42,12 @@ pub enum Format {
 
 pub struct Options {
     pub pids: Vec<u32>,
+    /// Executables to trace in every process that runs them, now and later.
+    pub exes: Vec<PathBuf>,
     pub duration: Option<Duration>,
     pub format: Format,
+    /// Where to serve /metrics and /healthz; None: no endpoint.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Why tracing stopped.
@@ -69,16 +79,6 @@ impl TraceError {
     }
 }
 
-fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
-    // SAFETY: plain syscall; on success the kernel returns a new fd we own.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh descriptor owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
 pub fn run(opts: Options) -> Result<(), TraceError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -87,6 +87,9 @@ pub fn run(opts: Options) -> Result<(), TraceError> {
     rt.block_on(session(opts))
 }
 
+/// /healthz turns unhealthy when the main loop has not polled for this long.
+const STALE_AFTER: Duration = Duration::from_secs(10);
+
 async fn session(opts: Options) -> Result<(), TraceError> {
     // Before attaching: a signal that arrives once probes are in must detach them, not kill us
     // with the default action.
@@ -94,6 +97,14 @@ async fn session(opts: Options) -> Result<(), TraceError> {
         .map_err(|e| TraceError::Other(format!("SIGINT handler: {e}")))?;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| TraceError::Other(format!("SIGTERM handler: {e}")))?;
+    let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION")));
+    let health = Arc::new(Health::new());
+    // Bound before anything is attached: a port in use is a start-up error, not a silent gap.
+    let server = match opts.metrics_addr {
+        Some(addr) => Some(serve_metrics(addr, &metrics, &health).await?),
+        None => None,
+    };
+
     let mut ebpf = attach::load()?;
     let stacks = BpfHashMap::try_from(
         ebpf.take_map("STACKS")
@@ -102,46 +113,37 @@ async fn session(opts: Options) -> Result<(), TraceError> {
     .map_err(|e| TraceError::Other(format!("stack table: {e}")))?;
     let mut resolver = Resolver::new(stacks);
     let (exits_tx, mut exits) = tokio::sync::mpsc::unbounded_channel();
-    for &pid in &opts.pids {
-        let proc = process::resolve(pid)?;
-        // Watch for the exit before attaching, so a process that dies meanwhile is noticed.
-        let pidfd = pidfd_open(pid).map_err(|e| match e.raw_os_error() {
-            Some(libc::ESRCH) => TraceError::Target(TargetError::PidMissing { pid }),
-            _ => TraceError::Other(format!("pidfd_open({pid}): {e}")),
-        })?;
-        let image = ElfImage::open(&proc.host_path)?;
-        let target = GoTarget::analyze_image(&image)?;
-        // Read while the process surely runs: its findings may arrive after it died.
-        let bias =
-            process::process_load_bias(pid, &proc.host_path, |off| image.vaddr_of_offset(off))?;
-        let info = ProcessInfo::new(pid, &image, &target, bias)?;
-        let types_warning = info.types_warning();
-        resolver.add_process(pid, info);
-        let n = attach::attach_process(&mut ebpf, &target, pid, &proc.host_path)?;
-        eprintln!(
-            "map-trace: tracing pid {pid} ({}): {} {} {} maps, {n} probes attached",
-            proc.exe.display(),
-            target.version,
-            target.elf.arch,
-            target.map_impl.name()
-        );
-        for w in target.warnings.iter().chain(&types_warning) {
-            eprintln!("map-trace: warning: {w}");
-        }
-        // SAFETY: the OwnedFd moves into the AsyncFd, which keeps it open until dropped.
-        let pidfd =
-            unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
-                .map_err(|e| {
-                    TraceError::Other(format!("watching pid {pid}: {}", e.into_parts().1))
-                })?;
-        // A pidfd becomes readable when its process exits.
-        let exits = exits_tx.clone();
-        tokio::spawn(async move {
-            let _ = pidfd.readable().await;
-            let _ = exits.send(pid);
-        });
+    let specs: Vec<ExeSpec> = opts.exes.iter().cloned().map(ExeSpec::new).collect();
+    let mut targets = Targets::new(specs, exits_tx);
+    // Exec notices first, then the /proc scan: a process started in between is seen twice
+    // (harmless), never missed.
+    let mut execs = if targets.watches_executables() {
+        let ring = attach::watch_execs(&mut ebpf)?;
+        // SAFETY: the ring buffer owns its fd and moves into the AsyncFd, which keeps it open
+        // until dropped.
+        let fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(|e| TraceError::Other(format!("exec notices: {}", e.into_parts().1)))?;
+        Some(fd)
+    } else {
+        None
+    };
+    for i in 0..opts.exes.len() {
+        let msg = targets.watch(&mut ebpf, i)?;
+        eprintln!("map-trace: {msg}");
     }
-    let mut running = opts.pids.len();
+    for &pid in &opts.pids {
+        if let Some(a) = targets.add(&mut ebpf, &mut resolver, pid, true)? {
+            announce(&a, &metrics);
+        }
+    }
+    if targets.watches_executables() {
+        let me = std::process::id();
+        for pid in exe_match::pids(Path::new("/proc")) {
+            if pid != me {
+                adopt(&mut targets, &mut ebpf, &mut resolver, &metrics, pid, false);
+            }
+        }
+    }
 
     let mut ring = RingBuf::try_from(
         ebpf.take_map("FINDINGS")
@@ -163,35 +165,50 @@ async fn session(opts: Options) -> Result<(), TraceError> {
     // The ring buffer is polled, not woken per finding: cheap for the traced program.
     let mut poll = tokio::time::interval(Duration::from_millis(100));
     let mut sweep_tick = tokio::time::interval(Duration::from_secs(5));
+    let mut metrics_tick = tokio::time::interval(Duration::from_secs(1));
 
-    let mut sink = Sink {
-        clock: &clock,
-        format: opts.format,
-        summary: &mut summary,
-        groups: &mut groups,
-        resolver: &mut resolver,
+    let mut session = Session {
+        ebpf: &mut ebpf,
+        targets: &mut targets,
+        metrics: &metrics,
+        sink: Sink {
+            clock: &clock,
+            format: opts.format,
+            summary: &mut summary,
+            groups: &mut groups,
+            resolver: &mut resolver,
+        },
     };
     let stop = loop {
+        if !session.targets.watches_executables() && session.targets.explicit_running() == 0 {
+            break Stop::TargetsExited;
+        }
         tokio::select! {
             _ = poll.tick() => {
-                sink.drain(&mut ring, &mut out, false);
+                session.drain(&mut ring, &mut out, false);
+                health.beat();
             }
-            _ = sweep_tick.tick() => sweep::sweep(&mut ebpf, crate::report::monotonic_ns()),
+            ready = next_exec(&mut execs) => {
+                if let Ok(mut guard) = ready {
+                    let pids = drain_execs(guard.get_inner_mut());
+                    guard.clear_ready();
+                    for pid in pids {
+                        session.exec(pid);
+                    }
+                }
+            }
+            _ = metrics_tick.tick() => session.update_metrics(),
+            _ = sweep_tick.tick() => sweep::sweep(session.ebpf, crate::report::monotonic_ns()),
             _ = sigint.recv() => break Stop::Signal("SIGINT"),
             _ = sigterm.recv() => break Stop::Signal("SIGTERM"),
             _ = &mut deadline => break Stop::Duration,
-            Some(pid) = exits.recv() => {
-                eprintln!("map-trace: pid {pid} exited");
-                running -= 1;
-                if running == 0 {
-                    break Stop::TargetsExited;
-                }
-            }
+            Some(pid) = exits.recv() => session.exited(pid, &mut ring, &mut out),
         }
     };
     // Findings emitted just before a target died (e.g. of Go's own fatal error) are still in
     // the ring buffer: drain it before detaching.
-    sink.drain(&mut ring, &mut out, true);
+    session.drain(&mut ring, &mut out, true);
+    session.update_metrics();
     read_counters(&ebpf, &mut summary);
     summary.stacks_lost = resolver.lost;
     summary.ungrouped = groups.overflow;
@@ -204,7 +221,13 @@ async fn session(opts: Options) -> Result<(), TraceError> {
             last: g.last,
         })
         .collect();
+    drop(execs);
+    drop(targets);
     drop(ebpf); // detaches every probe
+    if let Some((stop, task)) = server {
+        let _ = stop.send(());
+        let _ = task.await;
+    }
     let _ = out.flush();
     match stop {
         Stop::Signal(s) => eprintln!("map-trace: {s}: detached"),
@@ -213,6 +236,195 @@ async fn session(opts: Options) -> Result<(), TraceError> {
     }
     eprint!("{}", summary.to_human());
     Ok(())
+}
+
+type Server = (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+);
+
+async fn serve_metrics(
+    addr: SocketAddr,
+    metrics: &Arc<Metrics>,
+    health: &Arc<Health>,
+) -> Result<Server, TraceError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| TraceError::Other(format!("cannot serve metrics on {addr}: {e}")))?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(crate::metrics::http::serve(
+        listener,
+        metrics.clone(),
+        health.clone(),
+        STALE_AFTER,
+        async {
+            let _ = rx.await;
+        },
+    ));
+    eprintln!("map-trace: serving metrics on http://{addr}/metrics");
+    Ok((tx, task))
+}
+
+/// Resolves when exec notices are waiting; never, when `--exe` is not in use.
+async fn next_exec(
+    execs: &mut Option<AsyncFd<RingBuf<MapData>>>,
+) -> std::io::Result<tokio::io::unix::AsyncFdReadyMutGuard<'_, RingBuf<MapData>>> {
+    match execs {
+        Some(fd) => fd.readable_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn drain_execs(ring: &mut RingBuf<MapData>) -> Vec<u32> {
+    let mut pids = Vec::new();
+    while let Some(item) = ring.next() {
+        if let Ok(b) = <[u8; 4]>::try_from(&item[..]) {
+            pids.push(u32::from_ne_bytes(b));
+        }
+    }
+    pids
+}
+
+fn announce(a: &targets::Attached, metrics: &Metrics) {
+    let how = if a.shared {
+        format!("{} probes attached, shared by its executable", a.probes)
+    } else {
+        format!("{} probes attached", a.probes)
+    };
+    eprintln!(
+        "map-trace: tracing pid {} ({}): {}, {how}",
+        a.pid,
+        a.exe.display(),
+        a.description
+    );
+    for w in &a.warnings {
+        eprintln!("map-trace: warning: {w}");
+    }
+    metrics.process_attaches.inc();
+}
+
+/// Starts tracing a process found by the /proc scan or an exec notice, or a finding of a
+/// process whose notice was lost; failures are counted and said, never fatal.
+fn adopt(
+    targets: &mut Targets,
+    ebpf: &mut Ebpf,
+    resolver: &mut Resolver,
+    metrics: &Metrics,
+    pid: u32,
+    exec: bool,
+) {
+    let result = if exec {
+        targets.on_exec(ebpf, resolver, pid)
+    } else {
+        targets.add(ebpf, resolver, pid, false)
+    };
+    match result {
+        Ok(Some(a)) => announce(&a, metrics),
+        Ok(None) => {}
+        Err(e) => {
+            let reason = targets::failure_reason(&e);
+            // A process that ran a matching file and exited before it could be read is
+            // counted, but not worth a line each.
+            if reason != AttachFailure::ProcessGone {
+                eprintln!("map-trace: not tracing pid {pid}: {e}");
+            }
+            metrics
+                .attach_failures
+                .with_label_values(&[reason.label()])
+                .inc();
+        }
+    }
+}
+
+/// Everything the main loop works on.
+struct Session<'a, 's> {
+    ebpf: &'a mut Ebpf,
+    targets: &'a mut Targets,
+    metrics: &'a Metrics,
+    sink: Sink<'s>,
+}
+
+impl Session<'_, '_> {
+    fn exec(&mut self, pid: u32) {
+        adopt(
+            self.targets,
+            self.ebpf,
+            self.sink.resolver,
+            self.metrics,
+            pid,
+            true,
+        );
+    }
+
+    fn exited(&mut self, pid: u32, ring: &mut RingBuf<MapData>, out: &mut impl std::io::Write) {
+        // Its last findings first: they need its symbols, which go with it.
+        self.drain(ring, out, false);
+        if self.targets.remove(self.ebpf, self.sink.resolver, pid) {
+            eprintln!("map-trace: pid {pid} exited: detached");
+            self.metrics.process_detaches.inc();
+        }
+        self.update_metrics();
+    }
+
+    fn drain(&mut self, ring: &mut RingBuf<MapData>, out: &mut impl std::io::Write, last: bool) {
+        let targets = &mut *self.targets;
+        let ebpf = &mut *self.ebpf;
+        let metrics = self.metrics;
+        self.sink.drain(ring, out, last, |resolver, r| {
+            // A process whose exec notice was lost still reaches us through its findings.
+            if !targets.is_traced(r.pid) && targets.watches_executables() {
+                adopt(targets, ebpf, resolver, metrics, r.pid, false);
+            }
+            let exe = targets.exe_name(r.pid).unwrap_or("unknown");
+            metrics
+                .findings
+                .with_label_values(&[r.kind.name(), r.op.name(), exe])
+                .inc();
+        });
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.metrics.last_poll.set(now);
+    }
+
+    /// Passes the kernel's counters and the table sizes on to the metrics.
+    fn update_metrics(&mut self) {
+        let mut s = Summary::default();
+        read_counters(self.ebpf, &mut s);
+        let m = self.metrics;
+        for (role, n) in &s.hits {
+            raise_to(&m.probe_hits.with_label_values(&[role.name()]), *n);
+        }
+        let dropped = [
+            ("ring_buffer_full", s.findings_dropped),
+            ("exec_notices_lost", s.execs_dropped),
+            ("table_full", s.tables_full),
+            ("writes_unseen", s.writes_unseen),
+            ("undecodable", self.sink.summary.undecodable),
+        ];
+        for (reason, n) in dropped {
+            raise_to(&m.events_dropped.with_label_values(&[reason]), n);
+        }
+        raise_to(&m.stack_samples, s.stacks);
+        raise_to(&m.stack_samples_truncated, s.stacks_truncated);
+        let stacks_dropped = [
+            ("unreadable", s.stacks_unreadable),
+            ("evicted", self.sink.resolver.lost),
+        ];
+        for (reason, n) in stacks_dropped {
+            raise_to(&m.stack_samples_dropped.with_label_values(&[reason]), n);
+        }
+        raise_to(&m.writes_during_growth, s.writes_during_growth);
+        m.processes_attached.set(self.targets.processes() as i64);
+        m.probe_links.set(self.targets.links() as i64);
+        m.finding_groups.set(self.sink.groups.len() as i64);
+        for (name, n) in sweep::entries(self.ebpf) {
+            m.bpf_map_entries.with_label_values(&[name]).set(n as i64);
+        }
+        m.bpf_map_entries
+            .with_label_values(&["stacks"])
+            .set(self.sink.resolver.stack_entries() as i64);
+    }
 }
 
 /// Where findings go: resolved, grouped, printed.
@@ -227,7 +439,13 @@ struct Sink<'a> {
 impl Sink<'_> {
     /// Prints every finding waiting in the ring buffer; in human output, new groups in full and
     /// repeats as rate-limited count updates (all pending ones with `last`).
-    fn drain(&mut self, ring: &mut RingBuf<MapData>, out: &mut impl std::io::Write, last: bool) {
+    fn drain(
+        &mut self,
+        ring: &mut RingBuf<MapData>,
+        out: &mut impl std::io::Write,
+        last: bool,
+        mut each: impl FnMut(&mut Resolver, &Report),
+    ) {
         while let Some(item) = ring.next() {
             let bytes: &[u8] = &item;
             if bytes.len() < std::mem::size_of::<Finding>() {
@@ -240,6 +458,7 @@ impl Sink<'_> {
                 self.summary.undecodable += 1;
                 continue;
             };
+            each(self.resolver, &r);
             self.resolver.resolve(&mut r);
             let seen = self.groups.record(&mut r);
             let text = match (self.format, seen) {
@@ -283,4 +502,5 @@ fn read_counters(ebpf: &Ebpf, summary: &mut Summary) {
     summary.stacks = get(counter::STACKS);
     summary.stacks_truncated = get(counter::STACKS_TRUNCATED);
     summary.stacks_unreadable = get(counter::STACKS_UNREADABLE);
+    summary.execs_dropped = get(counter::EXECS_DROPPED);
 }

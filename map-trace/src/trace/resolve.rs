@@ -2,6 +2,7 @@
 //! and a type name, per traced process.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use map_trace_common::stack::UserStack;
@@ -15,11 +16,19 @@ use crate::target::gotypes::{ProcMem, TypeLayout, TypeNames};
 /// Symbolized stacks kept; past this the cache starts over (stacks are re-read from the kernel).
 const CACHE_LIMIT: usize = 65_536;
 
-/// What one traced process needs for its findings.
-pub struct ProcessInfo {
+/// What findings of any process of one executable need: its line tables and type names.
+/// Shared by every process of that binary.
+pub struct BinaryInfo {
     symbols: Symbolizer,
     /// The binary's type names, or why they cannot be read.
     types: Result<TypeNames, String>,
+}
+
+/// What one traced process needs for its findings.
+pub struct ProcessInfo {
+    binary: Arc<BinaryInfo>,
+    /// Runtime minus link-time address of the executable (PIE); 0 otherwise.
+    bias: u64,
     /// For type descriptors made at run time (reflect.MapOf), which the file does not hold.
     mem: ProcMem,
 }
@@ -46,6 +55,32 @@ impl Resolver {
         self.processes.insert(pid, info);
     }
 
+    pub fn knows(&self, pid: u32) -> bool {
+        self.processes.contains_key(&pid)
+    }
+
+    /// Drops what was kept for a process that exited (after its last findings were read),
+    /// including its stacks in the kernel table.
+    pub fn remove_process(&mut self, pid: u32) {
+        self.processes.remove(&pid);
+        self.cache.retain(|&(p, _), _| p != pid);
+        let keys: Vec<u64> = self
+            .stacks
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, s)| s.tgid == pid)
+            .map(|(k, _)| k)
+            .collect();
+        for k in keys {
+            let _ = self.stacks.remove(&k);
+        }
+    }
+
+    /// Entries in the kernel's stack table.
+    pub fn stack_entries(&self) -> usize {
+        self.stacks.keys().filter(Result::is_ok).count()
+    }
+
     /// Fills the report's stacks and map type.
     pub fn resolve(&mut self, r: &mut Report) {
         r.writer_stack = self.stack(r.pid, r.writer_stack_key);
@@ -70,7 +105,12 @@ impl Resolver {
         let Some(p) = self.processes.get(&pid) else {
             return Vec::new();
         };
-        let frames = p.symbols.stack(raw.frames());
+        let link: Vec<u64> = raw
+            .frames()
+            .iter()
+            .map(|pc| pc.wrapping_sub(p.bias))
+            .collect();
+        let frames = p.binary.symbols.stack(&link);
         if self.cache.len() >= CACHE_LIMIT {
             self.cache.clear();
         }
@@ -79,23 +119,17 @@ impl Resolver {
     }
 }
 
-impl ProcessInfo {
-    /// Reads what symbolizing `pid`'s findings needs; `bias` is its executable's load bias.
-    pub fn new(
-        pid: u32,
-        image: &ElfImage,
-        target: &GoTarget,
-        bias: u64,
-    ) -> Result<Self, crate::error::TargetError> {
+impl BinaryInfo {
+    /// Reads the line tables and type names of an executable.
+    pub fn new(image: &ElfImage, target: &GoTarget) -> Result<Self, crate::error::TargetError> {
         let layout = TypeLayout::from(&target.offsets);
         let types = image
             .object()
             .map_err(|e| e.to_string())
             .and_then(|file| TypeNames::read(&file, target.version.minor, layout));
-        Ok(ProcessInfo {
-            symbols: Symbolizer::new(image, bias)?,
+        Ok(BinaryInfo {
+            symbols: Symbolizer::new(image, 0)?,
             types,
-            mem: ProcMem::new(pid).with_load_bias(bias),
         })
     }
 
@@ -106,14 +140,25 @@ impl ProcessInfo {
             .err()
             .map(|e| format!("map types will be shown by size only: {e}"))
     }
+}
+
+impl ProcessInfo {
+    /// `bias` is where `pid` loaded the executable (see `process::load_bias`).
+    pub fn new(pid: u32, binary: Arc<BinaryInfo>, bias: u64) -> Self {
+        ProcessInfo {
+            binary,
+            bias,
+            mem: ProcMem::new(pid).with_load_bias(bias),
+        }
+    }
 
     fn map_type(&self, addr: u64) -> String {
         if addr == 0 {
             return "map[?]? (type not captured)".into();
         }
-        match &self.types {
+        match &self.binary.types {
             Ok(t) => t
-                .map_type(addr.wrapping_sub(self.symbols.bias()), Some(&self.mem))
+                .map_type(addr.wrapping_sub(self.bias), Some(&self.mem))
                 .display(),
             Err(_) => "map[?]? (the binary's type data is unreadable)".into(),
         }

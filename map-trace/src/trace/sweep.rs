@@ -4,6 +4,7 @@
 
 use aya::Ebpf;
 use aya::maps::HashMap as BpfHashMap;
+use map_trace_common::config::ProcConfig;
 use map_trace_common::state::{GoKey, IterKey, IterState, MapKey, MapState, PendingAssign};
 
 /// An entry untouched this long is dropped. An iteration paused longer than this between two
@@ -16,16 +17,41 @@ pub fn is_stale(last_ns: u64, now_ns: u64) -> bool {
 }
 
 pub fn sweep(ebpf: &mut Ebpf, now_ns: u64) {
-    sweep_map::<IterKey, IterState>(ebpf, "ITERS", now_ns, |v| v.last_step_ns);
-    sweep_map::<MapKey, MapState>(ebpf, "MAPS", now_ns, |v| v.last_step_ns);
-    sweep_map::<GoKey, PendingAssign>(ebpf, "PENDING", now_ns, |v| v.ns);
+    remove_where::<IterKey, IterState>(ebpf, "ITERS", |_, v| is_stale(v.last_step_ns, now_ns));
+    remove_where::<MapKey, MapState>(ebpf, "MAPS", |_, v| is_stale(v.last_step_ns, now_ns));
+    remove_where::<GoKey, PendingAssign>(ebpf, "PENDING", |_, v| is_stale(v.ns, now_ns));
 }
 
-fn sweep_map<K: aya::Pod, V: aya::Pod>(
+/// Removes every entry of a process that exited: its tgid may be reused by a process that must
+/// start with a clean slate, and the tables must not fill with the dead.
+pub fn forget_process(ebpf: &mut Ebpf, tgid: u32) {
+    remove_where::<IterKey, IterState>(ebpf, "ITERS", |k, _| k.tgid == tgid);
+    remove_where::<MapKey, MapState>(ebpf, "MAPS", |k, _| k.tgid == tgid);
+    remove_where::<GoKey, PendingAssign>(ebpf, "PENDING", |k, _| k.tgid == tgid);
+}
+
+/// Entries now in each correlation table, by the metric label of the table.
+pub fn entries(ebpf: &Ebpf) -> [(&'static str, usize); 4] {
+    [
+        ("config", keys::<u32, ProcConfig>(ebpf, "CONFIG")),
+        ("maps", keys::<MapKey, MapState>(ebpf, "MAPS")),
+        ("iters", keys::<IterKey, IterState>(ebpf, "ITERS")),
+        ("pending", keys::<GoKey, PendingAssign>(ebpf, "PENDING")),
+    ]
+}
+
+fn keys<K: aya::Pod, V: aya::Pod>(ebpf: &Ebpf, name: &str) -> usize {
+    let Some(map) = ebpf.map(name) else { return 0 };
+    let Ok(table) = BpfHashMap::<_, K, V>::try_from(map) else {
+        return 0;
+    };
+    table.keys().filter(Result::is_ok).count()
+}
+
+fn remove_where<K: aya::Pod, V: aya::Pod>(
     ebpf: &mut Ebpf,
     name: &str,
-    now_ns: u64,
-    last: impl Fn(&V) -> u64,
+    doomed: impl Fn(&K, &V) -> bool,
 ) {
     let Some(map) = ebpf.map_mut(name) else {
         return;
@@ -36,7 +62,7 @@ fn sweep_map<K: aya::Pod, V: aya::Pod>(
     let stale: Vec<K> = table
         .iter()
         .filter_map(Result::ok)
-        .filter(|(_, v)| is_stale(last(v), now_ns))
+        .filter(|(k, v)| doomed(k, v))
         .map(|(k, _)| k)
         .collect();
     for k in stale {

@@ -3,7 +3,9 @@
 //! Tests never skip silently: without the manifest they fail and say how to build it.
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod markers;
+pub mod prometheus;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};

@@ -1,0 +1,355 @@
+//! The settings of a tracing session: a TOML file (e.g. `/etc/map-trace/config.toml`) for a
+//! service, command-line flags for a person, and flags win. Pure: reading the file is the only
+//! I/O, so every rule is unit-tested.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::trace::Format;
+
+/// Where `--metrics-addr` with no value serves: loopback, never all interfaces.
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
+
+/// The file's keys, the same settings as the flags. Unknown keys are errors: a misspelt key
+/// silently ignored would be a service that traces nothing.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub pid: Vec<u32>,
+    #[serde(default)]
+    pub exe: Vec<PathBuf>,
+    /// e.g. "30s", "10m".
+    pub duration: Option<String>,
+    pub format: Option<Format>,
+    pub metrics_addr: Option<String>,
+}
+
+/// What the command line said; None/empty where it said nothing.
+#[derive(Debug, Default)]
+pub struct Flags {
+    pub pids: Vec<u32>,
+    pub exes: Vec<PathBuf>,
+    pub duration: Option<Duration>,
+    pub format: Option<Format>,
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// The settings a session runs with.
+#[derive(Debug, PartialEq)]
+pub struct Settings {
+    pub pids: Vec<u32>,
+    pub exes: Vec<PathBuf>,
+    pub duration: Option<Duration>,
+    pub format: Format,
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// toml's message names the line and column and shows the offending text.
+    #[error("{}: {}", .path.display(), .message.trim_end().replace('\n', " "))]
+    Parse { path: PathBuf, message: String },
+    #[error("{}: {key} = {value:?}: {why}", .path.display())]
+    Value {
+        path: PathBuf,
+        key: &'static str,
+        value: String,
+        why: String,
+    },
+    #[error(
+        "nothing to trace: give --pid PID or --exe PATH, or a config file with pid = [...] or exe = [...]"
+    )]
+    NoTargets,
+    #[error("pid 0 is not a process")]
+    PidZero,
+}
+
+impl ConfigError {
+    /// A bad configuration is a usage error, like a bad flag.
+    pub fn exit_code(&self) -> u8 {
+        2
+    }
+}
+
+/// Reads and parses a config file.
+pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(path, &text)
+}
+
+pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// The file's settings overridden by the flags: a flag given replaces that key of the file
+/// (lists included: `--pid` on the command line means exactly those pids).
+pub fn merge(file: Option<(&Path, FileConfig)>, flags: Flags) -> Result<Settings, ConfigError> {
+    let (path, file) = match file {
+        Some((p, f)) => (p.to_path_buf(), f),
+        None => (PathBuf::new(), FileConfig::default()),
+    };
+    let bad = |key: &'static str, value: &str, why: String| ConfigError::Value {
+        path: path.clone(),
+        key,
+        value: value.to_string(),
+        why,
+    };
+    let file_duration = match &file.duration {
+        Some(d) => {
+            Some(humantime::parse_duration(d).map_err(|e| bad("duration", d, e.to_string()))?)
+        }
+        None => None,
+    };
+    let file_addr = match &file.metrics_addr {
+        Some(a) => Some(parse_addr(a).map_err(|why| bad("metrics_addr", a, why))?),
+        None => None,
+    };
+    let settings = Settings {
+        pids: if flags.pids.is_empty() {
+            file.pid
+        } else {
+            flags.pids
+        },
+        exes: if flags.exes.is_empty() {
+            file.exe
+        } else {
+            flags.exes
+        },
+        duration: flags.duration.or(file_duration),
+        format: flags.format.or(file.format).unwrap_or(Format::Human),
+        metrics_addr: flags.metrics_addr.or(file_addr),
+    };
+    if settings.pids.contains(&0) {
+        return Err(ConfigError::PidZero);
+    }
+    if settings.pids.is_empty() && settings.exes.is_empty() {
+        return Err(ConfigError::NoTargets);
+    }
+    Ok(settings)
+}
+
+/// A listen address: `host:port` with an IP host.
+pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .map_err(|_| "expected IP:PORT, e.g. 127.0.0.1:9464 (loopback) or [::1]:9464".to_string())
+}
+
+impl Settings {
+    /// What `--check-config` prints: the effective settings, one per line, and a warning for
+    /// each thing that will not work as the user may expect.
+    pub fn describe(&self) -> String {
+        let mut s = String::new();
+        let list = |v: Vec<String>| {
+            if v.is_empty() {
+                "(none)".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
+        s.push_str(&format!(
+            "pid: {}\n",
+            list(self.pids.iter().map(u32::to_string).collect())
+        ));
+        s.push_str(&format!(
+            "exe: {}\n",
+            list(self.exes.iter().map(|p| p.display().to_string()).collect())
+        ));
+        s.push_str(&format!(
+            "duration: {}\n",
+            self.duration
+                .map_or("until stopped".into(), |d| humantime::format_duration(d)
+                    .to_string())
+        ));
+        s.push_str(&format!(
+            "format: {}\n",
+            match self.format {
+                Format::Human => "human",
+                Format::Json => "json",
+            }
+        ));
+        s.push_str(&format!(
+            "metrics: {}\n",
+            self.metrics_addr
+                .map_or("off".into(), |a| format!("http://{a}/metrics"))
+        ));
+        s
+    }
+
+    /// Things that are valid but probably not meant.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        for exe in &self.exes {
+            if !exe.exists() && !exe.is_absolute() {
+                w.push(format!(
+                    "exe {}: no such file, and a relative path cannot name a file inside containers",
+                    exe.display()
+                ));
+            } else if !exe.exists() {
+                w.push(format!(
+                    "exe {}: no such file on this host; only processes that run it inside their own root (containers) will be traced",
+                    exe.display()
+                ));
+            }
+        }
+        if let Some(a) = self.metrics_addr
+            && !a.ip().is_loopback()
+        {
+            w.push(format!(
+                "metrics_addr {a} is reachable from other hosts; use a loopback address unless that is intended"
+            ));
+        }
+        w
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> Result<FileConfig, ConfigError> {
+        parse(Path::new("/etc/map-trace/config.toml"), text)
+    }
+
+    fn merged(text: &str, flags: Flags) -> Result<Settings, ConfigError> {
+        let p = Path::new("/etc/map-trace/config.toml");
+        merge(Some((p, file(text)?)), flags)
+    }
+
+    #[test]
+    fn a_full_file_is_read() {
+        let s = merged(
+            r#"
+pid = [10, 20]
+exe = ["/usr/local/bin/api"]
+duration = "5m"
+format = "json"
+metrics_addr = "127.0.0.1:9464"
+"#,
+            Flags::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            s,
+            Settings {
+                pids: vec![10, 20],
+                exes: vec!["/usr/local/bin/api".into()],
+                duration: Some(Duration::from_secs(300)),
+                format: Format::Json,
+                metrics_addr: Some("127.0.0.1:9464".parse().unwrap()),
+            }
+        );
+    }
+
+    #[test]
+    fn flags_override_the_file_key_by_key() {
+        let flags = Flags {
+            pids: vec![7],
+            format: Some(Format::Human),
+            metrics_addr: Some("[::1]:9000".parse().unwrap()),
+            ..Flags::default()
+        };
+        let s = merged(
+            "pid = [10]\nexe = [\"/bin/x\"]\nformat = \"json\"\nmetrics_addr = \"127.0.0.1:1\"\nduration = \"1s\"",
+            flags,
+        )
+        .unwrap();
+        assert_eq!(s.pids, [7], "a --pid replaces the file's list");
+        assert_eq!(s.exes, [PathBuf::from("/bin/x")], "untouched keys stay");
+        assert_eq!(s.format, Format::Human);
+        assert_eq!(s.metrics_addr, Some("[::1]:9000".parse().unwrap()));
+        assert_eq!(s.duration, Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn defaults_without_a_file() {
+        let s = merge(
+            None,
+            Flags {
+                pids: vec![1],
+                ..Flags::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(s.format, Format::Human);
+        assert_eq!(s.metrics_addr, None, "no endpoint unless asked for");
+        assert_eq!(s.duration, None);
+    }
+
+    #[test]
+    fn errors_name_the_file_the_key_and_the_value() {
+        let e = merged(
+            "exe = [\"/x\"]\nmetrics_addr = \"localhost\"",
+            Flags::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("/etc/map-trace/config.toml"), "{e}");
+        assert!(e.contains("metrics_addr = \"localhost\""), "{e}");
+        let e = merged("exe = [\"/x\"]\nduration = \"soon\"", Flags::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("duration = \"soon\""), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_are_rejected_with_their_line() {
+        let e = file("exe = [\"/x\"]\nmetrics-addr = \"127.0.0.1:1\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("metrics-addr") && e.contains("line 2"), "{e}");
+        let e = file("pid = \"42\"").unwrap_err().to_string();
+        assert!(e.contains("line 1"), "{e}");
+        let e = file("format = \"yaml\"").unwrap_err().to_string();
+        assert!(e.contains("yaml"), "{e}");
+        assert!(!e.contains('\n'), "one line: {e}");
+    }
+
+    #[test]
+    fn nothing_to_trace_is_an_error() {
+        assert!(matches!(
+            merged("format = \"json\"", Flags::default()),
+            Err(ConfigError::NoTargets)
+        ));
+        assert!(matches!(
+            merged("pid = [0]", Flags::default()),
+            Err(ConfigError::PidZero)
+        ));
+    }
+
+    #[test]
+    fn warnings_for_valid_but_surprising_settings() {
+        let s = merge(
+            None,
+            Flags {
+                exes: vec!["relative/bin".into(), "/no/such/map-trace-binary".into()],
+                metrics_addr: Some("0.0.0.0:9464".parse().unwrap()),
+                ..Flags::default()
+            },
+        )
+        .unwrap();
+        let w = s.warnings().join("\n");
+        assert!(w.contains("relative path"), "{w}");
+        assert!(w.contains("containers"), "{w}");
+        assert!(w.contains("other hosts"), "{w}");
+        assert!(
+            s.describe()
+                .contains("metrics: http://0.0.0.0:9464/metrics")
+        );
+    }
+}

@@ -1,0 +1,240 @@
+//! map-trace running in the background as a daemon would: its stderr lines arrive as they are
+//! written, its /metrics can be read, and it is stopped with SIGTERM like systemd does.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A map-trace process; killed and reaped on drop if still running.
+pub struct Daemon {
+    child: Option<Child>,
+    lines: mpsc::Receiver<String>,
+    /// Every stderr line received so far.
+    pub log: Vec<String>,
+    stdout: Option<std::thread::JoinHandle<String>>,
+    pub metrics_port: Option<u16>,
+}
+
+impl Daemon {
+    /// Starts map-trace with `args`; with `metrics`, adds `--metrics-addr` on a free loopback
+    /// port.
+    pub fn start(args: &[&str], metrics: bool) -> Daemon {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_map-trace"));
+        cmd.args(args);
+        let metrics_port = metrics.then(super::prometheus::free_port);
+        if let Some(port) = metrics_port {
+            cmd.arg("--metrics-addr").arg(format!("127.0.0.1:{port}"));
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn map-trace");
+        let (tx, lines) = mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut out = child.stdout.take().unwrap();
+        let stdout = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = out.read_to_string(&mut s);
+            s
+        });
+        Daemon {
+            child: Some(child),
+            lines,
+            log: Vec::new(),
+            stdout: Some(stdout),
+            metrics_port,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Waits for a stderr line containing `needle` (also among lines already received);
+    /// panics with the log on timeout or if map-trace exits first.
+    pub fn wait_line(&mut self, needle: &str, limit: Duration) -> String {
+        if let Some(l) = self.log.iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "map-trace did not print {needle:?} within {limit:?}; stderr so far:\n{}",
+                    self.log.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// The lines that arrived since the last call, without waiting.
+    pub fn pump(&mut self) {
+        while let Ok(line) = self.lines.try_recv() {
+            self.log.push(line);
+        }
+    }
+
+    /// GET on the metrics port: (status, body).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let port = self.metrics_port.expect("started with metrics");
+        super::prometheus::http_get(port, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// The samples of /metrics, keyed by series (`name{labels}` exactly as exposed).
+    pub fn metrics(&self) -> BTreeMap<String, f64> {
+        let (status, body) = self.get("/metrics");
+        assert_eq!(status, 200, "{body}");
+        parse_samples(&body)
+    }
+
+    /// Polls /metrics until `series` satisfies `pred`; returns all samples then.
+    pub fn wait_metric(
+        &self,
+        series: &str,
+        limit: Duration,
+        pred: impl Fn(f64) -> bool,
+    ) -> BTreeMap<String, f64> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let m = self.metrics();
+            if m.get(series).is_some_and(|v| pred(*v)) {
+                return m;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{series} never satisfied the condition within {limit:?}; last: {:?}",
+                m.get(series)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM, as systemd stops a service; returns (exit code, stdout, all stderr).
+    pub fn terminate(mut self) -> (Option<i32>, String, String) {
+        let mut child = self.child.take().unwrap();
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("map-trace ignored SIGTERM for 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            self.log.push(line);
+        }
+        let out = self.stdout.take().unwrap().join().unwrap();
+        (status.code(), out, self.log.join("\n"))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `name{labels} value` lines of the text format; comments skipped.
+pub fn parse_samples(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// File descriptors of `pid` by what they are: perf events (one per uprobe or tracepoint
+/// link), BPF maps, BPF programs. Read from the kernel, not from map-trace.
+pub fn fd_kinds(pid: u32) -> BTreeMap<String, usize> {
+    let mut kinds = BTreeMap::new();
+    let dir = format!("/proc/{pid}/fd");
+    for e in std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .flatten()
+    {
+        if let Ok(target) = std::fs::read_link(e.path()) {
+            let t = target.to_string_lossy().into_owned();
+            if let Some(kind) = t.strip_prefix("anon_inode:") {
+                *kinds.entry(kind.to_string()).or_insert(0) += 1;
+            }
+        }
+    }
+    kinds
+}
+
+/// Entries in each BPF hash map `pid` holds open, by map name, as `bpftool` (the kernel's own
+/// tool) dumps them. Maps that cannot be dumped (ring buffers, arrays) are left out.
+pub fn bpf_map_entries(pid: u32) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    let dir = format!("/proc/{pid}/fd");
+    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let is_map =
+            std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy() == "anon_inode:bpf-map");
+        if !is_map {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            e.file_name().to_string_lossy()
+        ))
+        .unwrap_or_default();
+        let Some(id) = info
+            .lines()
+            .find_map(|l| l.strip_prefix("map_id:"))
+            .map(|v| v.trim().to_string())
+        else {
+            continue;
+        };
+        let show = bpftool(&["map", "show", "id", &id]);
+        let (Some(name), Some(kind)) = (show["name"].as_str(), show["type"].as_str()) else {
+            continue;
+        };
+        if !kind.contains("hash") {
+            continue;
+        }
+        let dump = bpftool(&["map", "dump", "id", &id]);
+        out.insert(name.to_string(), dump.as_array().map_or(0, Vec::len));
+    }
+    out
+}
+
+fn bpftool(args: &[&str]) -> serde_json::Value {
+    let o = Command::new("bpftool")
+        .arg("-j")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("bpftool: {e}; install it with `cargo xtask setup`"));
+    assert!(
+        o.status.success(),
+        "bpftool {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null)
+}

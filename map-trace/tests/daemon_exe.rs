@@ -1,0 +1,224 @@
+//! `map-trace --exe`: processes of a binary are traced as they start, detached as they exit,
+//! and leave nothing behind in the kernel; the oracles are the kernel's own views (perf event
+//! fds of the daemon, `bpftool` dumps of its maps), not map-trace's word.
+//!
+//! Needs root and a kernel with uprobes and BPF; fails (never skips) without them.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::daemon::{Daemon, bpf_map_entries, fd_kinds};
+use common::{Fixture, Reaped};
+
+const RACE: &str = "cross_delete_u64";
+const CW: &str = "concurrent_write_during_iteration";
+
+fn fixture(go: &str) -> Fixture {
+    common::fixtures_of("scenarios")
+        .into_iter()
+        .find(|f| f.arch == "x86_64" && f.variant == "default" && f.go_version.starts_with(go))
+        .unwrap_or_else(|| panic!("go{go} amd64 scenarios fixture"))
+}
+
+/// Starts a scenario that waits for a line on stdin.
+fn spawn_waiting(f: &Fixture, scenario: &str) -> Reaped {
+    Reaped(
+        Command::new(&f.path)
+            .arg(scenario)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", f.path.display())),
+    )
+}
+
+/// Lets the scenario run and checks it finished as a correct Go program does.
+fn release_and_wait(mut p: Reaped) {
+    use std::io::Read as _;
+    p.0.stdin.take().unwrap().write_all(b"\n").unwrap();
+    let (mut out, mut err) = (String::new(), String::new());
+    let _ = p.0.stdout.take().unwrap().read_to_string(&mut out);
+    let _ = p.0.stderr.take().unwrap().read_to_string(&mut err);
+    let status = p.0.wait().unwrap();
+    assert!(
+        status.success() && out.trim() == "ok",
+        "target failed: {status}: {out}{err}"
+    );
+}
+
+fn findings(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+/// The correlation tables and stacks in the kernel, which must hold nothing of exited processes.
+const PER_PROCESS_MAPS: [&str; 4] = ["MAPS", "ITERS", "PENDING", "STACKS"];
+
+#[test]
+fn exe_traces_processes_as_they_start_and_leaves_nothing_when_they_exit() {
+    common::require_root("attaches uprobes and a tracepoint");
+    let f = fixture("1.27");
+    let path = f.path.to_str().unwrap();
+    // Already running before map-trace starts: found by the /proc scan.
+    let early = spawn_waiting(&f, RACE);
+    let early_pid = early.0.id();
+    std::thread::sleep(Duration::from_millis(100));
+
+    let mut d = Daemon::start(&["--exe", path, "--format", "json"], true);
+    d.wait_line("probes attached for every process", Duration::from_secs(60));
+    d.wait_line(
+        &format!("tracing pid {early_pid} "),
+        Duration::from_secs(10),
+    );
+    release_and_wait(early);
+    d.wait_line(&format!("pid {early_pid} exited"), Duration::from_secs(10));
+    let mt = d.pid();
+    let links_before = fd_kinds(mt);
+    let m = d.metrics();
+    let shared_links = m["map_trace_probe_links"];
+    assert!(shared_links >= 10.0, "{m:?}");
+
+    // 20 short-lived processes started after map-trace: each traced, reported, detached.
+    let mut pids = Vec::new();
+    for _ in 0..20 {
+        let p = spawn_waiting(&f, RACE);
+        let pid = p.0.id();
+        d.wait_line(&format!("tracing pid {pid} "), Duration::from_secs(10));
+        release_and_wait(p);
+        d.wait_line(
+            &format!("pid {pid} exited: detached"),
+            Duration::from_secs(10),
+        );
+        pids.push(pid);
+    }
+    let m = d.wait_metric(
+        "map_trace_process_detaches_total",
+        Duration::from_secs(10),
+        |v| v >= 21.0,
+    );
+    assert_eq!(m["map_trace_process_attaches_total"], 21.0, "{m:?}");
+    assert_eq!(m["map_trace_processes_attached"], 0.0, "{m:?}");
+    assert_eq!(
+        m["map_trace_probe_links"], shared_links,
+        "links leaked: {m:?}"
+    );
+    for table in ["maps", "iters", "pending", "stacks"] {
+        assert_eq!(
+            m[&format!("map_trace_bpf_map_entries{{map=\"{table}\"}}")],
+            0.0,
+            "{table} entries left: {m:?}"
+        );
+    }
+    // The kernel agrees: no perf event (uprobe link) more than before, no entries left.
+    assert_eq!(fd_kinds(mt), links_before, "fds of map-trace changed");
+    let entries = bpf_map_entries(mt);
+    for name in PER_PROCESS_MAPS {
+        assert_eq!(
+            entries.get(name),
+            Some(&0),
+            "bpftool sees {name}: {entries:?}"
+        );
+    }
+    assert_eq!(
+        entries.get("CONFIG"),
+        Some(&1),
+        "one binary configured: {entries:?}"
+    );
+
+    let (code, out, err) = d.terminate();
+    assert_eq!(code, Some(0), "map-trace exit; stderr:\n{err}");
+    assert!(err.contains("SIGTERM: detached"), "{err}");
+    let found = findings(&out);
+    let mut by_pid: BTreeMap<u64, Vec<&serde_json::Value>> = BTreeMap::new();
+    for v in &found {
+        assert_eq!(v["kind"], CW, "only the race is reported: {v}");
+        by_pid
+            .entry(v["pid"].as_u64().unwrap())
+            .or_default()
+            .push(v);
+    }
+    for pid in std::iter::once(early_pid).chain(pids) {
+        let Some(vs) = by_pid.get(&u64::from(pid)) else {
+            panic!("no finding for pid {pid}; stderr:\n{err}");
+        };
+        // Symbolized with that process's own tables, though it has exited since.
+        let top = &vs[0]["writer_stack"][0];
+        assert_eq!(top["function"], "main.crossDeleteU64.func1", "{}", vs[0]);
+        assert_eq!(vs[0]["map_type"], "map[uint64]int", "{}", vs[0]);
+    }
+}
+
+#[test]
+fn exe_and_pid_together_and_other_binaries_are_left_alone() {
+    common::require_root("attaches uprobes and a tracepoint");
+    let newest = fixture("1.27");
+    let other = fixture("1.23");
+    // An explicit --pid of another binary (another Go version, other offsets) and an --exe.
+    let explicit = spawn_waiting(&other, RACE);
+    let explicit_pid = explicit.0.id();
+    // Runs the --exe binary's sibling that no --exe names: must not be traced.
+    let bystander = spawn_waiting(&fixture("1.26"), RACE);
+    let bystander_pid = bystander.0.id();
+    std::thread::sleep(Duration::from_millis(100));
+    let pid_arg = explicit_pid.to_string();
+    let mut d = Daemon::start(
+        &[
+            "--exe",
+            newest.path.to_str().unwrap(),
+            "--pid",
+            &pid_arg,
+            "--format",
+            "json",
+        ],
+        true,
+    );
+    d.wait_line(
+        &format!("tracing pid {explicit_pid} "),
+        Duration::from_secs(60),
+    );
+    let p = spawn_waiting(&newest, RACE);
+    let started = p.0.id();
+    d.wait_line(&format!("tracing pid {started} "), Duration::from_secs(10));
+    release_and_wait(p);
+    release_and_wait(explicit);
+    release_and_wait(bystander);
+    d.wait_line(
+        &format!("pid {explicit_pid} exited"),
+        Duration::from_secs(10),
+    );
+    d.wait_line(&format!("pid {started} exited"), Duration::from_secs(10));
+    // With --exe, map-trace keeps running after the explicit pid exits.
+    std::thread::sleep(Duration::from_millis(300));
+    let m = d.metrics();
+    assert_eq!(m["map_trace_processes_attached"], 0.0, "{m:?}");
+    let (code, out, err) = d.terminate();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        !err.contains(&format!("pid {bystander_pid} ")),
+        "a process of an unnamed binary was traced:\n{err}"
+    );
+    let pids: Vec<u64> = findings(&out)
+        .iter()
+        .map(|v| v["pid"].as_u64().unwrap())
+        .collect();
+    assert!(pids.contains(&u64::from(explicit_pid)), "{pids:?}\n{err}");
+    assert!(pids.contains(&u64::from(started)), "{pids:?}\n{err}");
+    assert!(!pids.contains(&u64::from(bystander_pid)), "{pids:?}");
+}
+
+#[test]
+fn exe_that_is_not_go_fails_clearly() {
+    common::require_root("loads eBPF programs");
+    common::assert_fails(
+        &common::map_trace(&["--exe", "/bin/true"]),
+        5,
+        "not a Go program",
+    );
+}
