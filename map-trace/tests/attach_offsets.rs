@@ -9,8 +9,8 @@ use std::process::Command;
 
 use aya::Ebpf;
 use aya::maps::PerCpuArray;
-use aya::programs::UProbe;
 use aya::programs::uprobe::UProbeScope;
+use aya::programs::{Program, UProbe};
 use common::Fixture;
 use map_trace::target::analysis::GoTarget;
 use map_trace_common::event::counter;
@@ -95,12 +95,15 @@ fn every_probe_program_passes_the_verifier() {
     let mut ebpf = Ebpf::load(map_trace::ebpf::object()).expect("load eBPF object");
     let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
     assert!(
-        names.len() >= 14,
-        "expected every probe program, got {names:?}"
+        names.len() >= 15,
+        "expected every probe program and the exec tracepoint, got {names:?}"
     );
     for name in &names {
-        let prog: &mut UProbe = ebpf.program_mut(name).unwrap().try_into().unwrap();
-        prog.load()
-            .unwrap_or_else(|e| panic!("verifier rejects {name}: {e:?}"));
+        let loaded = match ebpf.program_mut(name).unwrap() {
+            Program::UProbe(p) => p.load(),
+            Program::RawTracePoint(p) => p.load(),
+            other => panic!("{name}: unexpected program type {:?}", other.prog_type()),
+        };
+        loaded.unwrap_or_else(|e| panic!("verifier rejects {name}: {e:?}"));
     }
 }

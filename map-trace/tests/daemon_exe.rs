@@ -222,3 +222,59 @@ fn exe_that_is_not_go_fails_clearly() {
         "not a Go program",
     );
 }
+
+#[test]
+fn exe_reaches_a_binary_in_a_container_by_its_path_there() {
+    common::require_root("makes a mount namespace and attaches uprobes");
+    let f = fixture("1.27");
+    // A container without a container runtime: a private mount namespace whose root is a
+    // tmpfs holding a copy of the binary (another inode) at /app/server, entered with
+    // pivot_root as runtimes do. From the host its exe reads "/app/server" and its root "/".
+    let root = std::env::temp_dir().join(format!("map-trace-ctr-{}", std::process::id()));
+    std::fs::create_dir_all(&root).unwrap();
+    let mut d = Daemon::start(&["--exe", "/app/server", "--format", "json"], false);
+    d.wait_line("inside their own root", Duration::from_secs(60));
+    let script = r#"R=$1; mount -t tmpfs none "$R" && mkdir "$R/app" "$R/old" && cp "$2" "$R/app/server" && cd "$R" && pivot_root . old && exec /app/server "$3""#;
+    let p = Reaped(
+        Command::new("unshare")
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                script,
+                "sh",
+            ])
+            .arg(&root)
+            .arg(&f.path)
+            .arg(RACE)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("unshare (util-linux)"),
+    );
+    let pid = p.0.id();
+    let line = d.wait_line(&format!("tracing pid {pid} "), Duration::from_secs(10));
+    assert!(line.contains("(/app/server)"), "{line}");
+    release_and_wait(p);
+    d.wait_line(&format!("pid {pid} exited"), Duration::from_secs(10));
+    let (code, out, err) = d.terminate();
+    let _ = std::fs::remove_dir(&root);
+    assert_eq!(code, Some(0), "{err}");
+    let found = findings(&out);
+    let mine: Vec<_> = found
+        .iter()
+        .filter(|v| v["pid"].as_u64() == Some(u64::from(pid)))
+        .collect();
+    assert!(
+        !mine.is_empty(),
+        "no finding for the container's pid:\n{err}"
+    );
+    assert_eq!(
+        mine[0]["writer_stack"][0]["function"], "main.crossDeleteU64.func1",
+        "{}",
+        mine[0]
+    );
+}

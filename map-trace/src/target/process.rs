@@ -44,12 +44,19 @@ pub fn resolve_in(proc: &Path, pid: u32) -> Result<ProcessExe, TargetError> {
         // The magic link still reaches the old inode, which is what the process runs.
         exe_link
     } else {
-        let root = std::fs::read_link(dir.join("root")).unwrap_or_else(|_| PathBuf::from("/"));
-        if root == Path::new("/") {
-            exe.clone()
-        } else {
-            // A process in another mount namespace: its paths are relative to its root.
-            dir.join("root").join(exe.strip_prefix("/").unwrap_or(&exe))
+        let through_root = dir.join("root").join(exe.strip_prefix("/").unwrap_or(&exe));
+        match same_file_as(&exe_link, [&exe, &through_root]) {
+            Some(p) => p.clone(),
+            // The link itself is unreadable here: guess from where the process's root is.
+            None => {
+                let root =
+                    std::fs::read_link(dir.join("root")).unwrap_or_else(|_| PathBuf::from("/"));
+                if root == Path::new("/") {
+                    exe.clone()
+                } else {
+                    through_root
+                }
+            }
         }
     };
     Ok(ProcessExe {
@@ -57,6 +64,17 @@ pub fn resolve_in(proc: &Path, pid: u32) -> Result<ProcessExe, TargetError> {
         exe,
         host_path,
     })
+}
+
+/// The first candidate path that reaches the file `link` points to. The exe path as the process
+/// sees it is right for processes of our own mount namespace and for chroots (the kernel
+/// prints it from our root); a container's is only reachable through `/proc/PID/root`, whose
+/// own link reads "/" from here, so its text cannot tell the two cases apart, but the files can.
+fn same_file_as<'a>(link: &Path, candidates: [&'a PathBuf; 2]) -> Option<&'a PathBuf> {
+    use std::os::unix::fs::MetadataExt as _;
+    let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let target = id(link)?;
+    candidates.into_iter().find(|c| id(c) == Some(target))
 }
 
 /// One line of `/proc/PID/maps` that maps a file.

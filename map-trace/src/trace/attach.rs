@@ -15,7 +15,7 @@ use crate::target::offsets::MapOffsets;
 #[derive(Debug, thiserror::Error)]
 pub enum AttachError {
     #[error(
-        "loading the eBPF object failed: {0}; map-trace needs root (or CAP_BPF and CAP_PERFMON) and a kernel with BPF ring buffers (5.8+)"
+        "loading the eBPF object failed: {0}; map-trace needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN) and a kernel with BPF ring buffers (5.8+)"
     )]
     Load(#[source] Box<aya::EbpfError>),
     #[error("the kernel rejected eBPF program {program}: {source}")]
@@ -39,6 +39,10 @@ pub enum AttachError {
         #[source]
         source: Box<aya::programs::ProgramError>,
     },
+    #[error(
+        "the kernel refused a uprobe on {path} (permission denied): creating uprobes needs CAP_SYS_ADMIN on current kernels (Linux 6.16+ and stable kernels since July 2025, CVE-2025-38466), so run as root or add CAP_SYS_ADMIN"
+    )]
+    AttachDenied { path: String },
     #[error("eBPF object has no {0}: map-trace was built inconsistently")]
     Missing(&'static str),
     #[error("eBPF map {map}: {source}")]
@@ -193,17 +197,36 @@ fn attach_one(
     };
     let id = p
         .attach(point, exe, scope)
-        .map_err(|source| AttachError::Attach {
-            program: probe.program,
-            symbol: probe.function.name.clone(),
-            offset: probe.uprobe_offset(),
-            path: exe.display().to_string(),
-            source: Box::new(source),
+        .map_err(|source| match permission_denied(&source) {
+            true => AttachError::AttachDenied {
+                path: exe.display().to_string(),
+            },
+            false => AttachError::Attach {
+                program: probe.program,
+                symbol: probe.function.name.clone(),
+                offset: probe.uprobe_offset(),
+                path: exe.display().to_string(),
+                source: Box::new(source),
+            },
         })?;
     Ok(Link {
         program: probe.program,
         id,
     })
+}
+
+/// Whether an attach failed for lack of privilege (EACCES/EPERM somewhere in its causes).
+fn permission_denied(e: &aya::programs::ProgramError) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::PermissionDenied
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// Detaches links; a link whose program is gone was already detached with it.

@@ -251,6 +251,8 @@ async fn serve_metrics(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| TraceError::Other(format!("cannot serve metrics on {addr}: {e}")))?;
+    // Port 0 means any free port: say the one we got.
+    let addr = listener.local_addr().unwrap_or(addr);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(crate::metrics::http::serve(
         listener,
