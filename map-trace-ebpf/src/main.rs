@@ -172,6 +172,13 @@ pub fn exec_notify(_ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// Does nothing. `cargo xtask bench` attaches it where a real probe sits, to price the trap
+/// alone; the daemon never loads it.
+#[uprobe]
+pub fn bench_empty(_ctx: ProbeContext) -> u32 {
+    0
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

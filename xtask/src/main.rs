@@ -1,5 +1,6 @@
 //! Developer tasks for map-trace, run as `cargo xtask <task>`.
 
+mod bench;
 mod cmd;
 mod demo;
 mod fixtures;
@@ -37,6 +38,9 @@ enum Task {
     },
     /// Build a Go program with the newest toolchain, start it and run map-trace on it. Needs root.
     Demo,
+    /// Measure map-trace's overhead (probe cost, traps per map call, cost to a service-like Go
+    /// program vs -race, daemon CPU/RSS, attach time); writes target/bench/results.json. Needs root.
+    Bench,
 }
 
 fn main() -> ExitCode {
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
         Task::Fixtures { only } => fixtures::run(only.as_deref()).map(|_| ExitCode::SUCCESS),
         Task::Test { cargo_test_args } => test::run(&cargo_test_args).map(|()| ExitCode::SUCCESS),
         Task::Demo => demo::run(),
+        Task::Bench => bench::run().map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -94,12 +94,14 @@ pub fn proc_config(t: &GoTarget) -> ProcConfig {
 
 /// The tracepoint program that reports execs; loaded only when `--exe` needs it.
 pub const EXEC_PROGRAM: &str = "exec_notify";
+/// The empty uprobe the benchmark uses as the floor; never loaded by the daemon.
+pub const BENCH_EMPTY_PROGRAM: &str = "bench_empty";
 
 /// Loads the eBPF object and verifies every uprobe program once; attaching is per binary.
 pub fn load() -> Result<Ebpf, AttachError> {
     let mut ebpf = Ebpf::load(crate::ebpf::object()).map_err(|e| AttachError::Load(Box::new(e)))?;
     for (name, program) in ebpf.programs_mut() {
-        if name == EXEC_PROGRAM {
+        if name == EXEC_PROGRAM || name == BENCH_EMPTY_PROGRAM {
             continue;
         }
         let verify = |source| AttachError::Verify {

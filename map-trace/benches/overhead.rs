@@ -1,0 +1,444 @@
+//! `cargo xtask bench`: what map-trace costs, each figure a ratio of two measurements taken in
+//! the same run on the same binary, so machine speed cancels out. A benchmark, not a test: it
+//! asserts nothing about speed, it reports (table on stdout, JSON under target/bench/).
+//!
+//! Inputs (set by `cargo xtask bench`): MAP_TRACE_BENCH_WORKLOAD (testdata/go/bench built with
+//! the newest Go), MAP_TRACE_BENCH_RACE (the same with -race), MAP_TRACE_BENCH_LARGE (a large Go
+//! binary for attach time), MAP_TRACE_BENCH_DAEMON (the release map-trace), MAP_TRACE_BENCH_OUT.
+
+use std::io::{BufRead, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use aya::Ebpf;
+use aya::maps::PerCpuArray;
+use aya::programs::UProbe;
+use aya::programs::uprobe::UProbeScope;
+use map_trace::target::analysis::GoTarget;
+use map_trace::trace::attach;
+use map_trace_common::event::counter;
+use map_trace_common::probe::Role;
+use serde_json::{Value, json};
+
+/// Rounds of each configuration; medians are reported.
+const ROUNDS: usize = 5;
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn env_path(name: &str) -> Result<PathBuf, String> {
+    std::env::var_os(name)
+        .map(PathBuf::from)
+        .ok_or_else(|| format!("{name} is not set; run the benchmark with `cargo xtask bench`"))
+}
+
+fn run() -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("the benchmark attaches uprobes: run `sudo cargo xtask bench`".into());
+    }
+    let workload = env_path("MAP_TRACE_BENCH_WORKLOAD")?;
+    let race = env_path("MAP_TRACE_BENCH_RACE")?;
+    let large = env_path("MAP_TRACE_BENCH_LARGE")?;
+    let daemon = env_path("MAP_TRACE_BENCH_DAEMON")?;
+    let out = env_path("MAP_TRACE_BENCH_OUT")?;
+    let target = GoTarget::analyze(&workload).map_err(|e| e.to_string())?;
+
+    let mut probes = Vec::new();
+    for (mode, roles, n) in [
+        ("assign", &[Role::Assign][..], 2_000_000),
+        ("delete", &[Role::Delete, Role::Assign][..], 1_000_000),
+        ("range", &[Role::IterStep][..], 2_000_000),
+    ] {
+        probes.push(probe_cost(&workload, &target, mode, roles, n)?);
+    }
+    let service = service_cost(&workload, &race, &daemon, 20_000)?;
+    let attach = attach_time(&daemon, &large)?;
+
+    let report = json!({
+        "go": target.version.to_string(),
+        "map_impl": target.map_impl.name(),
+        "rounds": ROUNDS,
+        "probe_cost": probes,
+        "service": service,
+        "attach": attach,
+    });
+    print_table(&report);
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    std::fs::write(&out, serde_json::to_string_pretty(&report).unwrap() + "\n")
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    println!("\nwritten to {}", out.display());
+    Ok(())
+}
+
+/// One run of the workload: (ops, ns of its own timed work).
+fn workload_run(bin: &Path, args: &[&str]) -> Result<(u64, u64), String> {
+    let o = Command::new(bin)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    if !o.status.success() {
+        return Err(format!(
+            "{} {args:?} failed: {}",
+            bin.display(),
+            String::from_utf8_lossy(&o.stderr)
+        ));
+    }
+    parse_result(&String::from_utf8_lossy(&o.stdout))
+}
+
+fn parse_result(stdout: &str) -> Result<(u64, u64), String> {
+    let v: Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .ok_or_else(|| format!("no result line in {stdout:?}"))?;
+    Ok((
+        v["ops"].as_u64().unwrap_or(0),
+        v["ns"].as_u64().unwrap_or(0),
+    ))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// How a probe site is equipped during one measurement.
+#[derive(Clone, Copy, PartialEq)]
+enum Setup {
+    /// Nothing attached.
+    None,
+    /// The empty program at our attach offset (after the stack-check prologue).
+    EmptyAfterPrologue,
+    /// The empty program at the function's first instruction.
+    EmptyAtEntry,
+    /// map-trace's real programs, every probe of the binary, configured as the daemon does.
+    Ours,
+}
+
+/// Keeps what `setup` attached alive; dropping it detaches.
+struct Attached {
+    ebpf: Option<Ebpf>,
+}
+
+fn setup(bin: &Path, t: &GoTarget, roles: &[Role], how: Setup) -> Result<Attached, String> {
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    match how {
+        Setup::None => Ok(Attached { ebpf: None }),
+        Setup::EmptyAfterPrologue | Setup::EmptyAtEntry => {
+            let mut ebpf = Ebpf::load(map_trace::ebpf::object()).map_err(|x| e(&x))?;
+            let p: &mut UProbe = ebpf
+                .program_mut(attach::BENCH_EMPTY_PROGRAM)
+                .ok_or("no empty program")?
+                .try_into()
+                .map_err(|x| e(&x))?;
+            p.load().map_err(|x| e(&x))?;
+            for probe in t.probes.iter().filter(|p| roles.contains(&p.role)) {
+                let offset = match how {
+                    Setup::EmptyAtEntry => probe.file_offset,
+                    _ => probe.uprobe_offset(),
+                };
+                p.attach(offset, bin, UProbeScope::AllProcesses)
+                    .map_err(|x| e(&x))?;
+            }
+            Ok(Attached { ebpf: Some(ebpf) })
+        }
+        Setup::Ours => {
+            let mut ebpf = attach::load().map_err(|x| e(&x))?;
+            attach::write_config(&mut ebpf, t, 1).map_err(|x| e(&x))?;
+            // The links detach when the Ebpf that owns their programs is dropped.
+            attach::attach_binary(&mut ebpf, t, 1, bin, UProbeScope::AllProcesses)
+                .map_err(|x| e(&x))?;
+            Ok(Attached { ebpf: Some(ebpf) })
+        }
+    }
+}
+
+fn role_hits(ebpf: &Ebpf, roles: &[Role]) -> u64 {
+    let Some(map) = ebpf.map("COUNTERS") else {
+        return 0;
+    };
+    let Ok(c) = PerCpuArray::<_, u64>::try_from(map) else {
+        return 0;
+    };
+    roles
+        .iter()
+        .map(|&r| {
+            c.get(&(counter::HITS + r as u32), 0)
+                .map(|v| v.iter().sum::<u64>())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// Items 1 and 2: ns per hit of our program and of an empty one at the same offset, and of the
+/// empty one at the function's entry.
+fn probe_cost(
+    bin: &Path,
+    t: &GoTarget,
+    mode: &str,
+    roles: &[Role],
+    n: u64,
+) -> Result<Value, String> {
+    let setups = [
+        Setup::None,
+        Setup::EmptyAfterPrologue,
+        Setup::EmptyAtEntry,
+        Setup::Ours,
+    ];
+    let mut ns: Vec<Vec<f64>> = vec![Vec::new(); setups.len()];
+    let mut traps_per_op = 0.0;
+    let n_arg = n.to_string();
+    // Interleaved rounds, so a drift of the machine's speed hits every setup alike.
+    for _ in 0..ROUNDS {
+        for (i, &how) in setups.iter().enumerate() {
+            let a = setup(bin, t, roles, how)?;
+            let before = a.ebpf.as_ref().map_or(0, |e| role_hits(e, roles));
+            let (ops, took) = workload_run(bin, &["-mode", mode, "-n", &n_arg])?;
+            if how == Setup::Ours {
+                let hits = role_hits(a.ebpf.as_ref().unwrap(), roles) - before;
+                // Set-up work (filling, one range) traps too: count only the loop's share.
+                traps_per_op = (hits as f64 / ops as f64).max(traps_per_op);
+            }
+            ns[i].push(took as f64 / ops as f64);
+        }
+    }
+    let base = median(ns[0].clone());
+    let per_hit = |i: usize| (median(ns[i].clone()) - base) / traps_per_op.max(1.0);
+    let (empty, entry, ours) = (per_hit(1), per_hit(2), per_hit(3));
+    Ok(json!({
+        "mode": mode,
+        "roles": roles.iter().map(|r| r.name()).collect::<Vec<_>>().join("+"),
+        "ops": n,
+        "plain_ns_per_op": base,
+        "traps_per_op": traps_per_op,
+        "empty_after_prologue_ns_per_hit": empty,
+        "empty_at_entry_ns_per_hit": entry,
+        "ours_ns_per_hit": ours,
+        "ours_over_empty": ours / empty,
+        "entry_over_after_prologue": entry / empty,
+    }))
+}
+
+/// The daemon's stderr lines, read in the background.
+fn stderr_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
+fn wait_line(rx: &std::sync::mpsc::Receiver<String>, needle: &str) -> Result<String, String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) if l.contains(needle) => return Ok(l),
+            Ok(_) => {}
+            Err(_) => return Err(format!("map-trace never printed {needle:?}")),
+        }
+    }
+}
+
+/// CPU time a process has run, in ns (schedstat: exact, unlike the 10 ms ticks of stat).
+fn cpu_ns(pid: u32) -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let s = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        total += s
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+    }
+    total
+}
+
+fn status_kb(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Map-runtime calls of one request of the service workload, counted from its source: the
+/// decoded request (4 keys: 4 assigns), the counter update (1 assign), the response literal
+/// (4 assigns), the range over the 4 headers and json.Marshal's range over the 4-key
+/// response (each 1 iteration start and 4 steps).
+const SERVICE_MAP_CALLS_PER_REQUEST: f64 = 19.0;
+
+/// Items 3, 4 and 5 on the service workload: traced vs plain vs -race, traps per map call,
+/// and the daemon's CPU and peak RSS meanwhile.
+fn service_cost(bin: &Path, race: &Path, daemon: &Path, requests: u64) -> Result<Value, String> {
+    let n = requests.to_string();
+    let args = ["-mode", "service", "-n", n.as_str()];
+    let (mut plain, mut raced, mut traced) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut cpu_share, mut rss_kb, mut traps) = (Vec::new(), 0u64, Vec::new());
+    for _ in 0..ROUNDS {
+        plain.push(workload_run(bin, &args)?.1 as f64);
+        raced.push(workload_run(race, &args)?.1 as f64);
+        let mut target = Command::new(bin)
+            .args(args)
+            .arg("-wait")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let mut mt = Command::new(daemon)
+            .args(["--pid", &target.id().to_string(), "--format", "json"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("{}: {e}", daemon.display()))?;
+        let lines = stderr_lines(&mut mt);
+        wait_line(&lines, "probes attached")?;
+        let t0 = (Instant::now(), cpu_ns(mt.id()));
+        target
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"\n")
+            .map_err(|e| e.to_string())?;
+        let o = target.wait_with_output().map_err(|e| e.to_string())?;
+        let wall = t0.0.elapsed().as_secs_f64();
+        let cpu = cpu_ns(mt.id()).saturating_sub(t0.1) as f64 / 1e9;
+        rss_kb = rss_kb.max(status_kb(mt.id(), "VmHWM:"));
+        let (_, ns) = parse_result(&String::from_utf8_lossy(&o.stdout))?;
+        traced.push(ns as f64);
+        cpu_share.push(cpu / wall);
+        // The target exited, so map-trace prints its summary and exits.
+        let summary = wait_line(&lines, "probes hit:")?;
+        let _ = mt.wait();
+        let hits: u64 = summary
+            .split(':')
+            .nth(1)
+            .unwrap_or("")
+            .split(',')
+            .filter_map(|kv| kv.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum();
+        traps.push(hits as f64 / (requests as f64 * SERVICE_MAP_CALLS_PER_REQUEST));
+    }
+    let (p, r, t) = (median(plain), median(raced), median(traced));
+    Ok(json!({
+        "requests": requests,
+        "plain_ms": p / 1e6,
+        "race_ms": r / 1e6,
+        "traced_ms": t / 1e6,
+        "traced_over_plain": t / p,
+        "race_over_plain": r / p,
+        "overhead_vs_race": (t - p) / (r - p),
+        "traps_per_map_call": median(traps),
+        "map_calls_per_request": SERVICE_MAP_CALLS_PER_REQUEST,
+        "daemon_cpu_share_of_a_core": median(cpu_share),
+        "daemon_peak_rss_mb": rss_kb as f64 / 1024.0,
+    }))
+}
+
+/// Item 5: from starting map-trace to every probe attached, on a large Go binary.
+fn attach_time(daemon: &Path, large: &Path) -> Result<Value, String> {
+    let mut ms = Vec::new();
+    let mut probes = String::new();
+    for _ in 0..ROUNDS {
+        let start = Instant::now();
+        let mut mt = Command::new(daemon)
+            .args(["--exe", large.to_str().unwrap_or_default()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let lines = stderr_lines(&mut mt);
+        probes = wait_line(&lines, "probes attached")?;
+        ms.push(start.elapsed().as_secs_f64() * 1e3);
+        // SAFETY: plain kill(2) of our own child.
+        unsafe { libc::kill(mt.id() as i32, libc::SIGTERM) };
+        let _ = mt.wait();
+    }
+    let size = std::fs::metadata(large).map(|m| m.len()).unwrap_or(0);
+    Ok(json!({
+        "binary": large.display().to_string(),
+        "binary_mb": size as f64 / 1048576.0,
+        "start_to_attached_ms": median(ms),
+        "line": probes,
+    }))
+}
+
+fn print_table(r: &Value) {
+    println!(
+        "map-trace overhead ({} {} maps, median of {} rounds)\n",
+        r["go"].as_str().unwrap_or("?"),
+        r["map_impl"].as_str().unwrap_or("?"),
+        r["rounds"]
+    );
+    println!(
+        "{:<8} {:>10} {:>8} {:>12} {:>12} {:>12} {:>10} {:>12}",
+        "probe",
+        "plain ns",
+        "traps",
+        "empty ns/hit",
+        "entry ns/hit",
+        "ours ns/hit",
+        "ours/empty",
+        "entry/after"
+    );
+    for p in r["probe_cost"].as_array().into_iter().flatten() {
+        println!(
+            "{:<8} {:>10.1} {:>8.3} {:>12.0} {:>12.0} {:>12.0} {:>10.2} {:>12.2}",
+            p["mode"].as_str().unwrap_or("?"),
+            p["plain_ns_per_op"].as_f64().unwrap_or(0.0),
+            p["traps_per_op"].as_f64().unwrap_or(0.0),
+            p["empty_after_prologue_ns_per_hit"].as_f64().unwrap_or(0.0),
+            p["empty_at_entry_ns_per_hit"].as_f64().unwrap_or(0.0),
+            p["ours_ns_per_hit"].as_f64().unwrap_or(0.0),
+            p["ours_over_empty"].as_f64().unwrap_or(0.0),
+            p["entry_over_after_prologue"].as_f64().unwrap_or(0.0),
+        );
+    }
+    let s = &r["service"];
+    println!(
+        "\nservice workload, {} requests: plain {:.1} ms, traced {:.1} ms ({:.2}x), -race {:.1} ms ({:.2}x)",
+        s["requests"],
+        s["plain_ms"].as_f64().unwrap_or(0.0),
+        s["traced_ms"].as_f64().unwrap_or(0.0),
+        s["traced_over_plain"].as_f64().unwrap_or(0.0),
+        s["race_ms"].as_f64().unwrap_or(0.0),
+        s["race_over_plain"].as_f64().unwrap_or(0.0),
+    );
+    println!(
+        "  (traced - plain) / (race - plain) = {:.3}   traps per map call = {:.3}",
+        s["overhead_vs_race"].as_f64().unwrap_or(0.0),
+        s["traps_per_map_call"].as_f64().unwrap_or(0.0),
+    );
+    println!(
+        "  daemon: {:.1}% of a core, peak RSS {:.1} MB",
+        s["daemon_cpu_share_of_a_core"].as_f64().unwrap_or(0.0) * 100.0,
+        s["daemon_peak_rss_mb"].as_f64().unwrap_or(0.0),
+    );
+    let a = &r["attach"];
+    println!(
+        "attach: {:.0} ms from start to every probe attached on {} ({:.0} MB)",
+        a["start_to_attached_ms"].as_f64().unwrap_or(0.0),
+        a["binary"].as_str().unwrap_or("?"),
+        a["binary_mb"].as_f64().unwrap_or(0.0),
+    );
+}

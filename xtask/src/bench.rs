@@ -1,0 +1,72 @@
+//! `cargo xtask bench`: builds the Go workload (plain and -race) with the newest toolchain and
+//! the release daemon, then runs the `overhead` benchmark, which prints a table and writes
+//! target/bench/results.json. A benchmark, not a test: nothing here fails on a slow figure.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context as _, Result};
+
+use crate::toolchains::GoToolchain;
+use crate::{cmd, fixtures, paths, setup};
+
+pub fn run() -> Result<()> {
+    cmd::require_root("cargo xtask bench", "the benchmark attaches real uprobes")?;
+    setup::run()?;
+    let go = fixtures::resolve(GoToolchain::newest())?;
+    let dir = paths::target_dir().join("bench");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Outside testdata/go, so the fixture matrix does not build it for every toolchain.
+    let src = paths::repo_root().join("testdata/bench/workload");
+    let plain = dir.join("workload");
+    let race = dir.join("workload-race");
+    build(&go, &src, &plain, &[], false)?;
+    // The race detector needs cgo.
+    build(&go, &src, &race, &["-race"], true)?;
+    // A large Go binary for the attach-time figure: the toolchain's own compiler.
+    let large = go.goroot.join("pkg/tool/linux_amd64/compile");
+    anyhow::ensure!(large.exists(), "{} is missing", large.display());
+    cmd::run(
+        Command::new("cargo")
+            .args(["build", "--release", "-p", "map-trace"])
+            .current_dir(paths::repo_root()),
+        "fix the map-trace build errors above",
+    )?;
+    cmd::run(
+        Command::new("cargo")
+            .args(["bench", "-p", "map-trace", "--bench", "overhead"])
+            .env("MAP_TRACE_BENCH_WORKLOAD", &plain)
+            .env("MAP_TRACE_BENCH_RACE", &race)
+            .env("MAP_TRACE_BENCH_LARGE", &large)
+            .env(
+                "MAP_TRACE_BENCH_DAEMON",
+                paths::target_dir().join("release/map-trace"),
+            )
+            .env("MAP_TRACE_BENCH_OUT", dir.join("results.json"))
+            .current_dir(paths::repo_root()),
+        "the benchmark failed; its message is above",
+    )
+}
+
+fn build(
+    go: &fixtures::ResolvedGo,
+    src: &Path,
+    out: &Path,
+    flags: &[&str],
+    cgo: bool,
+) -> Result<()> {
+    cmd::run(
+        Command::new(&go.go)
+            .arg("build")
+            .args(flags)
+            .arg("-o")
+            .arg(out)
+            .arg(".")
+            .current_dir(src)
+            .env("GOROOT", &go.goroot)
+            .env("GOTOOLCHAIN", "local")
+            .env("GOFLAGS", "-mod=mod")
+            .env("CGO_ENABLED", if cgo { "1" } else { "0" }),
+        "fix the Go build errors above",
+    )
+}
