@@ -98,7 +98,9 @@ pub struct Finding {
     pub growing: u32,
     /// Overlapping writes of this kind folded into this finding (since the previous step).
     pub writes: u32,
-    pub _pad: u32,
+    /// The id of the executable whose probe reported it (its links' cookie), so a finding of
+    /// a process that exited before the daemon met it still finds that binary's symbols.
+    pub binary: u32,
 }
 
 /// Indexes of the per-CPU `COUNTERS` array.

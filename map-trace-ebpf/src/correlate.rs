@@ -33,6 +33,8 @@ const BPF_RB_NO_WAKEUP: u64 = 1;
 /// The goroutine and process a probe fired in, with that process's settings.
 pub struct Event {
     pub tgid: u32,
+    /// The executable's id (the link's cookie).
+    pub binary: u32,
     pub goid: u64,
     pub now: u64,
     pub cfg: ProcConfig,
@@ -53,6 +55,7 @@ pub fn event(ctx: &ProbeContext, role: Role) -> Option<Event> {
     let goid = read_u64(goabi::g(ctx).checked_add(cfg.g_goid as u64)?)?;
     Some(Event {
         tgid,
+        binary,
         goid,
         // SAFETY: no preconditions.
         now: unsafe { bpf_ktime_get_ns() },
@@ -156,7 +159,7 @@ fn emit(e: &Event, step: &StepContext, o: Overlap) {
         op: o.op as u32,
         growing: o.growing as u32,
         writes: o.writes,
-        _pad: 0,
+        binary: e.binary,
     };
     match FINDINGS.output::<Finding>(&f, BPF_RB_NO_WAKEUP) {
         Ok(()) => count(counter::FINDINGS + o.kind as u32),

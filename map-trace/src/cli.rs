@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{DEFAULT_METRICS_ADDR, Flags, parse_addr};
+use crate::config::{DEFAULT_METRICS_ADDR, DutyCycle, Flags, parse_addr};
 use crate::trace::Format;
 
 #[derive(Debug, Parser)]
@@ -60,7 +60,12 @@ pub struct TraceArgs {
     /// value: 127.0.0.1:9464 (loopback only).
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = DEFAULT_METRICS_ADDR, value_parser = parse_addr)]
     pub metrics_addr: Option<SocketAddr>,
-    /// Read settings from this TOML file (keys: pid, exe, duration, format, metrics_addr);
+    /// Attach the probes only ON out of every PERIOD (e.g. 1s/10s) and detach them the rest of
+    /// the time, for always-on production use: the traced programs pay nothing while detached,
+    /// and a race that keeps happening is still found within about one PERIOD.
+    #[arg(long, value_name = "ON/PERIOD", value_parser = DutyCycle::parse)]
+    pub duty_cycle: Option<DutyCycle>,
+    /// Read settings from this TOML file (keys: pid, exe, duration, format, metrics_addr, duty_cycle);
     /// flags given on the command line override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -78,6 +83,7 @@ impl TraceArgs {
             duration: self.duration,
             format: self.format,
             metrics_addr: self.metrics_addr,
+            duty_cycle: self.duty_cycle,
         }
     }
 }

@@ -26,6 +26,8 @@ pub struct FileConfig {
     pub duration: Option<String>,
     pub format: Option<Format>,
     pub metrics_addr: Option<String>,
+    /// e.g. "1s/10s".
+    pub duty_cycle: Option<String>,
 }
 
 /// What the command line said; None/empty where it said nothing.
@@ -36,6 +38,42 @@ pub struct Flags {
     pub duration: Option<Duration>,
     pub format: Option<Format>,
     pub metrics_addr: Option<SocketAddr>,
+    pub duty_cycle: Option<DutyCycle>,
+}
+
+/// Probes attached for `on` out of every `period`, detached the rest of the time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DutyCycle {
+    pub on: Duration,
+    pub period: Duration,
+}
+
+impl DutyCycle {
+    /// `ON/PERIOD`, each a duration such as `1s` or `500ms`.
+    pub fn parse(s: &str) -> Result<DutyCycle, String> {
+        let usage = "expected ON/PERIOD, e.g. 1s/10s (probes attached 1 s of every 10 s)";
+        let (on, period) = s.split_once('/').ok_or(usage)?;
+        let d = |v: &str| {
+            humantime::parse_duration(v.trim()).map_err(|e| format!("{v:?}: {e}; {usage}"))
+        };
+        let (on, period) = (d(on)?, d(period)?);
+        if on.is_zero() || on >= period {
+            return Err(format!(
+                "ON must be more than 0 and less than PERIOD; {usage}"
+            ));
+        }
+        if on < Duration::from_millis(100) {
+            return Err(format!(
+                "ON must be at least 100ms, or attaching costs more than it observes; {usage}"
+            ));
+        }
+        Ok(DutyCycle { on, period })
+    }
+
+    /// Share of the time the probes are attached.
+    pub fn fraction(&self) -> f64 {
+        self.on.as_secs_f64() / self.period.as_secs_f64()
+    }
 }
 
 /// The settings a session runs with.
@@ -46,6 +84,7 @@ pub struct Settings {
     pub duration: Option<Duration>,
     pub format: Format,
     pub metrics_addr: Option<SocketAddr>,
+    pub duty_cycle: Option<DutyCycle>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +159,10 @@ pub fn merge(file: Option<(&Path, FileConfig)>, flags: Flags) -> Result<Settings
         Some(a) => Some(parse_addr(a).map_err(|why| bad("metrics_addr", a, why))?),
         None => None,
     };
+    let file_duty = match &file.duty_cycle {
+        Some(v) => Some(DutyCycle::parse(v).map_err(|why| bad("duty_cycle", v, why))?),
+        None => None,
+    };
     let settings = Settings {
         pids: if flags.pids.is_empty() {
             file.pid
@@ -134,6 +177,7 @@ pub fn merge(file: Option<(&Path, FileConfig)>, flags: Flags) -> Result<Settings
         duration: flags.duration.or(file_duration),
         format: flags.format.or(file.format).unwrap_or(Format::Human),
         metrics_addr: flags.metrics_addr.or(file_addr),
+        duty_cycle: flags.duty_cycle.or(file_duty),
     };
     if settings.pids.contains(&0) {
         return Err(ConfigError::PidZero);
@@ -182,6 +226,16 @@ impl Settings {
                 Format::Human => "human",
                 Format::Json => "json",
             }
+        ));
+        s.push_str(&format!(
+            "duty cycle: {}\n",
+            self.duty_cycle
+                .map_or("off (probes always attached)".into(), |d| format!(
+                    "probes attached {} of every {} ({:.0}% of the time)",
+                    humantime::format_duration(d.on),
+                    humantime::format_duration(d.period),
+                    d.fraction() * 100.0
+                ))
         ));
         s.push_str(&format!(
             "metrics: {}\n",
@@ -240,6 +294,7 @@ exe = ["/usr/local/bin/api"]
 duration = "5m"
 format = "json"
 metrics_addr = "127.0.0.1:9464"
+duty_cycle = "1s/10s"
 "#,
             Flags::default(),
         )
@@ -252,6 +307,10 @@ metrics_addr = "127.0.0.1:9464"
                 duration: Some(Duration::from_secs(300)),
                 format: Format::Json,
                 metrics_addr: Some("127.0.0.1:9464".parse().unwrap()),
+                duty_cycle: Some(DutyCycle {
+                    on: Duration::from_secs(1),
+                    period: Duration::from_secs(10),
+                }),
             }
         );
     }
@@ -318,6 +377,20 @@ metrics_addr = "127.0.0.1:9464"
         let e = file("format = \"yaml\"").unwrap_err().to_string();
         assert!(e.contains("yaml"), "{e}");
         assert!(!e.contains('\n'), "one line: {e}");
+    }
+
+    #[test]
+    fn duty_cycles_are_checked() {
+        let d = DutyCycle::parse("500ms/5s").unwrap();
+        assert_eq!(d.on, Duration::from_millis(500));
+        assert!((d.fraction() - 0.1).abs() < 1e-9);
+        for bad in ["1s", "10s/1s", "1s/1s", "0s/1s", "10ms/1s", "x/1s"] {
+            assert!(DutyCycle::parse(bad).is_err(), "{bad}");
+        }
+        let e = merged("exe = [\"/x\"]\nduty_cycle = \"2s/1s\"", Flags::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("duty_cycle = \"2s/1s\""), "{e}");
     }
 
     #[test]

@@ -45,6 +45,7 @@ fn run(args: &TraceArgs) -> Result<(), (u8, String)> {
         duration: settings.duration,
         format: settings.format,
         metrics_addr: settings.metrics_addr,
+        duty_cycle: settings.duty_cycle,
     })
     .map_err(|e| (e.exit_code(), e.to_string()))
 }

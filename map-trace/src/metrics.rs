@@ -84,6 +84,8 @@ pub struct Metrics {
     /// Label: reason ([`AttachFailure::label`]); see [`Metrics::attach_failed`].
     pub attach_failures: IntCounterVec,
     pub probe_links: IntGauge,
+    /// 1 while probes are attached, 0 in the off part of a `--duty-cycle`.
+    pub probes_active: IntGauge,
     /// Label: map (one of [`BPF_MAPS`]).
     pub bpf_map_entries: IntGaugeVec,
     pub finding_groups: IntGauge,
@@ -193,6 +195,11 @@ impl Metrics {
                 r,
                 "map_trace_probe_links",
                 "Uprobe links currently attached in the kernel.",
+            ),
+            probes_active: gauge(
+                r,
+                "map_trace_probes_active",
+                "1 while the probes are attached, 0 during the off part of a duty cycle (nothing is observed then).",
             ),
             bpf_map_entries: reg(
                 r,

@@ -23,6 +23,8 @@ pub struct Report {
     pub iterator_goid: u64,
     pub growing: bool,
     pub pid: u32,
+    /// The executable's id in this session (see `Finding::binary`).
+    pub binary: u32,
     pub writes: u32,
     pub time: SystemTime,
     /// Kernel keys of the two stacks (0: not captured), resolved into the frames below.
@@ -93,6 +95,7 @@ impl Report {
             iterator_goid: f.iterator_goid,
             growing: f.growing != 0,
             pid: f.tgid,
+            binary: f.binary,
             writes: f.writes,
             time: clock.wall(f.write_ns),
             writer_stack_key: f.writer_stack,
@@ -338,7 +341,7 @@ mod tests {
             op,
             growing: 1,
             writes: 1,
-            _pad: 0,
+            binary: 0,
         }
     }
 

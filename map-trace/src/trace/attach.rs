@@ -97,21 +97,11 @@ pub const EXEC_PROGRAM: &str = "exec_notify";
 /// The empty uprobe the benchmark uses as the floor; never loaded by the daemon.
 pub const BENCH_EMPTY_PROGRAM: &str = "bench_empty";
 
-/// Loads the eBPF object and verifies every uprobe program once; attaching is per binary.
+/// Loads the eBPF object: its maps are created, its programs are verified only when first
+/// attached (`attach_one`), so a target pays for the programs its map implementation uses —
+/// about half of them — and start-up stays short.
 pub fn load() -> Result<Ebpf, AttachError> {
-    let mut ebpf = Ebpf::load(crate::ebpf::object()).map_err(|e| AttachError::Load(Box::new(e)))?;
-    for (name, program) in ebpf.programs_mut() {
-        if name == EXEC_PROGRAM || name == BENCH_EMPTY_PROGRAM {
-            continue;
-        }
-        let verify = |source| AttachError::Verify {
-            program: name.to_string(),
-            source: Box::new(source),
-        };
-        let p: &mut UProbe = program.try_into().map_err(verify)?;
-        p.load().map_err(verify)?;
-    }
-    Ok(ebpf)
+    Ebpf::load(crate::ebpf::object()).map_err(|e| AttachError::Load(Box::new(e)))
 }
 
 /// Loads and attaches the exec tracepoint and hands back the ring buffer it writes to.
@@ -185,14 +175,18 @@ fn attach_one(
     exe: &Path,
     scope: UProbeScope,
 ) -> Result<Link, AttachError> {
+    let verify = |source| AttachError::Verify {
+        program: probe.program.to_string(),
+        source: Box::new(source),
+    };
     let p: &mut UProbe = ebpf
         .program_mut(probe.program)
         .ok_or(AttachError::Missing(probe.program))?
         .try_into()
-        .map_err(|source| AttachError::Verify {
-            program: probe.program.to_string(),
-            source: Box::new(source),
-        })?;
+        .map_err(verify)?;
+    if p.fd().is_err() {
+        p.load().map_err(verify)?;
+    }
     let point = UProbeAttachPoint {
         location: UProbeAttachLocation::AbsoluteOffset(probe.uprobe_offset()),
         cookie: Some(u64::from(binary)),

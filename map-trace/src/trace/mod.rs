@@ -18,6 +18,7 @@ use map_trace_common::event::{Finding, FindingKind, counter};
 use map_trace_common::probe::Role;
 use tokio::io::unix::AsyncFd;
 
+use crate::config::DutyCycle;
 use crate::error::TargetError;
 use crate::group::{Groups, Seen};
 use crate::metrics::http::Health;
@@ -48,6 +49,8 @@ pub struct Options {
     pub format: Format,
     /// Where to serve /metrics and /healthz; None: no endpoint.
     pub metrics_addr: Option<SocketAddr>,
+    /// Attach the probes only part of the time.
+    pub duty_cycle: Option<DutyCycle>,
 }
 
 /// Why tracing stopped.
@@ -128,7 +131,7 @@ async fn session(opts: Options) -> Result<(), TraceError> {
         None
     };
     for i in 0..opts.exes.len() {
-        let msg = targets.watch(&mut ebpf, i)?;
+        let msg = targets.watch(&mut ebpf, &mut resolver, i)?;
         eprintln!("map-trace: {msg}");
     }
     for &pid in &opts.pids {
@@ -166,6 +169,22 @@ async fn session(opts: Options) -> Result<(), TraceError> {
     let mut poll = tokio::time::interval(Duration::from_millis(100));
     let mut sweep_tick = tokio::time::interval(Duration::from_secs(5));
     let mut metrics_tick = tokio::time::interval(Duration::from_secs(1));
+    // Starts in the on part; never fires without a duty cycle.
+    let duty = tokio::time::sleep(
+        opts.duty_cycle
+            .map_or(Duration::from_secs(365 * 86400), |d| d.on),
+    );
+    tokio::pin!(duty);
+    let mut active = true;
+    metrics.probes_active.set(1);
+    if let Some(d) = opts.duty_cycle {
+        eprintln!(
+            "map-trace: duty cycle: probes attached {} of every {} ({:.0}% of the time)",
+            humantime::format_duration(d.on),
+            humantime::format_duration(d.period),
+            d.fraction() * 100.0
+        );
+    }
 
     let mut session = Session {
         ebpf: &mut ebpf,
@@ -198,6 +217,26 @@ async fn session(opts: Options) -> Result<(), TraceError> {
                 }
             }
             _ = metrics_tick.tick() => session.update_metrics(),
+            () = &mut duty, if opts.duty_cycle.is_some() => {
+                let d = opts.duty_cycle.expect("guarded");
+                // Phases are timed from their start, so slow attaching does not stretch them.
+                let started = tokio::time::Instant::now();
+                active = !active;
+                let next = if active {
+                    for e in session.targets.resume(session.ebpf) {
+                        eprintln!("map-trace: warning: attaching again: {e}");
+                    }
+                    d.on
+                } else {
+                    // Findings of the on part first, then nothing is attached.
+                    session.drain(&mut ring, &mut out, false);
+                    session.targets.suspend(session.ebpf);
+                    d.period - d.on
+                };
+                metrics.probes_active.set(i64::from(active));
+                session.update_metrics();
+                duty.as_mut().reset(started + next);
+            }
             _ = sweep_tick.tick() => sweep::sweep(session.ebpf, crate::report::monotonic_ns()),
             _ = sigint.recv() => break Stop::Signal("SIGINT"),
             _ = sigterm.recv() => break Stop::Signal("SIGTERM"),
@@ -364,8 +403,10 @@ impl Session<'_, '_> {
         if self.targets.remove(self.ebpf, self.sink.resolver, pid) {
             eprintln!("map-trace: pid {pid} exited: detached");
             self.metrics.process_detaches.inc();
+            self.metrics
+                .processes_attached
+                .set(self.targets.processes() as i64);
         }
-        self.update_metrics();
     }
 
     fn drain(&mut self, ring: &mut RingBuf<MapData>, out: &mut impl std::io::Write, last: bool) {
@@ -377,7 +418,10 @@ impl Session<'_, '_> {
             if !targets.is_traced(r.pid) && targets.watches_executables() {
                 adopt(targets, ebpf, resolver, metrics, r.pid, false);
             }
-            let exe = targets.exe_name(r.pid).unwrap_or("unknown");
+            let exe = targets
+                .exe_name(r.pid)
+                .or_else(|| targets.binary_name(r.binary))
+                .unwrap_or("unknown");
             metrics
                 .findings
                 .with_label_values(&[r.kind.name(), r.op.name(), exe])
@@ -389,8 +433,10 @@ impl Session<'_, '_> {
         self.metrics.last_poll.set(now);
     }
 
-    /// Passes the kernel's counters and the table sizes on to the metrics.
+    /// Removes what exited processes left in the kernel, then passes the kernel's counters and
+    /// the table sizes on to the metrics.
     fn update_metrics(&mut self) {
+        self.targets.reap(self.ebpf, self.sink.resolver);
         let mut s = Summary::default();
         read_counters(self.ebpf, &mut s);
         let m = self.metrics;

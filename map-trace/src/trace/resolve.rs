@@ -36,6 +36,8 @@ pub struct ProcessInfo {
 pub struct Resolver {
     stacks: BpfHashMap<MapData, u64, UserStack>,
     processes: HashMap<u32, ProcessInfo>,
+    /// Binary id → its symbols and whether it is PIE.
+    binaries: HashMap<u32, (Arc<BinaryInfo>, bool)>,
     cache: HashMap<(u32, u64), Vec<Frame>>,
     /// Stack keys a finding named that the kernel table no longer held (evicted).
     pub lost: u64,
@@ -46,6 +48,7 @@ impl Resolver {
         Resolver {
             stacks,
             processes: HashMap::new(),
+            binaries: HashMap::new(),
             cache: HashMap::new(),
             lost: 0,
         }
@@ -59,16 +62,20 @@ impl Resolver {
         self.processes.contains_key(&pid)
     }
 
-    /// Drops what was kept for a process that exited (after its last findings were read),
-    /// including its stacks in the kernel table.
+    /// Drops what was kept for a process that exited, after its last findings were read. Its
+    /// stacks in the kernel table go later, with other exited processes' (`forget_stacks`).
     pub fn remove_process(&mut self, pid: u32) {
         self.processes.remove(&pid);
         self.cache.retain(|&(p, _), _| p != pid);
+    }
+
+    /// Removes the kernel stacks of exited processes, in one pass over the table.
+    pub fn forget_stacks(&mut self, dead: &std::collections::HashSet<u32>) {
         let keys: Vec<u64> = self
             .stacks
             .iter()
             .filter_map(Result::ok)
-            .filter(|(_, s)| s.tgid == pid)
+            .filter(|(_, s)| dead.contains(&s.tgid))
             .map(|(k, _)| k)
             .collect();
         for k in keys {
@@ -81,28 +88,64 @@ impl Resolver {
         self.stacks.keys().filter(Result::is_ok).count()
     }
 
+    /// Makes a binary's symbols available to findings of processes never registered (they
+    /// exited before the daemon met them); `pie`: their load bias is unknown, so not then.
+    pub fn add_binary(&mut self, id: u32, info: Arc<BinaryInfo>, pie: bool) {
+        self.binaries.insert(id, (info, pie));
+    }
+
+    pub fn remove_binary(&mut self, id: u32) {
+        self.binaries.remove(&id);
+    }
+
     /// Fills the report's stacks and map type.
     pub fn resolve(&mut self, r: &mut Report) {
-        r.writer_stack = self.stack(r.pid, r.writer_stack_key);
-        r.iterator_stack = self.stack(r.pid, r.iterator_stack_key);
-        r.map_type = match self.processes.get(&r.pid) {
+        let fallback;
+        let p = match self.processes.get(&r.pid) {
+            Some(p) => Some(p),
+            None => match self.binaries.get(&r.binary) {
+                // Not PIE: loaded where it was linked, whichever process it was.
+                Some((info, false)) => {
+                    fallback = ProcessInfo::new(r.pid, info.clone(), 0);
+                    Some(&fallback)
+                }
+                _ => None,
+            },
+        };
+        let mut stacks = Stacks {
+            table: &self.stacks,
+            cache: &mut self.cache,
+            lost: &mut self.lost,
+        };
+        r.writer_stack = stacks.get(p, r.pid, r.writer_stack_key);
+        r.iterator_stack = stacks.get(p, r.pid, r.iterator_stack_key);
+        r.map_type = match p {
             Some(p) => p.map_type(r.map_type_addr),
             None => "map[?]? (unknown process)".into(),
         };
     }
+}
 
-    fn stack(&mut self, pid: u32, key: u64) -> Vec<Frame> {
+/// The stack table and its symbolized cache, borrowed apart from the processes.
+struct Stacks<'a> {
+    table: &'a BpfHashMap<MapData, u64, UserStack>,
+    cache: &'a mut HashMap<(u32, u64), Vec<Frame>>,
+    lost: &'a mut u64,
+}
+
+impl Stacks<'_> {
+    fn get(&mut self, p: Option<&ProcessInfo>, pid: u32, key: u64) -> Vec<Frame> {
         if key == 0 {
             return Vec::new();
         }
         if let Some(frames) = self.cache.get(&(pid, key)) {
             return frames.clone();
         }
-        let Ok(raw) = self.stacks.get(&key, 0) else {
-            self.lost += 1;
+        let Ok(raw) = self.table.get(&key, 0) else {
+            *self.lost += 1;
             return Vec::new();
         };
-        let Some(p) = self.processes.get(&pid) else {
+        let Some(p) = p else {
             return Vec::new();
         };
         let link: Vec<u64> = raw

@@ -2,6 +2,8 @@
 //! by `break` leave their entries behind (entry probes cannot see a loop end), so without this
 //! the bounded tables would fill up in a long-running process.
 
+use std::collections::HashSet;
+
 use aya::Ebpf;
 use aya::maps::HashMap as BpfHashMap;
 use map_trace_common::config::ProcConfig;
@@ -22,12 +24,19 @@ pub fn sweep(ebpf: &mut Ebpf, now_ns: u64) {
     remove_where::<GoKey, PendingAssign>(ebpf, "PENDING", |_, v| is_stale(v.ns, now_ns));
 }
 
-/// Removes every entry of a process that exited: its tgid may be reused by a process that must
-/// start with a clean slate, and the tables must not fill with the dead.
-pub fn forget_process(ebpf: &mut Ebpf, tgid: u32) {
-    remove_where::<IterKey, IterState>(ebpf, "ITERS", |k, _| k.tgid == tgid);
-    remove_where::<MapKey, MapState>(ebpf, "MAPS", |k, _| k.tgid == tgid);
-    remove_where::<GoKey, PendingAssign>(ebpf, "PENDING", |k, _| k.tgid == tgid);
+/// Removes every entry of processes that exited, in one pass over each table (a pass per exit
+/// would cost thousands of syscalls each when many short-lived processes come and go): a tgid
+/// may be reused by a process that must start clean, and the tables must not fill with the dead.
+pub fn forget_processes(ebpf: &mut Ebpf, dead: &HashSet<u32>) {
+    remove_where::<IterKey, IterState>(ebpf, "ITERS", |k, _| dead.contains(&k.tgid));
+    remove_where::<MapKey, MapState>(ebpf, "MAPS", |k, _| dead.contains(&k.tgid));
+    remove_where::<GoKey, PendingAssign>(ebpf, "PENDING", |k, _| dead.contains(&k.tgid));
+}
+
+/// Drops every iteration and pending insert check, for all processes.
+pub fn forget_iterations(ebpf: &mut Ebpf) {
+    remove_where::<IterKey, IterState>(ebpf, "ITERS", |_, _| true);
+    remove_where::<GoKey, PendingAssign>(ebpf, "PENDING", |_, _| true);
 }
 
 /// Entries now in each correlation table, by the metric label of the table.

@@ -6,7 +6,7 @@
 //! it starts is traced from its first instruction; an explicit `--pid` of another file gets links
 //! scoped to that process, so its siblings pay nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::{FromRawFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,14 +37,19 @@ struct Binary {
     info: Arc<BinaryInfo>,
     segments: Segments,
     /// Links every process of the file shares (`--exe`); None when each process has its own.
+    /// Empty while suspended.
     shared: Option<Vec<Link>>,
     procs: usize,
+    /// Where the file was opened; where shared links are attached again after a suspension.
+    path: PathBuf,
 }
 
 struct Proc {
     file: FileId,
     /// Links scoped to this process alone (explicit `--pid` of a file no `--exe` names).
     links: Vec<Link>,
+    /// Where its executable was opened, to attach its own links again after a suspension.
+    path: PathBuf,
     explicit: bool,
     /// Waits on the process's pidfd; aborting it closes the fd.
     watch: JoinHandle<()>,
@@ -70,6 +75,10 @@ pub struct Targets {
     rejected: HashMap<FileId, String>,
     next_id: u32,
     exits: UnboundedSender<u32>,
+    /// In the off part of a duty cycle: nothing is attached, everything is remembered.
+    suspended: bool,
+    /// Exited processes whose kernel entries are still to be removed (`reap`).
+    dead: HashSet<u32>,
 }
 
 impl Targets {
@@ -81,6 +90,8 @@ impl Targets {
             rejected: HashMap::new(),
             next_id: 1,
             exits,
+            suspended: false,
+            dead: HashSet::new(),
         }
     }
 
@@ -115,10 +126,23 @@ impl Targets {
         self.binaries.get(&p.file).map(|b| b.name.as_str())
     }
 
+    /// The file name of a binary by its id.
+    pub fn binary_name(&self, id: u32) -> Option<&str> {
+        self.binaries
+            .values()
+            .find(|b| b.id == id)
+            .map(|b| b.name.as_str())
+    }
+
     /// Attaches to the file an `--exe` names on this host, before any process of it is seen,
     /// so processes it starts later are traced from their first instruction. Returns what to
     /// tell the user.
-    pub fn watch(&mut self, ebpf: &mut Ebpf, spec: usize) -> Result<String, TraceError> {
+    pub fn watch(
+        &mut self,
+        ebpf: &mut Ebpf,
+        resolver: &mut Resolver,
+        spec: usize,
+    ) -> Result<String, TraceError> {
         let path = self.specs[spec].path.clone();
         let Some(file) = self.specs[spec].file else {
             return Ok(format!(
@@ -126,10 +150,10 @@ impl Targets {
                 path.display()
             ));
         };
-        let new = self.binary(ebpf, file, &path)?;
+        let new = self.binary(ebpf, resolver, file, &path)?;
         if let Err(e) = self.share(ebpf, file, &path) {
             if new {
-                self.drop_binary(ebpf, file);
+                self.drop_binary(ebpf, resolver, file);
             }
             return Err(e.into());
         }
@@ -178,7 +202,7 @@ impl Targets {
             Some(libc::ESRCH) => TraceError::Target(TargetError::PidMissing { pid }),
             _ => TraceError::Other(format!("pidfd_open({pid}): {e}")),
         })?;
-        let new = match self.binary(ebpf, file, &proc.host_path) {
+        let new = match self.binary(ebpf, resolver, file, &proc.host_path) {
             Ok(new) => new,
             Err(e) => {
                 if !explicit {
@@ -205,6 +229,7 @@ impl Targets {
                     Proc {
                         file,
                         links: links.0,
+                        path: proc.host_path,
                         explicit,
                         watch,
                     },
@@ -213,7 +238,7 @@ impl Targets {
             }
             Err(e) => {
                 if new {
-                    self.drop_binary(ebpf, file);
+                    self.drop_binary(ebpf, resolver, file);
                 }
                 Err(e)
             }
@@ -242,6 +267,7 @@ impl Targets {
         let b = &self.binaries[&file];
         let links = match b.shared {
             Some(_) => Vec::new(),
+            None if self.suspended => Vec::new(),
             None => {
                 let scope = std::num::NonZeroU32::new(pid)
                     .map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
@@ -253,7 +279,13 @@ impl Targets {
     }
 
     /// The binary at `file`, analysed and configured in the kernel if new; true when new.
-    fn binary(&mut self, ebpf: &mut Ebpf, file: FileId, path: &Path) -> Result<bool, TraceError> {
+    fn binary(
+        &mut self,
+        ebpf: &mut Ebpf,
+        resolver: &mut Resolver,
+        file: FileId,
+        path: &Path,
+    ) -> Result<bool, TraceError> {
         if self.binaries.contains_key(&file) {
             return Ok(false);
         }
@@ -270,6 +302,7 @@ impl Targets {
         let id = self.next_id;
         attach::write_config(ebpf, &target, id)?;
         self.next_id += 1;
+        resolver.add_binary(id, info.clone(), target.elf.pie);
         let name = path.file_name().map_or_else(
             || path.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
@@ -284,6 +317,7 @@ impl Targets {
                 segments: image.segments(),
                 shared: None,
                 procs: 0,
+                path: path.to_path_buf(),
             },
         );
         Ok(true)
@@ -296,21 +330,19 @@ impl Targets {
         if b.shared.is_some() {
             return Ok(());
         }
-        b.shared = Some(attach::attach_binary(
-            ebpf,
-            &b.target,
-            b.id,
-            path,
-            UProbeScope::AllProcesses,
-        )?);
+        b.shared = Some(match self.suspended {
+            true => Vec::new(),
+            false => attach::attach_binary(ebpf, &b.target, b.id, path, UProbeScope::AllProcesses)?,
+        });
         for p in self.procs.values_mut().filter(|p| p.file == file) {
             attach::detach(ebpf, std::mem::take(&mut p.links));
         }
         Ok(())
     }
 
-    fn drop_binary(&mut self, ebpf: &mut Ebpf, file: FileId) {
+    fn drop_binary(&mut self, ebpf: &mut Ebpf, resolver: &mut Resolver, file: FileId) {
         if let Some(b) = self.binaries.remove(&file) {
+            resolver.remove_binary(b.id);
             if let Some(links) = b.shared {
                 attach::detach(ebpf, links);
             }
@@ -350,7 +382,12 @@ impl Targets {
             let now = process::resolve(pid)
                 .ok()
                 .and_then(|e| FileId::of(&e.host_path).ok());
-            if now == Some(p.file) {
+            // Gone already: a stale notice (the pid's previous owner exec'd, then the number
+            // was reused) or one read late. Its pidfd reports the exit.
+            let Some(now) = now else {
+                return Ok(None);
+            };
+            if now == p.file {
                 return Ok(None);
             }
             let explicit = p.explicit;
@@ -363,6 +400,88 @@ impl Targets {
         self.add(ebpf, resolver, pid, false)
     }
 
+    /// Removes the kernel entries (correlation state, stacks) of processes that exited since
+    /// the last call, in one pass over each table. A pid traced again meanwhile keeps its own.
+    pub fn reap(&mut self, ebpf: &mut Ebpf, resolver: &mut Resolver) {
+        self.dead.retain(|pid| !self.procs.contains_key(pid));
+        if self.dead.is_empty() {
+            return;
+        }
+        sweep::forget_processes(ebpf, &self.dead);
+        resolver.forget_stacks(&self.dead);
+        self.dead.clear();
+    }
+
+    /// The off part of a duty cycle: detaches every link but forgets nothing, and drops the
+    /// iteration state, since iterations that start or end while nothing is attached are not
+    /// seen (a stale one could otherwise take a new range's writes for its own).
+    pub fn suspend(&mut self, ebpf: &mut Ebpf) {
+        if self.suspended {
+            return;
+        }
+        self.suspended = true;
+        for b in self.binaries.values_mut() {
+            if let Some(links) = b.shared.as_mut() {
+                attach::detach(ebpf, std::mem::take(links));
+            }
+        }
+        for p in self.procs.values_mut() {
+            attach::detach(ebpf, std::mem::take(&mut p.links));
+        }
+        sweep::forget_iterations(ebpf);
+    }
+
+    /// The on part of a duty cycle: attaches again what `suspend` detached. Returns what
+    /// could not be attached (its process exited meanwhile, say).
+    pub fn resume(&mut self, ebpf: &mut Ebpf) -> Vec<String> {
+        if !self.suspended {
+            return Vec::new();
+        }
+        self.suspended = false;
+        let mut errors = Vec::new();
+        for (file, b) in &mut self.binaries {
+            let Some(links) = b.shared.as_mut() else {
+                continue;
+            };
+            // The path it was opened by may have gone with its process (a container's copy):
+            // any live process of the file reaches it too.
+            let paths = std::iter::once(b.path.clone()).chain(
+                self.procs
+                    .iter()
+                    .filter(|(_, p)| p.file == *file)
+                    .map(|(pid, _)| PathBuf::from(format!("/proc/{pid}/exe"))),
+            );
+            let mut last = None;
+            for path in paths {
+                match attach::attach_binary(ebpf, &b.target, b.id, &path, UProbeScope::AllProcesses)
+                {
+                    Ok(l) => {
+                        *links = l;
+                        last = None;
+                        break;
+                    }
+                    Err(e) => last = Some(e.to_string()),
+                }
+            }
+            errors.extend(last);
+        }
+        for (&pid, p) in &mut self.procs {
+            let Some(b) = self.binaries.get(&p.file) else {
+                continue;
+            };
+            if b.shared.is_some() {
+                continue;
+            }
+            let scope = std::num::NonZeroU32::new(pid)
+                .map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
+            match attach::attach_binary(ebpf, &b.target, b.id, &p.path, scope) {
+                Ok(l) => p.links = l,
+                Err(e) => errors.push(format!("pid {pid}: {e}")),
+            }
+        }
+        errors
+    }
+
     /// Detaches a process that exited and removes everything kept for it. Its findings must
     /// have been read first. False when it was not traced.
     pub fn remove(&mut self, ebpf: &mut Ebpf, resolver: &mut Resolver, pid: u32) -> bool {
@@ -371,8 +490,8 @@ impl Targets {
         };
         p.watch.abort();
         attach::detach(ebpf, p.links);
-        sweep::forget_process(ebpf, pid);
         resolver.remove_process(pid);
+        self.dead.insert(pid);
         let Some(b) = self.binaries.get_mut(&p.file) else {
             return true;
         };
@@ -384,7 +503,7 @@ impl Targets {
             .iter()
             .any(|s| FileId::of(&s.path).ok() == Some(p.file));
         if b.procs == 0 && !named {
-            self.drop_binary(ebpf, p.file);
+            self.drop_binary(ebpf, resolver, p.file);
         }
         true
     }

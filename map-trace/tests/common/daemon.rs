@@ -170,8 +170,8 @@ pub fn parse_samples(text: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
-/// File descriptors of `pid` by what they are: perf events (one per uprobe or tracepoint
-/// link), BPF maps, BPF programs. Read from the kernel, not from map-trace.
+/// File descriptors of `pid` by what they are (`bpf_link`: one per uprobe or tracepoint link,
+/// `bpf-map`, `bpf-prog`, ...). Read from the kernel, not from map-trace.
 pub fn fd_kinds(pid: u32) -> BTreeMap<String, usize> {
     let mut kinds = BTreeMap::new();
     let dir = format!("/proc/{pid}/fd");
