@@ -392,7 +392,7 @@ fn print_table(r: &Value) {
     );
     println!(
         "{:<8} {:>10} {:>8} {:>12} {:>12} {:>12} {:>10} {:>12}",
-        "probe",
+        "loop",
         "plain ns",
         "traps",
         "empty ns/hit",
