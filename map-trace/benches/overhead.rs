@@ -61,6 +61,8 @@ fn run() -> Result<(), String> {
         probes.push(probe_cost(&workload, &target, mode, roles, n)?);
     }
     let service = service_cost(&workload, &race, &daemon, 20_000)?;
+    let race_ns_per_request = service["race_ms"].as_f64().unwrap_or(0.0) * 1e6 / 20_000.0;
+    let duty = duty_cycle_cost(&workload, &daemon, 400_000, race_ns_per_request)?;
     let attach = attach_time(&daemon, &large)?;
 
     let report = json!({
@@ -69,6 +71,7 @@ fn run() -> Result<(), String> {
         "rounds": ROUNDS,
         "probe_cost": probes,
         "service": service,
+        "duty_cycle": duty,
         "attach": attach,
     });
     print_table(&report);
@@ -355,6 +358,58 @@ fn service_cost(bin: &Path, race: &Path, daemon: &Path, requests: u64) -> Result
     }))
 }
 
+/// Item 4 in the duty-cycled mode: the service workload, long enough to span several cycles,
+/// traced with `--duty-cycle 100ms/1s` (the 1s/10s of production, scaled down 10× so a run
+/// takes seconds) against plain; the -race cost per request comes from `service_cost`.
+fn duty_cycle_cost(
+    bin: &Path,
+    daemon: &Path,
+    requests: u64,
+    race_ns_per_request: f64,
+) -> Result<Value, String> {
+    const CYCLE: &str = "100ms/1s";
+    let n = requests.to_string();
+    let args = ["-mode", "service", "-n", n.as_str()];
+    let (mut plain, mut traced) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        plain.push(workload_run(bin, &args)?.1 as f64 / requests as f64);
+        let mut target = Command::new(bin)
+            .args(args)
+            .arg("-wait")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let mut mt = Command::new(daemon)
+            .args(["--pid", &target.id().to_string(), "--duty-cycle", CYCLE])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("{}: {e}", daemon.display()))?;
+        let lines = stderr_lines(&mut mt);
+        wait_line(&lines, "duty cycle:")?;
+        target
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"\n")
+            .map_err(|e| e.to_string())?;
+        let o = target.wait_with_output().map_err(|e| e.to_string())?;
+        let (_, ns) = parse_result(&String::from_utf8_lossy(&o.stdout))?;
+        traced.push(ns as f64 / requests as f64);
+        let _ = mt.wait();
+    }
+    let (p, t) = (median(plain), median(traced));
+    Ok(json!({
+        "cycle": CYCLE,
+        "requests": requests,
+        "plain_ns_per_request": p,
+        "traced_ns_per_request": t,
+        "race_ns_per_request": race_ns_per_request,
+        "overhead_vs_race": (t - p) / (race_ns_per_request - p),
+    }))
+}
+
 /// Item 5: from starting map-trace to every probe attached, on a large Go binary.
 fn attach_time(daemon: &Path, large: &Path) -> Result<Value, String> {
     let mut ms = Vec::new();
@@ -428,6 +483,15 @@ fn print_table(r: &Value) {
         "  (traced - plain) / (race - plain) = {:.3}   traps per map call = {:.3}",
         s["overhead_vs_race"].as_f64().unwrap_or(0.0),
         s["traps_per_map_call"].as_f64().unwrap_or(0.0),
+    );
+    let d = &r["duty_cycle"];
+    println!(
+        "  duty cycle {} over {} requests: {:.0} ns/request traced vs {:.0} plain; (traced - plain) / (race - plain) = {:.3}",
+        d["cycle"].as_str().unwrap_or("?"),
+        d["requests"],
+        d["traced_ns_per_request"].as_f64().unwrap_or(0.0),
+        d["plain_ns_per_request"].as_f64().unwrap_or(0.0),
+        d["overhead_vs_race"].as_f64().unwrap_or(0.0),
     );
     println!(
         "  daemon: {:.1}% of a core, peak RSS {:.1} MB",
