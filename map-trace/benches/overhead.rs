@@ -285,6 +285,65 @@ fn status_kb(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// One traced run of the workload, measured during its work only.
+struct TracedRun {
+    /// The workload's own timed ns.
+    ns: u64,
+    /// map-trace's CPU time over the work's wall time, and its peak RSS.
+    cpu_share: f64,
+    rss_kb: u64,
+    /// map-trace's summary line of probe hits, printed when the target exited.
+    hits_line: String,
+}
+
+/// Starts the workload waiting on stdin, map-trace `--pid` on it with `flags`, releases the
+/// workload once map-trace printed `ready`, and waits for both.
+fn traced_run(
+    bin: &Path,
+    daemon: &Path,
+    args: &[&str],
+    flags: &[&str],
+    ready: &str,
+) -> Result<TracedRun, String> {
+    let mut target = Command::new(bin)
+        .args(args)
+        .arg("-wait")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let mut mt = Command::new(daemon)
+        .args(["--pid", &target.id().to_string()])
+        .args(flags)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", daemon.display()))?;
+    let lines = stderr_lines(&mut mt);
+    wait_line(&lines, ready)?;
+    let t0 = (Instant::now(), cpu_ns(mt.id()));
+    target
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"\n")
+        .map_err(|e| e.to_string())?;
+    let o = target.wait_with_output().map_err(|e| e.to_string())?;
+    let wall = t0.0.elapsed().as_secs_f64();
+    let cpu = cpu_ns(mt.id()).saturating_sub(t0.1) as f64 / 1e9;
+    let rss_kb = status_kb(mt.id(), "VmHWM:");
+    let (_, ns) = parse_result(&String::from_utf8_lossy(&o.stdout))?;
+    // The target exited, so map-trace prints its summary and exits.
+    let hits_line = wait_line(&lines, "probes hit:")?;
+    let _ = mt.wait();
+    Ok(TracedRun {
+        ns,
+        cpu_share: cpu / wall,
+        rss_kb,
+        hits_line,
+    })
+}
+
 /// Map-runtime calls of one request of the service workload, counted from its source: the
 /// decoded request (4 keys: 4 assigns), the counter update (1 assign), the response literal
 /// (4 assigns), the range over the 4 headers and json.Marshal's range over the 4-key
@@ -301,39 +360,12 @@ fn service_cost(bin: &Path, race: &Path, daemon: &Path, requests: u64) -> Result
     for _ in 0..ROUNDS {
         plain.push(workload_run(bin, &args)?.1 as f64);
         raced.push(workload_run(race, &args)?.1 as f64);
-        let mut target = Command::new(bin)
-            .args(args)
-            .arg("-wait")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        let mut mt = Command::new(daemon)
-            .args(["--pid", &target.id().to_string(), "--format", "json"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("{}: {e}", daemon.display()))?;
-        let lines = stderr_lines(&mut mt);
-        wait_line(&lines, "probes attached")?;
-        let t0 = (Instant::now(), cpu_ns(mt.id()));
-        target
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"\n")
-            .map_err(|e| e.to_string())?;
-        let o = target.wait_with_output().map_err(|e| e.to_string())?;
-        let wall = t0.0.elapsed().as_secs_f64();
-        let cpu = cpu_ns(mt.id()).saturating_sub(t0.1) as f64 / 1e9;
-        rss_kb = rss_kb.max(status_kb(mt.id(), "VmHWM:"));
-        let (_, ns) = parse_result(&String::from_utf8_lossy(&o.stdout))?;
-        traced.push(ns as f64);
-        cpu_share.push(cpu / wall);
-        // The target exited, so map-trace prints its summary and exits.
-        let summary = wait_line(&lines, "probes hit:")?;
-        let _ = mt.wait();
-        let hits: u64 = summary
+        let run = traced_run(bin, daemon, &args, &["--format", "json"], "probes attached")?;
+        traced.push(run.ns as f64);
+        cpu_share.push(run.cpu_share);
+        rss_kb = rss_kb.max(run.rss_kb);
+        let hits: u64 = run
+            .hits_line
             .split(':')
             .nth(1)
             .unwrap_or("")
@@ -373,31 +405,8 @@ fn duty_cycle_cost(
     let (mut plain, mut traced) = (Vec::new(), Vec::new());
     for _ in 0..3 {
         plain.push(workload_run(bin, &args)?.1 as f64 / requests as f64);
-        let mut target = Command::new(bin)
-            .args(args)
-            .arg("-wait")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        let mut mt = Command::new(daemon)
-            .args(["--pid", &target.id().to_string(), "--duty-cycle", CYCLE])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("{}: {e}", daemon.display()))?;
-        let lines = stderr_lines(&mut mt);
-        wait_line(&lines, "duty cycle:")?;
-        target
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"\n")
-            .map_err(|e| e.to_string())?;
-        let o = target.wait_with_output().map_err(|e| e.to_string())?;
-        let (_, ns) = parse_result(&String::from_utf8_lossy(&o.stdout))?;
-        traced.push(ns as f64 / requests as f64);
-        let _ = mt.wait();
+        let run = traced_run(bin, daemon, &args, &["--duty-cycle", CYCLE], "duty cycle:")?;
+        traced.push(run.ns as f64 / requests as f64);
     }
     let (p, t) = (median(plain), median(traced));
     Ok(json!({

@@ -39,15 +39,7 @@ fn run(args: &TraceArgs) -> Result<(), (u8, String)> {
         println!("configuration ok");
         return Ok(());
     }
-    trace::run(trace::Options {
-        pids: settings.pids,
-        exes: settings.exes,
-        duration: settings.duration,
-        format: settings.format,
-        metrics_addr: settings.metrics_addr,
-        duty_cycle: settings.duty_cycle,
-    })
-    .map_err(|e| (e.exit_code(), e.to_string()))
+    trace::run(settings).map_err(|e| (e.exit_code(), e.to_string()))
 }
 
 fn usage(e: config::ConfigError) -> (u8, String) {

@@ -6,19 +6,11 @@
 
 pub mod http;
 
+use map_trace_common::probe::Role;
 use prometheus::{
     Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-/// The `role` label values of [`Metrics::probe_hits`].
-pub const PROBE_ROLES: [&str; 6] = [
-    "iter_start",
-    "iter_step",
-    "assign",
-    "delete",
-    "clear",
-    "grow",
-];
 /// The `reason` label values of [`Metrics::events_dropped`].
 pub const DROP_REASONS: [&str; 5] = [
     "ring_buffer_full",
@@ -69,7 +61,7 @@ pub struct Metrics {
     pub registry: Registry,
     /// Labels, in this order: kind, op, exe.
     pub findings: IntCounterVec,
-    /// Label: role (one of [`PROBE_ROLES`]).
+    /// Label: role (`Role::name` of each probe role).
     pub probe_hits: IntCounterVec,
     /// Label: reason (one of [`DROP_REASONS`]).
     pub events_dropped: IntCounterVec,
@@ -247,7 +239,7 @@ impl Metrics {
             ))
             .expect("process metrics do not clash with map_trace_ ones");
 
-        for role in PROBE_ROLES {
+        for role in Role::ALL.map(Role::name) {
             m.probe_hits.with_label_values(&[role]);
         }
         for reason in DROP_REASONS {
@@ -316,7 +308,7 @@ mod tests {
     #[test]
     fn labelled_series_exist_from_the_first_scrape() {
         let text = Metrics::new("1.2.3").render();
-        for role in PROBE_ROLES {
+        for role in Role::ALL.map(Role::name) {
             let line = format!("map_trace_probe_hits_total{{role=\"{role}\"}} 0\n");
             assert!(text.contains(&line), "{line:?} missing from:\n{text}");
         }

@@ -8,7 +8,7 @@ use std::process::Command;
 use anyhow::{Context as _, Result};
 
 use crate::toolchains::GoToolchain;
-use crate::{cmd, fixtures, paths, setup};
+use crate::{cmd, demo, fixtures, paths, setup};
 
 pub fn run() -> Result<()> {
     cmd::require_root("cargo xtask bench", "the benchmark attaches real uprobes")?;
@@ -26,22 +26,14 @@ pub fn run() -> Result<()> {
     // A large Go binary for the attach-time figure: the toolchain's own compiler.
     let large = go.goroot.join("pkg/tool/linux_amd64/compile");
     anyhow::ensure!(large.exists(), "{} is missing", large.display());
-    cmd::run(
-        Command::new("cargo")
-            .args(["build", "--release", "-p", "map-trace"])
-            .current_dir(paths::repo_root()),
-        "fix the map-trace build errors above",
-    )?;
+    let daemon = demo::build_release_daemon()?;
     cmd::run(
         Command::new("cargo")
             .args(["bench", "-p", "map-trace", "--bench", "overhead"])
             .env("MAP_TRACE_BENCH_WORKLOAD", &plain)
             .env("MAP_TRACE_BENCH_RACE", &race)
             .env("MAP_TRACE_BENCH_LARGE", &large)
-            .env(
-                "MAP_TRACE_BENCH_DAEMON",
-                paths::target_dir().join("release/map-trace"),
-            )
+            .env("MAP_TRACE_BENCH_DAEMON", &daemon)
             .env("MAP_TRACE_BENCH_OUT", dir.join("results.json"))
             .current_dir(paths::repo_root()),
         "the benchmark failed; its message is above",

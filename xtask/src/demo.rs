@@ -47,13 +47,7 @@ pub fn run() -> Result<ExitCode> {
     fixtures::ensure_built(&job)?;
     println!("built {} with go{}", job.out.display(), newest.version);
 
-    cmd::run(
-        Command::new("cargo")
-            .args(["build", "--release", "-p", "map-trace"])
-            .current_dir(paths::repo_root()),
-        "fix the map-trace build errors above",
-    )?;
-    let map_trace = paths::target_dir().join("release/map-trace");
+    let map_trace = build_release_daemon()?;
 
     let mut go_child = cmd::spawn(
         &mut Command::new(&job.out),
@@ -69,6 +63,17 @@ pub fn run() -> Result<ExitCode> {
     let _ = go_child.kill();
     let _ = go_child.wait();
     result
+}
+
+/// Builds the release daemon (the eBPF object embedded) and returns its path.
+pub fn build_release_daemon() -> Result<std::path::PathBuf> {
+    cmd::run(
+        Command::new("cargo")
+            .args(["build", "--release", "-p", "map-trace"])
+            .current_dir(paths::repo_root()),
+        "fix the map-trace build errors above",
+    )?;
+    Ok(paths::target_dir().join("release/map-trace"))
 }
 
 /// Runs `map-trace --pid`, releases the demo once the probes are attached, and checks that the

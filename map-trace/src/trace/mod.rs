@@ -8,7 +8,7 @@ pub mod targets;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use map_trace_common::event::{Finding, FindingKind, counter};
 use map_trace_common::probe::Role;
 use tokio::io::unix::AsyncFd;
 
-use crate::config::DutyCycle;
+use crate::config::Settings;
 use crate::error::TargetError;
 use crate::group::{Groups, Seen};
 use crate::metrics::http::Health;
@@ -39,18 +39,6 @@ const TOP_FINDINGS: usize = 10;
 pub enum Format {
     Human,
     Json,
-}
-
-pub struct Options {
-    pub pids: Vec<u32>,
-    /// Executables to trace in every process that runs them, now and later.
-    pub exes: Vec<PathBuf>,
-    pub duration: Option<Duration>,
-    pub format: Format,
-    /// Where to serve /metrics and /healthz; None: no endpoint.
-    pub metrics_addr: Option<SocketAddr>,
-    /// Attach the probes only part of the time.
-    pub duty_cycle: Option<DutyCycle>,
 }
 
 /// Why tracing stopped.
@@ -82,7 +70,7 @@ impl TraceError {
     }
 }
 
-pub fn run(opts: Options) -> Result<(), TraceError> {
+pub fn run(opts: Settings) -> Result<(), TraceError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -93,7 +81,7 @@ pub fn run(opts: Options) -> Result<(), TraceError> {
 /// /healthz turns unhealthy when the main loop has not polled for this long.
 const STALE_AFTER: Duration = Duration::from_secs(10);
 
-async fn session(opts: Options) -> Result<(), TraceError> {
+async fn session(opts: Settings) -> Result<(), TraceError> {
     // Before attaching: a signal that arrives once probes are in must detach them, not kill us
     // with the default action.
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
