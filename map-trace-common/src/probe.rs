@@ -17,10 +17,12 @@ pub enum Role {
     Clear = 4,
     /// The map starts to grow (`hashGrow`) or a Swiss table grows or splits.
     Grow = 5,
+    /// An iteration runs to its end: the step function's "finished" exits (low-overhead mode).
+    IterEnd = 6,
 }
 
 impl Role {
-    pub const COUNT: usize = 6;
+    pub const COUNT: usize = 7;
     pub const ALL: [Role; Role::COUNT] = [
         Role::IterStart,
         Role::IterStep,
@@ -28,6 +30,7 @@ impl Role {
         Role::Delete,
         Role::Clear,
         Role::Grow,
+        Role::IterEnd,
     ];
 
     /// Stable name used in JSON output and metric labels.
@@ -39,6 +42,7 @@ impl Role {
             Role::Delete => "delete",
             Role::Clear => "clear",
             Role::Grow => "grow",
+            Role::IterEnd => "iter_end",
         }
     }
 }

@@ -35,6 +35,15 @@ pub struct MapState {
     pub write_seq: u64,
     /// Last iteration step on this map (for sweeping).
     pub last_step_ns: u64,
+    /// Iterations of this map that may still be in progress (`ITERS` entries not known to have
+    /// ended). While 0, writes are not recorded: no step can follow them. Only ever too high
+    /// (the daemon's sweep removes iterations without lowering it), which costs time, not
+    /// findings.
+    pub live: u64,
+    /// The iterator and goroutine of the last step that continued an iteration, so any writer
+    /// can check whether that iteration has since ended (0: none known).
+    pub last_it: u64,
+    pub last_goid: u64,
     pub ring: [WriteRecord; WRITE_RING],
 }
 

@@ -6,6 +6,8 @@
 //! step examines what came in between. Writes after a `break`, after the loop ended, or on an
 //! abandoned iterator are never followed by a step, so they are never reported.
 
+use core::intrinsics::{AtomicOrdering, atomic_xadd, atomic_xsub};
+
 use aya_ebpf::EbpfContext as _;
 use aya_ebpf::helpers::{
     bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
@@ -47,7 +49,16 @@ pub struct Event {
 #[inline(always)]
 pub fn event(ctx: &ProbeContext, role: Role) -> Option<Event> {
     count(counter::HITS + role as u32);
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    full_event(ctx, current_tgid())
+}
+
+#[inline(always)]
+fn current_tgid() -> u32 {
+    (bpf_get_current_pid_tgid() >> 32) as u32
+}
+
+#[inline(always)]
+fn full_event(ctx: &ProbeContext, tgid: u32) -> Option<Event> {
     // SAFETY: the context is the probe's own; the helper only reads the link's cookie.
     let binary = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
     // SAFETY: a map value of plain integers.
@@ -62,6 +73,24 @@ pub fn event(ctx: &ProbeContext, role: Role) -> Option<Event> {
         cfg,
         stack: goabi::stack_start(ctx),
     })
+}
+
+/// A write or growth probe: counts the hit and returns the event only when `map` may have an
+/// iteration in progress. Most writes go to maps nobody is ranging over; they cost one lookup
+/// and never read the goroutine, the clock or the settings.
+#[inline(always)]
+pub fn write_event(ctx: &ProbeContext, role: Role, map: u64) -> Option<(Event, *mut MapState)> {
+    count(counter::HITS + role as u32);
+    if map == 0 {
+        return None;
+    }
+    let tgid = current_tgid();
+    let ms = MAPS.get_ptr_mut(MapKey { tgid, _pad: 0, map })?;
+    // SAFETY: valid map value pointer for the duration of the program.
+    if unsafe { (*ms).live } == 0 {
+        return None;
+    }
+    Some((full_event(ctx, tgid)?, ms))
 }
 
 #[inline(always)]
@@ -194,22 +223,31 @@ fn resolve_pending(e: &Event) {
     }
 }
 
-/// `for … range m` begins (classic `mapiterinit`, Swiss `(*Iter).Init`).
+/// `for … range m` begins (classic `mapiterinit`, Swiss `(*Iter).Init`). Probed only in the
+/// low-overhead mode: otherwise the first step marks the start.
 #[inline(always)]
 pub fn iter_start(e: &Event, map: u64, it: u64) {
     resolve_pending(e);
     if map == 0 {
         return; // ranging over a nil map: no iteration at all
     }
+    if read_u64(map + e.cfg.map_count as u64) == Some(0) {
+        // Nothing to visit: the range body never runs, and the step function's finished exit
+        // may not even see the map (Swiss leaves `it.m` nil), so the entry would linger.
+        return;
+    }
     let Some(ms) = map_state(e, map, true) else {
         return;
     };
-    begin_iteration(e, &iter_key(e, map), ms, it);
+    let key = iter_key(e, map);
+    let replaces = ITERS.get_ptr_mut(key).is_some();
+    begin_iteration(e, &key, ms, it, replaces);
 }
 
-/// Tracks an iteration from now on: writes before this point never overlap it.
+/// Tracks an iteration from now on: writes before this point never overlap it. `replaces`: this
+/// goroutine's entry for the map, left by a range that ended or was left by `break`, is reused.
 #[inline(always)]
-fn begin_iteration(e: &Event, key: &IterKey, ms: *mut MapState, it: u64) {
+fn begin_iteration(e: &Event, key: &IterKey, ms: *mut MapState, it: u64, replaces: bool) {
     // SAFETY: valid map value pointer.
     let seen_seq = unsafe { (*ms).write_seq };
     let st = IterState {
@@ -220,7 +258,38 @@ fn begin_iteration(e: &Event, key: &IterKey, ms: *mut MapState, it: u64) {
     };
     if ITERS.insert(key, st, 0).is_err() {
         count(counter::ITERS_FULL);
+        return;
     }
+    if !replaces {
+        // SAFETY: as above. Atomic: other CPUs update the same count (a BPF atomic add; the
+        // `core::sync::atomic` types offer no read-modify-write on this target).
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*ms).live, 1) };
+    }
+}
+
+/// Forgets an iteration known to have ended, so writes to its map stop being recorded once no
+/// other iteration of it is live.
+#[inline(always)]
+fn end_iteration(key: &IterKey, ms: *mut MapState) {
+    if ITERS.remove(key).is_ok() {
+        // SAFETY: valid map value pointer; only a removal that succeeded lowers the count, so
+        // it never goes below the entries that exist.
+        unsafe {
+            if (*ms).live > 0 {
+                atomic_xsub::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*ms).live, 1);
+            }
+        }
+    }
+}
+
+/// True when the iterator at `it` has run to its end over `map`: the runtime sets its key to
+/// nil then, and never while a range is still visiting entries. A moved or reused iterator
+/// reads as anything else, so at worst an ended iteration is recognised late.
+#[inline(always)]
+fn iteration_ended(e: &Event, it: u64, map: u64) -> bool {
+    it != 0
+        && read_u64(it + e.cfg.iter_map as u64) == Some(map)
+        && read_u64(it + e.cfg.iter_key as u64) == Some(0)
 }
 
 /// An iterator steps (classic `mapiternext`, Swiss `(*Iter).Next`): report what overlapped
@@ -238,11 +307,51 @@ pub fn iter_step(e: &Event, it: u64) {
         return;
     };
     let ikey = iter_key(e, map);
-    let Some(st) = ITERS.get_ptr_mut(ikey) else {
+    let existing = ITERS.get_ptr_mut(ikey);
+    if read_u64(it + e.cfg.iter_key as u64) == Some(0) {
+        // The first step of a range: iterators start zeroed and their key is never nil at a
+        // later step, so this is where the iteration begins, with no probe on its start.
+        begin_iteration(e, &ikey, ms, it, existing.is_some());
+        return;
+    }
+    let Some(st) = existing else {
         // An iteration that began before we attached (or was swept): track it from here.
-        begin_iteration(e, &ikey, ms, it);
+        begin_iteration(e, &ikey, ms, it, false);
         return;
     };
+    report_overlaps(e, map, it, ms, st);
+    // SAFETY: valid map value pointers for the duration of the program.
+    unsafe {
+        (*st).it = it;
+        (*ms).last_it = it;
+        (*ms).last_goid = e.goid;
+    }
+}
+
+/// The low-overhead mode's end of a range (an "iteration finished" exit of the step function,
+/// `it` read from the register the site names): reports what overlapped the whole range, then
+/// forgets it.
+#[inline(always)]
+pub fn iter_end(e: &Event, it: u64) {
+    resolve_pending(e);
+    let Some(map) = read_u64(it + e.cfg.iter_map as u64).filter(|&m| m != 0) else {
+        return;
+    };
+    let Some(ms) = map_state(e, map, false) else {
+        return;
+    };
+    let ikey = iter_key(e, map);
+    let Some(st) = ITERS.get_ptr_mut(ikey) else {
+        return;
+    };
+    report_overlaps(e, map, it, ms, st);
+    end_iteration(&ikey, ms);
+}
+
+/// Emits a finding for each kind of write that overlapped the iteration `st` of `map` since it
+/// last reported (its previous step, or its start), and starts the next interval.
+#[inline(always)]
+fn report_overlaps(e: &Event, map: u64, it: u64, ms: *mut MapState, st: *mut IterState) {
     // SAFETY: valid map value pointers for the duration of the program.
     unsafe {
         let seen = (*st).seen_seq;
@@ -327,7 +436,6 @@ pub fn iter_step(e: &Event, it: u64) {
         (*st).flags = 0;
         (*st).self_deletes_other = 0;
         (*st).seen_seq = now_seq;
-        (*st).it = it;
         (*st).last_step_ns = e.now;
         (*ms).last_step_ns = e.now;
     }
@@ -349,20 +457,43 @@ pub enum Key {
 
 /// A write (assign, delete, clear) to `map`.
 #[inline(always)]
-pub fn write(e: &Event, map: u64, op: Op, key: Key) {
-    resolve_pending(e);
-    if map == 0 {
+pub fn write(ctx: &ProbeContext, role: Role, map: u64, op: Op, key: Key) {
+    let Some((e, ms)) = write_event(ctx, role, map) else {
         return;
-    }
+    };
+    let e = &e;
+    resolve_pending(e);
     let growing = e.cfg.map_impl == MAP_IMPL_CLASSIC
         && read_u64(map + e.cfg.map_oldbuckets as u64).is_some_and(|old| old != 0);
     if growing {
         count(counter::WRITES_DURING_GROWTH);
     }
-    // Maps nobody has ranged over are the common case: one lookup and out.
-    let Some(ms) = map_state(e, map, false) else {
-        return;
-    };
+    let ikey = iter_key(e, map);
+    let mut own = ITERS.get_ptr_mut(ikey);
+    // SAFETY: valid map value pointers for the duration of the program.
+    unsafe {
+        if let Some(st) = own
+            && iteration_ended(e, (*st).it, map)
+        {
+            end_iteration(&ikey, ms);
+            own = None;
+            if (*ms).last_goid == e.goid {
+                (*ms).last_it = 0;
+            }
+        }
+        let (last_it, last_goid) = ((*ms).last_it, (*ms).last_goid);
+        if last_goid != e.goid && iteration_ended(e, last_it, map) {
+            (*ms).last_it = 0;
+            let theirs = IterKey {
+                goid: last_goid,
+                ..ikey
+            };
+            end_iteration(&theirs, ms);
+        }
+        if (*ms).live == 0 {
+            return; // every iteration of the map has ended: no step can follow this write
+        }
+    }
     // A tracked map's writes may become findings; their stacks are only available now.
     let stack = stack::capture(e);
     let this = SelfWrite { ns: e.now, stack };
@@ -381,7 +512,7 @@ pub fn write(e: &Event, map: u64, op: Op, key: Key) {
                 growing: growing as u32,
             };
         }
-        let Some(st) = ITERS.get_ptr_mut(iter_key(e, map)) else {
+        let Some(st) = own else {
             return;
         };
         if growing {
@@ -418,13 +549,13 @@ pub fn write(e: &Event, map: u64, op: Op, key: Key) {
 /// Growth of `map` (classic `hashGrow`; Swiss `growToTable`, `(*table).grow`/`split`), inside an
 /// assign of this goroutine: mark that write as growing the map.
 #[inline(always)]
-pub fn grow(e: &Event, map: u64) {
+pub fn grow(ctx: &ProbeContext, map: u64) {
+    let Some((e, ms)) = write_event(ctx, Role::Grow, map) else {
+        return;
+    };
     if e.cfg.map_impl != MAP_IMPL_CLASSIC {
         count(counter::WRITES_DURING_GROWTH);
     }
-    let Some(ms) = map_state(e, map, false) else {
-        return;
-    };
     // SAFETY: valid map value pointers.
     unsafe {
         let mut best = WRITE_RING;
@@ -439,7 +570,7 @@ pub fn grow(e: &Event, map: u64) {
         if best < WRITE_RING {
             (*ms).ring[best].growing = 1;
         }
-        if let Some(st) = ITERS.get_ptr_mut(iter_key(e, map)) {
+        if let Some(st) = ITERS.get_ptr_mut(iter_key(&e, map)) {
             (*st).flags |= SELF_GREW;
         }
     }
@@ -515,19 +646,24 @@ fn bytes_differ(a: u64, b: u64, len: usize) -> bool {
     if len == 0 || len > KEY_BYTES {
         return false;
     }
-    let mut x = [0u8; KEY_BYTES];
-    let mut y = [0u8; KEY_BYTES];
-    // SAFETY: faults are caught by the helper; len is bounded by KEY_BYTES.
+    // Compared a word at a time: a 64-step byte loop costs the verifier hundreds of ms per
+    // inlined copy, which is most of the time it takes to attach. Bytes past `len` stay zero
+    // in both buffers, so whole words compare exactly.
+    let mut x = [0u64; KEY_BYTES / 8];
+    let mut y = [0u64; KEY_BYTES / 8];
+    // SAFETY: faults are caught by the helper; len is bounded by KEY_BYTES, the buffers' size.
     let ok = unsafe {
-        bpf_probe_read_user_buf(a as *const u8, &mut x[..len]).is_ok()
-            && bpf_probe_read_user_buf(b as *const u8, &mut y[..len]).is_ok()
+        let xb = core::slice::from_raw_parts_mut(x.as_mut_ptr().cast::<u8>(), KEY_BYTES);
+        let yb = core::slice::from_raw_parts_mut(y.as_mut_ptr().cast::<u8>(), KEY_BYTES);
+        bpf_probe_read_user_buf(a as *const u8, &mut xb[..len]).is_ok()
+            && bpf_probe_read_user_buf(b as *const u8, &mut yb[..len]).is_ok()
     };
     if !ok {
         return false;
     }
     let mut differ = false;
-    for i in 0..KEY_BYTES {
-        if i < len && x[i] != y[i] {
+    for i in 0..KEY_BYTES / 8 {
+        if x[i] != y[i] {
             differ = true;
         }
     }

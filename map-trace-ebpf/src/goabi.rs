@@ -41,16 +41,67 @@ pub fn g(ctx: &ProbeContext) -> u64 {
     unsafe { (*ctx.regs).regs[28] }
 }
 
+/// General register `n` (encoding order: RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8–R15), as
+/// named by an end site's attach cookie. A match, because context fields must be read at
+/// constant offsets.
+#[cfg(bpf_target_arch = "x86_64")]
+#[inline(always)]
+pub fn reg(ctx: &ProbeContext, n: u64) -> u64 {
+    // SAFETY: as above.
+    let r = unsafe { &*ctx.regs };
+    match n {
+        0 => r.rax,
+        1 => r.rcx,
+        2 => r.rdx,
+        3 => r.rbx,
+        4 => r.rsp,
+        5 => r.rbp,
+        6 => r.rsi,
+        7 => r.rdi,
+        8 => r.r8,
+        9 => r.r9,
+        10 => r.r10,
+        11 => r.r11,
+        12 => r.r12,
+        13 => r.r13,
+        14 => r.r14,
+        15 => r.r15,
+        _ => 0,
+    }
+}
+
+/// X`n`, as named by an end site's attach cookie.
+#[cfg(bpf_target_arch = "aarch64")]
+#[inline(always)]
+pub fn reg(ctx: &ProbeContext, n: u64) -> u64 {
+    // SAFETY: as above.
+    let r = unsafe { &*ctx.regs };
+    macro_rules! pick {
+        ($($i:literal)*) => {
+            match n {
+                $($i => r.regs[$i],)*
+                _ => 0,
+            }
+        };
+    }
+    pick!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30)
+}
+
 /// Where a stack walk starts at a probe placed before the function's own prologue has run:
 /// the caller's call site (`ret`: its address on the stack on amd64, the link register itself on
 /// arm64) and the caller's frame pointer, whose record `[fp] = caller's fp, [fp+8] = return
 /// address` holds every frame above it on both architectures.
+///
+/// Inside a function whose prologue has run (`inside`), the frame pointer register is the
+/// function's own record, so the walk starts there and its first return address is the call
+/// site in the caller.
 pub struct StackStart {
     #[cfg(bpf_target_arch = "x86_64")]
     pub sp: u64,
     #[cfg(bpf_target_arch = "aarch64")]
     pub lr: u64,
     pub fp: u64,
+    pub inside: bool,
 }
 
 #[cfg(bpf_target_arch = "x86_64")]
@@ -61,6 +112,7 @@ pub fn stack_start(ctx: &ProbeContext) -> StackStart {
     StackStart {
         sp: r.rsp,
         fp: r.rbp,
+        inside: false,
     }
 }
 
@@ -72,6 +124,7 @@ pub fn stack_start(ctx: &ProbeContext) -> StackStart {
     StackStart {
         lr: r.regs[30],
         fp: r.regs[29],
+        inside: false,
     }
 }
 

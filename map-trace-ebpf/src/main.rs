@@ -2,6 +2,9 @@
 //! them to `correlate`. Which program goes on which runtime function is decided by the daemon's
 //! probe plan (map-trace/src/plan.rs).
 #![no_std]
+// BPF atomic add/sub on shared map values (see correlate::begin_iteration).
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 #![no_main]
 
 mod correlate;
@@ -9,7 +12,8 @@ mod goabi;
 mod maps;
 mod stack;
 
-use aya_ebpf::helpers::bpf_get_current_pid_tgid;
+use aya_ebpf::EbpfContext as _;
+use aya_ebpf::helpers::{bpf_get_attach_cookie, bpf_get_current_pid_tgid};
 use aya_ebpf::macros::{raw_tracepoint, uprobe};
 use aya_ebpf::programs::{ProbeContext, RawTracePointContext};
 use correlate::{Key, event};
@@ -44,117 +48,100 @@ pub fn iter_step(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// Low-overhead mode: just after `it.key = nil` on a finished path of `mapiternext` /
+/// `(*Iter).Next` (map-trace/src/target/iter_end.rs). The attach cookie's high half names the
+/// register that holds the iterator there.
+#[uprobe]
+pub fn iter_end(ctx: ProbeContext) -> u32 {
+    if let Some(mut e) = event(&ctx, Role::IterEnd) {
+        // SAFETY: the helper only reads the link's cookie.
+        let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+        // Mid-function: the frame pointer is the step function's own record.
+        e.stack.inside = true;
+        correlate::iter_end(&e, goabi::reg(&ctx, cookie >> 32));
+    }
+    0
+}
+
 /// `runtime.mapassign*(t, m, key)` (both implementations)
 #[uprobe]
 pub fn assign(ctx: ProbeContext) -> u32 {
-    if let Some(e) = event(&ctx, Role::Assign) {
-        correlate::write(&e, arg(&ctx, 1), Op::Assign, Key::None);
-    }
+    correlate::write(&ctx, Role::Assign, arg(&ctx, 1), Op::Assign, Key::None);
     0
 }
 
 /// classic `runtime.mapdelete(t, h, &key)`
 #[uprobe]
 pub fn delete_classic(ctx: ProbeContext) -> u32 {
-    if let Some(e) = event(&ctx, Role::Delete) {
-        correlate::write(
-            &e,
-            arg(&ctx, 1),
-            Op::Delete,
-            Key::Ptr(arg(&ctx, 2), arg(&ctx, 0)),
-        );
-    }
+    let key = Key::Ptr(arg(&ctx, 2), arg(&ctx, 0));
+    correlate::write(&ctx, Role::Delete, arg(&ctx, 1), Op::Delete, key);
     0
 }
 
 /// classic `runtime.mapdelete_fast32(t, h, key)`
 #[uprobe]
 pub fn delete_fast32(ctx: ProbeContext) -> u32 {
-    if let Some(e) = event(&ctx, Role::Delete) {
-        correlate::write(&e, arg(&ctx, 1), Op::Delete, Key::U32(arg(&ctx, 2)));
-    }
+    let key = Key::U32(arg(&ctx, 2));
+    correlate::write(&ctx, Role::Delete, arg(&ctx, 1), Op::Delete, key);
     0
 }
 
 /// classic `runtime.mapdelete_fast64(t, h, key)`
 #[uprobe]
 pub fn delete_fast64(ctx: ProbeContext) -> u32 {
-    if let Some(e) = event(&ctx, Role::Delete) {
-        correlate::write(&e, arg(&ctx, 1), Op::Delete, Key::U64(arg(&ctx, 2)));
-    }
+    let key = Key::U64(arg(&ctx, 2));
+    correlate::write(&ctx, Role::Delete, arg(&ctx, 1), Op::Delete, key);
     0
 }
 
 /// classic `runtime.mapdelete_faststr(t, h, s)`: the string in two registers
 #[uprobe]
 pub fn delete_faststr(ctx: ProbeContext) -> u32 {
-    if let Some(e) = event(&ctx, Role::Delete) {
-        correlate::write(
-            &e,
-            arg(&ctx, 1),
-            Op::Delete,
-            Key::Str(arg(&ctx, 2), arg(&ctx, 3)),
-        );
-    }
+    let key = Key::Str(arg(&ctx, 2), arg(&ctx, 3));
+    correlate::write(&ctx, Role::Delete, arg(&ctx, 1), Op::Delete, key);
     0
 }
 
 /// Swiss `maps.(*Map).Delete(m, typ, &key)`
 #[uprobe]
 pub fn delete_swiss(ctx: ProbeContext) -> u32 {
-    if let Some(e) = event(&ctx, Role::Delete) {
-        correlate::write(
-            &e,
-            arg(&ctx, 0),
-            Op::Delete,
-            Key::Ptr(arg(&ctx, 2), arg(&ctx, 1)),
-        );
-    }
+    let key = Key::Ptr(arg(&ctx, 2), arg(&ctx, 1));
+    correlate::write(&ctx, Role::Delete, arg(&ctx, 0), Op::Delete, key);
     0
 }
 
 /// classic `runtime.mapclear(t, h)`
 #[uprobe]
 pub fn clear_classic(ctx: ProbeContext) -> u32 {
-    if let Some(e) = event(&ctx, Role::Clear) {
-        correlate::write(&e, arg(&ctx, 1), Op::Clear, Key::None);
-    }
+    correlate::write(&ctx, Role::Clear, arg(&ctx, 1), Op::Clear, Key::None);
     0
 }
 
 /// Swiss `maps.(*Map).Clear(m, typ)`
 #[uprobe]
 pub fn clear_swiss(ctx: ProbeContext) -> u32 {
-    if let Some(e) = event(&ctx, Role::Clear) {
-        correlate::write(&e, arg(&ctx, 0), Op::Clear, Key::None);
-    }
+    correlate::write(&ctx, Role::Clear, arg(&ctx, 0), Op::Clear, Key::None);
     0
 }
 
 /// classic `runtime.hashGrow(t, h)`
 #[uprobe]
 pub fn grow_classic(ctx: ProbeContext) -> u32 {
-    if let Some(e) = event(&ctx, Role::Grow) {
-        correlate::grow(&e, arg(&ctx, 1));
-    }
+    correlate::grow(&ctx, arg(&ctx, 1));
     0
 }
 
 /// Swiss `maps.(*Map).growToTable(m, typ)`
 #[uprobe]
 pub fn grow_swiss_map(ctx: ProbeContext) -> u32 {
-    if let Some(e) = event(&ctx, Role::Grow) {
-        correlate::grow(&e, arg(&ctx, 0));
-    }
+    correlate::grow(&ctx, arg(&ctx, 0));
     0
 }
 
 /// Swiss `maps.(*table).grow(t, typ, m, capacity)` and `split(t, typ, m)`
 #[uprobe]
 pub fn grow_swiss_table(ctx: ProbeContext) -> u32 {
-    if let Some(e) = event(&ctx, Role::Grow) {
-        correlate::grow(&e, arg(&ctx, 2));
-    }
+    correlate::grow(&ctx, arg(&ctx, 2));
     0
 }
 

@@ -19,22 +19,28 @@ const BPF_NOEXIST: u64 = 1;
 /// The `STACKS` key of the current stack, or 0 when it could not be captured.
 #[inline(always)]
 pub fn capture(e: &Event) -> u64 {
-    let Some(ret) = goabi::return_address(&e.stack) else {
-        count(counter::STACKS_UNREADABLE);
-        return 0;
-    };
     let Some(s) = STACK_SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
     // SAFETY: a per-CPU map value; programs are not preempted on their CPU.
     let s = unsafe { &mut *s };
+    let mut h = hash_step(HASH_SEED, e.tgid as u64);
+    let mut len = 0u32;
+    if !e.stack.inside {
+        let Some(ret) = goabi::return_address(&e.stack) else {
+            count(counter::STACKS_UNREADABLE);
+            return 0;
+        };
+        s.pcs[0] = ret;
+        h = hash_step(h, ret);
+        len = 1;
+    }
     count(counter::STACKS);
-    s.pcs[0] = ret;
-    let mut h = hash_step(hash_step(HASH_SEED, e.tgid as u64), ret);
-    let mut len = 1u32;
     let mut fp = e.stack.fp;
-    for i in 1..MAX_STACK_DEPTH {
-        if fp == 0 {
+    let first = len as usize;
+    for i in 0..MAX_STACK_DEPTH {
+        let slot = i + first;
+        if fp == 0 || slot >= MAX_STACK_DEPTH {
             break;
         }
         // SAFETY: faults are caught by the helper.
@@ -47,8 +53,8 @@ pub fn capture(e: &Event) -> u64 {
             fp = 0;
             break;
         }
-        s.pcs[i] = pc;
-        len = i as u32 + 1;
+        s.pcs[slot] = pc;
+        len = slot as u32 + 1;
         h = hash_step(h, pc);
         // Frames sit at increasing addresses; anything else is a broken chain, not a frame.
         fp = if next > fp { next } else { 0 };
@@ -61,7 +67,11 @@ pub fn capture(e: &Event) -> u64 {
         count(counter::STACKS_TRUNCATED);
     }
     let key = if h == 0 { 1 } else { h };
-    // Fails harmlessly when the stack is already stored.
-    let _ = STACKS.insert(key, s, BPF_NOEXIST);
+    // The same few stacks recur at every write of a loop: a lookup is much cheaper than an LRU
+    // insert that finds the key taken.
+    // SAFETY: only tests presence.
+    if unsafe { STACKS.get(key) }.is_none() {
+        let _ = STACKS.insert(key, s, BPF_NOEXIST);
+    }
     key
 }

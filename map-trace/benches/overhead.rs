@@ -15,6 +15,7 @@ use aya::Ebpf;
 use aya::maps::PerCpuArray;
 use aya::programs::UProbe;
 use aya::programs::uprobe::UProbeScope;
+use map_trace::plan::IterationMode;
 use map_trace::target::analysis::GoTarget;
 use map_trace::trace::attach;
 use map_trace_common::event::counter;
@@ -57,6 +58,11 @@ fn run() -> Result<(), String> {
         ("assign", &[Role::Assign][..], 2_000_000),
         ("delete", &[Role::Delete, Role::Assign][..], 1_000_000),
         ("range", &[Role::IterStep][..], 2_000_000),
+        (
+            "update_in_range",
+            &[Role::IterStep, Role::Assign][..],
+            1_000_000,
+        ),
     ] {
         probes.push(probe_cost(&workload, &target, mode, roles, n)?);
     }
@@ -161,8 +167,15 @@ fn setup(bin: &Path, t: &GoTarget, roles: &[Role], how: Setup) -> Result<Attache
             let mut ebpf = attach::load().map_err(|x| e(&x))?;
             attach::write_config(&mut ebpf, t, 1).map_err(|x| e(&x))?;
             // The links detach when the Ebpf that owns their programs is dropped.
-            attach::attach_binary(&mut ebpf, t, 1, bin, UProbeScope::AllProcesses)
-                .map_err(|x| e(&x))?;
+            attach::attach_binary(
+                &mut ebpf,
+                t,
+                1,
+                bin,
+                UProbeScope::AllProcesses,
+                IterationMode::Steps,
+            )
+            .map_err(|x| e(&x))?;
             Ok(Attached { ebpf: Some(ebpf) })
         }
     }
@@ -347,7 +360,8 @@ fn traced_run(
 /// Map-runtime calls of one request of the service workload, counted from its source: the
 /// decoded request (4 keys: 4 assigns), the counter update (1 assign), the response literal
 /// (4 assigns), the range over the 4 headers and json.Marshal's range over the 4-key
-/// response (each 1 iteration start and 4 steps).
+/// response (each 1 start, which takes the first step itself, and 4 more steps, the last
+/// finding the end).
 const SERVICE_MAP_CALLS_PER_REQUEST: f64 = 19.0;
 
 /// Items 3, 4 and 5 on the service workload: traced vs plain vs -race, traps per map call,
@@ -355,15 +369,11 @@ const SERVICE_MAP_CALLS_PER_REQUEST: f64 = 19.0;
 fn service_cost(bin: &Path, race: &Path, daemon: &Path, requests: u64) -> Result<Value, String> {
     let n = requests.to_string();
     let args = ["-mode", "service", "-n", n.as_str()];
-    let (mut plain, mut raced, mut traced) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut cpu_share, mut rss_kb, mut traps) = (Vec::new(), 0u64, Vec::new());
-    for _ in 0..ROUNDS {
-        plain.push(workload_run(bin, &args)?.1 as f64);
-        raced.push(workload_run(race, &args)?.1 as f64);
-        let run = traced_run(bin, daemon, &args, &["--format", "json"], "probes attached")?;
-        traced.push(run.ns as f64);
-        cpu_share.push(run.cpu_share);
-        rss_kb = rss_kb.max(run.rss_kb);
+    let (mut plain, mut raced, mut traced, mut light) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut cpu_share, mut rss_kb, mut traps, mut light_traps) =
+        (Vec::new(), 0u64, Vec::new(), Vec::new());
+    let traps_of = |run: &TracedRun| {
         let hits: u64 = run
             .hits_line
             .split(':')
@@ -372,9 +382,21 @@ fn service_cost(bin: &Path, race: &Path, daemon: &Path, requests: u64) -> Result
             .split(',')
             .filter_map(|kv| kv.split_whitespace().nth(1)?.parse::<u64>().ok())
             .sum();
-        traps.push(hits as f64 / (requests as f64 * SERVICE_MAP_CALLS_PER_REQUEST));
+        hits as f64 / (requests as f64 * SERVICE_MAP_CALLS_PER_REQUEST)
+    };
+    for _ in 0..ROUNDS {
+        plain.push(workload_run(bin, &args)?.1 as f64);
+        raced.push(workload_run(race, &args)?.1 as f64);
+        let run = traced_run(bin, daemon, &args, &["--format", "json"], "probes attached")?;
+        traced.push(run.ns as f64);
+        cpu_share.push(run.cpu_share);
+        rss_kb = rss_kb.max(run.rss_kb);
+        traps.push(traps_of(&run));
+        let run = traced_run(bin, daemon, &args, &["--low-overhead"], "probes attached")?;
+        light.push(run.ns as f64);
+        light_traps.push(traps_of(&run));
     }
-    let (p, r, t) = (median(plain), median(raced), median(traced));
+    let (p, r, t, l) = (median(plain), median(raced), median(traced), median(light));
     Ok(json!({
         "requests": requests,
         "plain_ms": p / 1e6,
@@ -384,6 +406,11 @@ fn service_cost(bin: &Path, race: &Path, daemon: &Path, requests: u64) -> Result
         "race_over_plain": r / p,
         "overhead_vs_race": (t - p) / (r - p),
         "traps_per_map_call": median(traps),
+        "low_overhead": {
+            "traced_ms": l / 1e6,
+            "overhead_vs_race": (l - p) / (r - p),
+            "traps_per_map_call": median(light_traps),
+        },
         "map_calls_per_request": SERVICE_MAP_CALLS_PER_REQUEST,
         "daemon_cpu_share_of_a_core": median(cpu_share),
         "daemon_peak_rss_mb": rss_kb as f64 / 1024.0,
@@ -455,7 +482,7 @@ fn print_table(r: &Value) {
         r["rounds"]
     );
     println!(
-        "{:<8} {:>10} {:>8} {:>12} {:>12} {:>12} {:>10} {:>12}",
+        "{:<16} {:>10} {:>8} {:>12} {:>12} {:>12} {:>10} {:>12}",
         "loop",
         "plain ns",
         "traps",
@@ -467,7 +494,7 @@ fn print_table(r: &Value) {
     );
     for p in r["probe_cost"].as_array().into_iter().flatten() {
         println!(
-            "{:<8} {:>10.1} {:>8.3} {:>12.0} {:>12.0} {:>12.0} {:>10.2} {:>12.2}",
+            "{:<16} {:>10.1} {:>8.3} {:>12.0} {:>12.0} {:>12.0} {:>10.2} {:>12.2}",
             p["mode"].as_str().unwrap_or("?"),
             p["plain_ns_per_op"].as_f64().unwrap_or(0.0),
             p["traps_per_op"].as_f64().unwrap_or(0.0),
@@ -492,6 +519,13 @@ fn print_table(r: &Value) {
         "  (traced - plain) / (race - plain) = {:.3}   traps per map call = {:.3}",
         s["overhead_vs_race"].as_f64().unwrap_or(0.0),
         s["traps_per_map_call"].as_f64().unwrap_or(0.0),
+    );
+    let l = &s["low_overhead"];
+    println!(
+        "  --low-overhead: traced {:.1} ms; (traced - plain) / (race - plain) = {:.3}   traps per map call = {:.3}",
+        l["traced_ms"].as_f64().unwrap_or(0.0),
+        l["overhead_vs_race"].as_f64().unwrap_or(0.0),
+        l["traps_per_map_call"].as_f64().unwrap_or(0.0),
     );
     let d = &r["duty_cycle"];
     println!(

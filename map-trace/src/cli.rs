@@ -65,7 +65,13 @@ pub struct TraceArgs {
     /// and a race that keeps happening is still found within about one PERIOD.
     #[arg(long, value_name = "ON/PERIOD", value_parser = DutyCycle::parse)]
     pub duty_cycle: Option<DutyCycle>,
-    /// Read settings from this TOML file (keys: pid, exe, duration, format, metrics_addr, duty_cycle);
+    /// Observe each range only where it starts and where it runs to its end, not at every
+    /// step: much cheaper on range-heavy programs. Writes inside a range are reported when the
+    /// range finishes; ranges left early (break, return, panic) are never reported.
+    #[arg(long)]
+    pub low_overhead: bool,
+    /// Read settings from this TOML file (keys: pid, exe, duration, format, metrics_addr, duty_cycle,
+    /// low_overhead);
     /// flags given on the command line override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -84,6 +90,7 @@ impl TraceArgs {
             format: self.format,
             metrics_addr: self.metrics_addr,
             duty_cycle: self.duty_cycle,
+            low_overhead: self.low_overhead.then_some(true),
         }
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::plan::IterationMode;
 use crate::trace::Format;
 
 /// Where `--metrics-addr` with no value serves: loopback, never all interfaces.
@@ -28,6 +29,8 @@ pub struct FileConfig {
     pub metrics_addr: Option<String>,
     /// e.g. "1s/10s".
     pub duty_cycle: Option<String>,
+    /// Observe iterations by their start and end only (`--low-overhead`).
+    pub low_overhead: Option<bool>,
 }
 
 /// What the command line said; None/empty where it said nothing.
@@ -39,6 +42,7 @@ pub struct Flags {
     pub format: Option<Format>,
     pub metrics_addr: Option<SocketAddr>,
     pub duty_cycle: Option<DutyCycle>,
+    pub low_overhead: Option<bool>,
 }
 
 /// Probes attached for `on` out of every `period`, detached the rest of the time.
@@ -85,6 +89,7 @@ pub struct Settings {
     pub format: Format,
     pub metrics_addr: Option<SocketAddr>,
     pub duty_cycle: Option<DutyCycle>,
+    pub mode: IterationMode,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -178,6 +183,10 @@ pub fn merge(file: Option<(&Path, FileConfig)>, flags: Flags) -> Result<Settings
         format: flags.format.or(file.format).unwrap_or(Format::Human),
         metrics_addr: flags.metrics_addr.or(file_addr),
         duty_cycle: flags.duty_cycle.or(file_duty),
+        mode: match flags.low_overhead.or(file.low_overhead) {
+            Some(true) => IterationMode::Ends,
+            _ => IterationMode::Steps,
+        },
     };
     if settings.pids.contains(&0) {
         return Err(ConfigError::PidZero);
@@ -238,6 +247,14 @@ impl Settings {
                 ))
         ));
         s.push_str(&format!(
+            "iterations: {}\n",
+            match self.mode {
+                IterationMode::Steps => "every step probed (full)",
+                IterationMode::Ends =>
+                    "start and end probed only (low overhead; ranges left early are not seen)",
+            }
+        ));
+        s.push_str(&format!(
             "metrics: {}\n",
             self.metrics_addr
                 .map_or("off".into(), |a| format!("http://{a}/metrics"))
@@ -295,6 +312,7 @@ duration = "5m"
 format = "json"
 metrics_addr = "127.0.0.1:9464"
 duty_cycle = "1s/10s"
+low_overhead = true
 "#,
             Flags::default(),
         )
@@ -311,6 +329,7 @@ duty_cycle = "1s/10s"
                     on: Duration::from_secs(1),
                     period: Duration::from_secs(10),
                 }),
+                mode: IterationMode::Ends,
             }
         );
     }

@@ -9,6 +9,31 @@ use map_trace_common::probe::Role;
 
 use crate::target::{Function, MapImpl};
 
+/// How iterations are observed, which decides which iteration probes a session attaches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IterationMode {
+    /// A probe on every step of every iterator: an iteration is in progress between two steps,
+    /// and a write is confirmed as an overlap at the next step. The first step marks the start
+    /// (iterators start zeroed), so the start functions are not probed.
+    #[default]
+    Steps,
+    /// Probes on the start and on the step function's "iteration finished" exits only: a write
+    /// inside that window is reported when the range finishes. No trap per step; ranges left by
+    /// `break` (or `return`, `panic`) are never reported.
+    Ends,
+}
+
+impl IterationMode {
+    /// Whether a probe of this role is attached in this mode.
+    pub fn uses(self, role: Role) -> bool {
+        !matches!(
+            (self, role),
+            (IterationMode::Steps, Role::IterStart | Role::IterEnd)
+                | (IterationMode::Ends, Role::IterStep)
+        )
+    }
+}
+
 /// A function to probe, and the entry points that reach it (reported, not probed).
 pub struct ProbeSpec {
     pub role: Role,
@@ -298,6 +323,20 @@ mod tests {
         );
         assert!(p.absent.contains(&"internal/runtime/maps.(*Map).Clear"));
         assert!(p.warnings.is_empty());
+    }
+
+    #[test]
+    fn each_mode_attaches_only_the_iteration_probes_it_needs() {
+        use IterationMode::{Ends, Steps};
+        // The full mode starts an iteration at its first step; the low-overhead one never
+        // traps on steps.
+        assert!(!Steps.uses(Role::IterStart) && Steps.uses(Role::IterStep));
+        assert!(!Steps.uses(Role::IterEnd));
+        assert!(Ends.uses(Role::IterStart) && Ends.uses(Role::IterEnd));
+        assert!(!Ends.uses(Role::IterStep));
+        for role in [Role::Assign, Role::Delete, Role::Clear, Role::Grow] {
+            assert!(Steps.uses(role) && Ends.uses(role));
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ use map_trace::target::analysis::{GoTarget, OffsetsSource};
 use map_trace::target::elf::ElfImage;
 use map_trace::target::symbols::Symbols;
 use map_trace::target::{MapImpl, dwarf, offsets};
+use map_trace_common::probe::Role;
 
 fn assert_none(failures: &[String]) {
     assert!(
@@ -271,12 +272,22 @@ fn binary_facts_match_how_each_fixture_was_built() {
 
 /// One instruction of `go tool objdump` output.
 struct Insn {
+    /// `file.go:LINE` of the line table.
+    pos: String,
     addr: u64,
     text: String,
 }
 
 /// Instructions per function from one objdump run over all the probed functions.
 fn objdump(f: &Fixture, names: &[&str]) -> HashMap<String, Vec<Insn>> {
+    objdump_with_sources(f, names).0
+}
+
+/// `objdump`, and the source file each function's `TEXT` header names.
+fn objdump_with_sources(
+    f: &Fixture,
+    names: &[&str],
+) -> (HashMap<String, Vec<Insn>>, HashMap<String, String>) {
     let escaped: Vec<String> = names
         .iter()
         .map(|n| {
@@ -297,27 +308,33 @@ fn objdump(f: &Fixture, names: &[&str]) -> HashMap<String, Vec<Insn>> {
     let bin = if f.stripped { &f.twin } else { &f.path };
     let out = go_tool(f, &["objdump", "-s", &re, bin.to_str().unwrap()]);
     let mut funcs: HashMap<String, Vec<Insn>> = HashMap::new();
+    let mut sources = HashMap::new();
     let mut current = None;
     for line in out.lines() {
         if let Some(rest) = line.strip_prefix("TEXT ") {
-            current = rest.split("(SB)").next().map(str::to_string);
+            let mut parts = rest.split("(SB)");
+            current = parts.next().map(str::to_string);
+            if let (Some(name), Some(path)) = (&current, parts.next()) {
+                sources.insert(name.clone(), path.trim().to_string());
+            }
             continue;
         }
         // "  file.go:93\t0x40e2a0\t\t493b6610\t\tCMPQ SP, 0x10(R14)"
         let cols: Vec<&str> = line.split('\t').filter(|c| !c.is_empty()).collect();
-        if let (Some(name), [_, addr, _, text, ..]) = (&current, cols.as_slice())
+        if let (Some(name), [pos, addr, _, text, ..]) = (&current, cols.as_slice())
             && let Some(addr) = addr
                 .trim()
                 .strip_prefix("0x")
                 .and_then(|a| u64::from_str_radix(a, 16).ok())
         {
             funcs.entry(name.clone()).or_default().push(Insn {
+                pos: pos.trim().to_string(),
                 addr,
                 text: text.trim().to_string(),
             });
         }
     }
-    funcs
+    (funcs, sources)
 }
 
 fn is_stack_check(arch: &str, text: &str) -> bool {
@@ -355,7 +372,8 @@ fn attach_offsets_land_after_the_stack_check_branch_per_objdump() {
         let names: Vec<&str> = t.probes.iter().map(|p| p.function.name.as_str()).collect();
         let listing = objdump(f, &names);
         let mut bad = Vec::new();
-        for p in &t.probes {
+        // End sites sit mid-function by design (their own test is below).
+        for p in t.probes.iter().filter(|p| p.role != Role::IterEnd) {
             let Some(insns) = listing.get(&p.function.name) else {
                 bad.push(format!("{}: objdump has no {}", f.name, p.function.name));
                 continue;
@@ -407,4 +425,152 @@ fn attach_offsets_land_after_the_stack_check_branch_per_objdump() {
         bad
     });
     assert_none(&failures);
+}
+
+/// A register as objdump names it, in the numbering of `iter_end::EndSite::reg`.
+fn reg_number(arch: &str, name: &str) -> Option<u8> {
+    match arch {
+        "x86_64" => [
+            "AX", "CX", "DX", "BX", "SP", "BP", "SI", "DI", "R8", "R9", "R10", "R11", "R12", "R13",
+            "R14", "R15",
+        ]
+        .iter()
+        .position(|r| *r == name)
+        .map(|n| n as u8),
+        _ => name
+            .strip_prefix('R')?
+            .parse()
+            .ok()
+            .filter(|&n: &u8| n <= 30),
+    }
+}
+
+/// The zero store of `it.key = nil; it.elem = nil` and the iterator register it stores through.
+fn zero_store_base(arch: &str, text: &str) -> Option<u8> {
+    let rest = match arch {
+        "x86_64" => text.strip_prefix("MOVUPS X15, 0(")?,
+        _ => text.strip_prefix("STP (ZR, ZR), (")?,
+    };
+    reg_number(arch, rest.strip_suffix(')')?)
+}
+
+/// Where an unconditional jump goes: amd64 objdump prints the address, arm64 `N(PC)` counted in
+/// instructions from the jump.
+fn jump_target(arch: &str, insn: &Insn) -> Option<u64> {
+    let operand = insn.text.strip_prefix("JMP ")?;
+    match arch {
+        "x86_64" => u64::from_str_radix(operand.strip_prefix("0x")?, 16).ok(),
+        _ => {
+            let n: i64 = operand.strip_suffix("(PC)")?.parse().ok()?;
+            Some(insn.addr.wrapping_add_signed(n * 4))
+        }
+    }
+}
+
+/// The low-overhead mode's end sites, checked against Go's line table and the runtime sources:
+/// every line of the step function that reads `it.key = nil` has its zero store, every site is
+/// the instruction after one (or the join its jump goes to), and names the store's register.
+#[test]
+fn iteration_end_sites_follow_every_it_key_nil_per_objdump_and_the_sources() {
+    let fixtures = common::fixtures();
+    let failures = check_all(&fixtures, |f| {
+        let t = match analyze(f) {
+            Ok(t) => t,
+            Err(e) => return vec![e],
+        };
+        let Some(step) = t.probes.iter().find(|p| p.role == Role::IterStep) else {
+            return vec![format!("{}: no step probe", f.name)];
+        };
+        let name = step.function.name.as_str();
+        let (listing, sources) = objdump_with_sources(f, &[name]);
+        let Some(insns) = listing.get(name) else {
+            return vec![format!("{}: objdump has no {name}", f.name)];
+        };
+        // Go 1.19's objdump prints no lines for PIE builds: there every zero store of the key
+        // must have its site, and the sources cannot say more.
+        let lineless = insns.iter().all(|i| i.pos.starts_with(':'));
+        let path = match sources.get(name).filter(|p| !p.is_empty()) {
+            Some(p) => p.clone(),
+            None => {
+                let base = insns[0].pos.split(':').next().unwrap_or_default();
+                ["src/runtime", "src/internal/runtime/maps"]
+                    .iter()
+                    .map(|d| f.goroot.join(d).join(base))
+                    .find(|p| p.exists())
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            }
+        };
+        let source = match std::fs::read_to_string(&path) {
+            Ok(s) => s,
+            Err(_) if lineless => String::new(),
+            Err(e) => return vec![format!("{}: {path}: {e}", f.name)],
+        };
+        let file = path.rsplit('/').next().unwrap_or_default();
+        // The one store that clears key and elem is attributed to either line (Go 1.19: elem's).
+        let lines: Vec<&str> = source.lines().collect();
+        let key_lines: Vec<usize> = (0..lines.len())
+            .filter(|&n| lines[n].trim() == "it.key = nil")
+            .collect();
+        let line_of = |pos: &str| -> Option<usize> {
+            if lineless {
+                return Some(0);
+            }
+            let (f, n) = pos.split_once(':')?;
+            let n: usize = n.parse().ok()?;
+            let n = n.checked_sub(1)?;
+            (f == file)
+                .then(|| {
+                    key_lines
+                        .iter()
+                        .find(|&&k| k == n || (k + 1 == n && lines[n].trim() == "it.elem = nil"))
+                        .copied()
+                })
+                .flatten()
+        };
+        let mut bad = Vec::new();
+        let mut want = Vec::new();
+        let mut covered = std::collections::BTreeSet::new();
+        for (i, insn) in insns.iter().enumerate() {
+            let Some(key_line) = line_of(&insn.pos) else {
+                continue;
+            };
+            let Some(reg) = zero_store_base(&f.arch, &insn.text) else {
+                continue;
+            };
+            covered.insert(key_line);
+            let Some(next) = insns.get(i + 1) else {
+                bad.push(format!("{}: zero store at the end of {name}", f.name));
+                continue;
+            };
+            let at = jump_target(&f.arch, next).unwrap_or(next.addr);
+            want.push((at - step.function.entry, reg));
+        }
+        let used: std::collections::BTreeSet<usize> =
+            insns.iter().filter_map(|i| line_of(&i.pos)).collect();
+        if used.is_empty() || used.len() != covered.len() {
+            bad.push(format!(
+                "{}: `it.key = nil` at {used:?} in {name}, zero stores found for {covered:?}",
+                f.name
+            ));
+        }
+        let mut got: Vec<(u64, u8)> = t
+            .probes
+            .iter()
+            .filter(|p| p.role == Role::IterEnd)
+            .map(|p| (p.attach.offset, p.reg.unwrap_or(u8::MAX)))
+            .collect();
+        got.sort();
+        want.sort();
+        want.dedup();
+        if got != want {
+            bad.push(format!(
+                "{}: end sites {got:x?}, objdump and the sources say {want:x?}",
+                f.name
+            ));
+        }
+        bad
+    });
+    assert_none(&failures);
+    eprintln!("end sites checked on {} fixtures", fixtures.len());
 }

@@ -9,9 +9,9 @@ use super::elf::{ElfFacts, ElfImage};
 use super::offsets::{self, RuntimeOffsets};
 use super::prologue::{self, AttachPoint};
 use super::symbols::{SymbolSource, Symbols};
-use super::{Arch, Function, MapImpl, dwarf, mapimpl};
+use super::{Arch, Function, MapImpl, dwarf, iter_end, mapimpl};
 use crate::error::TargetError;
-use crate::plan;
+use crate::plan::{self, IterationMode};
 
 /// Oldest Go releases with the register ABI our probes read (arguments in registers, g in
 /// R14/R28): Go 1.17 on amd64 and 1.18 on arm64.
@@ -43,6 +43,28 @@ pub struct ProbeTarget {
     pub file_offset: u64,
     pub attach: AttachPoint,
     pub via: Vec<String>,
+    /// The register holding the iterator at an `IterEnd` site (see `iter_end::EndSite`).
+    pub reg: Option<u8>,
+}
+
+impl GoTarget {
+    /// The probes a session observing iterations in `mode` attaches. A binary whose step
+    /// function shows no "finished" exit (see `iter_end`) is observed step by step even in the
+    /// low-overhead mode: its ranges could not be seen to end.
+    pub fn probes_for(&self, mode: IterationMode) -> impl Iterator<Item = &ProbeTarget> {
+        let mode = self.effective_mode(mode);
+        self.probes.iter().filter(move |p| mode.uses(p.role))
+    }
+
+    /// `mode`, or the full mode where the low-overhead one cannot work for this binary.
+    pub fn effective_mode(&self, mode: IterationMode) -> IterationMode {
+        match mode {
+            IterationMode::Ends if !self.probes.iter().any(|p| p.role == Role::IterEnd) => {
+                IterationMode::Steps
+            }
+            m => m,
+        }
+    }
 }
 
 impl ProbeTarget {
@@ -142,9 +164,34 @@ impl GoTarget {
                 program: p.program,
                 file_offset: image.file_offset(f.entry)?,
                 attach: prologue::attach_point(elf.arch, code, f.entry),
-                function: p.function,
+                function: p.function.clone(),
                 via: p.via,
+                reg: None,
             });
+            if p.role == Role::IterStep {
+                let key = offsets.iter_key();
+                let sites = iter_end::end_sites(elf.arch, code, f.entry, key);
+                if sites.is_empty() {
+                    warnings.push(format!(
+                        "no \"iteration finished\" exit found in {}: --low-overhead falls back to probing every step",
+                        f.name
+                    ));
+                }
+                for site in sites {
+                    probes.push(ProbeTarget {
+                        role: Role::IterEnd,
+                        program: "iter_end",
+                        file_offset: image.file_offset(f.entry)?,
+                        attach: AttachPoint {
+                            offset: site.offset,
+                            fallback_reason: None,
+                        },
+                        function: p.function.clone(),
+                        via: Vec::new(),
+                        reg: Some(site.reg),
+                    });
+                }
+            }
         }
         Ok(GoTarget {
             path,

@@ -11,6 +11,7 @@ pub mod dwarf;
 pub mod elf;
 pub mod exe_match;
 pub mod gotypes;
+pub mod iter_end;
 pub mod mapimpl;
 pub mod offsets;
 pub mod pclntab;

@@ -66,6 +66,16 @@ pub struct SwissOffsets {
     pub table_index: u64,
 }
 
+impl RuntimeOffsets {
+    /// The iterator's key pointer (`hiter.key` / `Iter.key`), nil once a range has ended.
+    pub fn iter_key(&self) -> u64 {
+        match &self.map {
+            MapOffsets::Classic(c) => c.hiter_key,
+            MapOffsets::Swiss(s) => s.iter_key,
+        }
+    }
+}
+
 /// Go releases whose layouts were measured; the table answers exactly for these.
 pub const KNOWN_MINORS: [u32; 8] = [19, 21, 22, 23, 24, 25, 26, 27];
 

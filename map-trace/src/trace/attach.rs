@@ -8,6 +8,7 @@ use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkI
 use aya::programs::{RawTracePoint, UProbe};
 use map_trace_common::config::{MAP_IMPL_CLASSIC, MAP_IMPL_SWISS, ProcConfig};
 
+use crate::plan::IterationMode;
 use crate::target::analysis::{GoTarget, ProbeTarget};
 use crate::target::offsets::MapOffsets;
 
@@ -154,9 +155,10 @@ pub fn attach_binary(
     binary: u32,
     exe: &Path,
     scope: UProbeScope,
+    mode: IterationMode,
 ) -> Result<Vec<Link>, AttachError> {
     let mut links = Vec::with_capacity(t.probes.len());
-    for probe in &t.probes {
+    for probe in t.probes_for(mode) {
         match attach_one(ebpf, probe, binary, exe, scope) {
             Ok(link) => links.push(link),
             Err(e) => {
@@ -189,7 +191,9 @@ fn attach_one(
     }
     let point = UProbeAttachPoint {
         location: UProbeAttachLocation::AbsoluteOffset(probe.uprobe_offset()),
-        cookie: Some(u64::from(binary)),
+        // The low half names the binary; an end site's probe finds the iterator in the
+        // register named by the high half.
+        cookie: Some(u64::from(binary) | u64::from(probe.reg.unwrap_or(0)) << 32),
     };
     let id = p
         .attach(point, exe, scope)

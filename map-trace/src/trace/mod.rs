@@ -105,7 +105,7 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
     let mut resolver = Resolver::new(stacks);
     let (exits_tx, mut exits) = tokio::sync::mpsc::unbounded_channel();
     let specs: Vec<ExeSpec> = opts.exes.iter().cloned().map(ExeSpec::new).collect();
-    let mut targets = Targets::new(specs, exits_tx);
+    let mut targets = Targets::new(specs, exits_tx, opts.mode);
     // Exec notices first, then the /proc scan: a process started in between is seen twice
     // (harmless), never missed.
     let mut execs = if targets.watches_executables() {

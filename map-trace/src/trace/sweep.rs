@@ -33,9 +33,12 @@ pub fn forget_processes(ebpf: &mut Ebpf, dead: &HashSet<u32>) {
     remove_where::<GoKey, PendingAssign>(ebpf, "PENDING", |k, _| dead.contains(&k.tgid));
 }
 
-/// Drops every iteration and pending insert check, for all processes.
+/// Drops every iteration, pending insert check and tracked map, for all processes. The maps go
+/// too: each counts its live iterations, and a count left without its iterations would only
+/// make their writes slower.
 pub fn forget_iterations(ebpf: &mut Ebpf) {
     remove_where::<IterKey, IterState>(ebpf, "ITERS", |_, _| true);
+    remove_where::<MapKey, MapState>(ebpf, "MAPS", |_, _| true);
     remove_where::<GoKey, PendingAssign>(ebpf, "PENDING", |_, _| true);
 }
 

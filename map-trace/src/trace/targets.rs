@@ -22,6 +22,7 @@ use super::resolve::{BinaryInfo, ProcessInfo, Resolver};
 use super::{TraceError, sweep};
 use crate::error::TargetError;
 use crate::metrics::AttachFailure;
+use crate::plan::IterationMode;
 use crate::target::analysis::GoTarget;
 use crate::target::elf::{ElfImage, Segments};
 use crate::target::exe_match::{ExeSpec, FileId};
@@ -79,10 +80,11 @@ pub struct Targets {
     suspended: bool,
     /// Exited processes whose kernel entries are still to be removed (`reap`).
     dead: HashSet<u32>,
+    mode: IterationMode,
 }
 
 impl Targets {
-    pub fn new(specs: Vec<ExeSpec>, exits: UnboundedSender<u32>) -> Self {
+    pub fn new(specs: Vec<ExeSpec>, exits: UnboundedSender<u32>, mode: IterationMode) -> Self {
         Targets {
             specs,
             binaries: HashMap::new(),
@@ -92,6 +94,7 @@ impl Targets {
             exits,
             suspended: false,
             dead: HashSet::new(),
+            mode,
         }
     }
 
@@ -161,8 +164,8 @@ impl Targets {
         let mut msg = format!(
             "watching {} ({}): {} probes attached for every process of this file",
             path.display(),
-            describe(&b.target),
-            b.target.probes.len()
+            describe(&b.target, self.mode),
+            b.target.probes_for(self.mode).count()
         );
         for w in warnings(b) {
             msg.push_str(&format!("\nmap-trace: warning: {w}"));
@@ -218,8 +221,8 @@ impl Targets {
                 let attached = Attached {
                     pid,
                     exe: proc.exe,
-                    description: describe(&b.target),
-                    probes: b.target.probes.len(),
+                    description: describe(&b.target, self.mode),
+                    probes: b.target.probes_for(self.mode).count(),
                     shared: b.shared.is_some(),
                     warnings: if new { warnings(b) } else { Vec::new() },
                 };
@@ -271,7 +274,7 @@ impl Targets {
             None => {
                 let scope = std::num::NonZeroU32::new(pid)
                     .map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
-                attach::attach_binary(ebpf, &b.target, b.id, host_path, scope)?
+                attach::attach_binary(ebpf, &b.target, b.id, host_path, scope, self.mode)?
             }
         };
         resolver.add_process(pid, ProcessInfo::new(pid, b.info.clone(), bias));
@@ -332,7 +335,14 @@ impl Targets {
         }
         b.shared = Some(match self.suspended {
             true => Vec::new(),
-            false => attach::attach_binary(ebpf, &b.target, b.id, path, UProbeScope::AllProcesses)?,
+            false => attach::attach_binary(
+                ebpf,
+                &b.target,
+                b.id,
+                path,
+                UProbeScope::AllProcesses,
+                self.mode,
+            )?,
         });
         for p in self.procs.values_mut().filter(|p| p.file == file) {
             attach::detach(ebpf, std::mem::take(&mut p.links));
@@ -453,8 +463,14 @@ impl Targets {
             );
             let mut last = None;
             for path in paths {
-                match attach::attach_binary(ebpf, &b.target, b.id, &path, UProbeScope::AllProcesses)
-                {
+                match attach::attach_binary(
+                    ebpf,
+                    &b.target,
+                    b.id,
+                    &path,
+                    UProbeScope::AllProcesses,
+                    self.mode,
+                ) {
                     Ok(l) => {
                         *links = l;
                         last = None;
@@ -474,7 +490,7 @@ impl Targets {
             }
             let scope = std::num::NonZeroU32::new(pid)
                 .map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
-            match attach::attach_binary(ebpf, &b.target, b.id, &p.path, scope) {
+            match attach::attach_binary(ebpf, &b.target, b.id, &p.path, scope, self.mode) {
                 Ok(l) => p.links = l,
                 Err(e) => errors.push(format!("pid {pid}: {e}")),
             }
@@ -528,8 +544,17 @@ pub fn failure_reason(e: &TraceError) -> AttachFailure {
     }
 }
 
-fn describe(t: &GoTarget) -> String {
-    format!("{} {} {} maps", t.version, t.elf.arch, t.map_impl.name())
+fn describe(t: &GoTarget, mode: IterationMode) -> String {
+    let how = match t.effective_mode(mode) {
+        IterationMode::Steps => "",
+        IterationMode::Ends => ", low overhead: each range seen at its start and end",
+    };
+    format!(
+        "{} {} {} maps{how}",
+        t.version,
+        t.elf.arch,
+        t.map_impl.name()
+    )
 }
 
 fn warnings(b: &Binary) -> Vec<String> {

@@ -49,6 +49,20 @@ func rangeLoop(m map[uint64]int, n int) {
 	}
 }
 
+// updateInRange updates every key of m during its own range (defined behaviour, never
+// reported): each op is one iteration step and one assign to a map with an iteration in
+// progress, the path on which map-trace records the write and its stack.
+//
+//go:noinline
+func updateInRange(m map[uint64]int, n int) {
+	for i := 0; i < n; {
+		for k := range m {
+			m[k] = i
+			i++
+		}
+	}
+}
+
 // request is what one call of the service does with maps, as a typical JSON API handler.
 type service struct {
 	routes   map[string]string
@@ -100,7 +114,7 @@ func serve(requests, workers int) {
 }
 
 func main() {
-	mode := flag.String("mode", "assign", "assign | delete | range | service")
+	mode := flag.String("mode", "assign", "assign | delete | range | update_in_range | service")
 	n := flag.Int("n", 1_000_000, "map operations (assign, delete, range steps) or requests (service)")
 	workers := flag.Int("workers", 4, "service: goroutines serving requests")
 	wait := flag.Bool("wait", false, "read a line on stdin before working (lets a tracer attach first)")
@@ -111,14 +125,12 @@ func main() {
 	}
 	m := make(map[uint64]int)
 	switch *mode {
-	case "assign":
-		// Ranged over once, so map-trace tracks it: every write then takes the tracked path.
+	case "assign", "delete":
+		// Ranged over once, to the end: map-trace has seen the map, but no iteration of it is in
+		// progress, as for most writes of a real program.
 		assignLoop(m, 1024)
 		rangeLoop(m, 1)
-	case "delete":
-		assignLoop(m, 1024)
-		rangeLoop(m, 1)
-	case "range":
+	case "range", "update_in_range":
 		assignLoop(m, 1024)
 	case "service":
 	default:
@@ -133,6 +145,8 @@ func main() {
 		deleteLoop(m, *n)
 	case "range":
 		rangeLoop(m, *n)
+	case "update_in_range":
+		updateInRange(m, *n)
 	case "service":
 		serve(*n, *workers)
 	}
