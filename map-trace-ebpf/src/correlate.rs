@@ -651,14 +651,14 @@ fn bytes_differ(a: u64, b: u64, len: usize) -> bool {
     // in both buffers, so whole words compare exactly.
     let mut x = [0u64; KEY_BYTES / 8];
     let mut y = [0u64; KEY_BYTES / 8];
-    // SAFETY: faults are caught by the helper; len is bounded by KEY_BYTES, the buffers' size.
-    let ok = unsafe {
-        let xb = core::slice::from_raw_parts_mut(x.as_mut_ptr().cast::<u8>(), KEY_BYTES);
-        let yb = core::slice::from_raw_parts_mut(y.as_mut_ptr().cast::<u8>(), KEY_BYTES);
-        bpf_probe_read_user_buf(a as *const u8, &mut xb[..len]).is_ok()
-            && bpf_probe_read_user_buf(b as *const u8, &mut yb[..len]).is_ok()
+    // SAFETY: byte views of the two word buffers, KEY_BYTES long.
+    let (xb, yb) = unsafe {
+        (
+            &mut *x.as_mut_ptr().cast::<[u8; KEY_BYTES]>(),
+            &mut *y.as_mut_ptr().cast::<[u8; KEY_BYTES]>(),
+        )
     };
-    if !ok {
+    if !read_key(a, xb, len) || !read_key(b, yb, len) {
         return false;
     }
     let mut differ = false;
@@ -668,4 +668,20 @@ fn bytes_differ(a: u64, b: u64, len: usize) -> bool {
         }
     }
     differ
+}
+
+/// Reads `len` bytes of a key, bounding `len` in the very register the helper gets. Kernels
+/// before 6.8 ("bpf: Track spilled unbounded scalars") turn an unbounded scalar spilled to the
+/// stack into STACK_MISC, so a bounds check made on one reload of `len` does not cover the
+/// next: 6.1 rejected `delete_swiss` with "R2 min value is negative". The volatile reload
+/// keeps LLVM from dropping this check as redundant with the caller's.
+#[inline(always)]
+fn read_key(src: u64, buf: &mut [u8; KEY_BYTES], len: usize) -> bool {
+    // SAFETY: reads a local.
+    let len = unsafe { core::ptr::read_volatile(&len) };
+    if len == 0 || len > KEY_BYTES {
+        return false;
+    }
+    // SAFETY: faults are caught by the helper; len is bounded by KEY_BYTES.
+    unsafe { bpf_probe_read_user_buf(src as *const u8, &mut buf[..len]).is_ok() }
 }
