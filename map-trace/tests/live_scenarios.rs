@@ -11,38 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::markers::{Expected, Markers, Site};
+use common::markers::Markers;
+use common::scenarios::{Build, CW, EXPECTED, SINCE, check_findings, check_sites, kinds_of};
 use common::{Fixture, Reaped, check_all};
-
-const CW: &str = "concurrent_write_during_iteration";
-const INSERT: &str = "insert_during_iteration";
-const DELETE_OTHER: &str = "delete_other_during_iteration";
-const CLEAR: &str = "clear_during_iteration";
-
-/// Each scenario of testdata/go/scenarios and the exact kinds it must produce.
-const EXPECTED: &[(&str, &[&str])] = &[
-    ("cross_delete_u64", &[CW]),
-    ("cross_insert_str", &[CW]),
-    ("cross_update_struct", &[CW]),
-    ("cross_clear_ptr", &[CW]),
-    ("json_marshal_race", &[CW]),
-    ("self_insert", &[INSERT]),
-    ("self_delete_other", &[DELETE_OTHER]),
-    ("self_delete_current", &[]),
-    ("self_update_existing", &[]),
-    ("self_clear", &[CLEAR]),
-    ("break_then_write", &[]),
-    ("loop_finished_then_write", &[]),
-    ("rwmutex", &[]),
-    ("channel_handoff", &[]),
-    ("grow_during_iteration", &[INSERT]),
-    ("nested_two_maps", &[]),
-    ("reflect_cross_write", &[CW]),
-    ("reflect_self_delete", &[DELETE_OTHER]),
-];
-
-/// Scenarios that exist only from some Go release on (they use newer APIs), as (name, minor).
-const SINCE: &[(&str, u32, &[&str])] = &[("reflect_self_clear", 21, &[CLEAR])];
 
 /// Waits for a child with a deadline; returns its exit code (None: killed by a signal).
 fn wait_timeout(child: &mut Child, limit: Duration) -> Result<Option<i32>, String> {
@@ -157,10 +128,7 @@ pub fn run_scenario_expecting(
         .lines()
         .map(|l| serde_json::from_str(l).map_err(|e| format!("bad JSON line {l:?}: {e}")))
         .collect::<Result<_, _>>()?;
-    let kinds = findings
-        .iter()
-        .map(|v| v["kind"].as_str().unwrap_or("?").to_string())
-        .collect();
+    let kinds = kinds_of(&findings);
     Ok(Run {
         kinds,
         findings,
@@ -169,96 +137,7 @@ pub fn run_scenario_expecting(
 }
 
 fn minor(f: &Fixture) -> u32 {
-    f.go_version
-        .split('.')
-        .nth(1)
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(0)
-}
-
-/// The site a stack names: its first frame in package main (library frames such as reflect's
-/// or encoding/json's may come first, runtime frames never).
-fn site_of(stack: &serde_json::Value) -> Result<Site, String> {
-    let frames = stack.as_array().ok_or("stack is not an array")?;
-    let first = frames.first().ok_or("empty stack")?;
-    let name = first["function"].as_str().unwrap_or_default();
-    if name.starts_with("runtime.") || name.starts_with("internal/runtime/") {
-        return Err(format!("first frame is the runtime's: {first}"));
-    }
-    let main = frames
-        .iter()
-        .find(|fr| {
-            fr["function"]
-                .as_str()
-                .is_some_and(|n| n.starts_with("main."))
-        })
-        .ok_or("no frame in package main")?;
-    Ok(Site {
-        function: main["function"].as_str().unwrap_or_default().into(),
-        file: main["file"].as_str().unwrap_or_default().into(),
-        line: main["line"].as_u64().unwrap_or(0) as u32,
-    })
-}
-
-/// Every finding names a marked write line, a marked range statement and a marked map type,
-/// and every marker is named by some finding.
-fn check_sites(
-    f: &Fixture,
-    scenario: &str,
-    findings: &[serde_json::Value],
-    exp: &Expected,
-) -> Vec<String> {
-    let mut bad = Vec::new();
-    let (mut writes, mut ranges, mut types) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
-    for v in findings {
-        let ty = v["map_type"].as_str().unwrap_or_default().to_string();
-        if !exp.types.contains(&ty) {
-            bad.push(format!(
-                "{} {scenario}: map type {ty:?}, expected one of {:?}",
-                f.name, exp.types
-            ));
-        }
-        types.insert(ty);
-        for (key, want, got) in [
-            ("writer_stack", &exp.writes, &mut writes),
-            ("iterator_stack", &exp.ranges, &mut ranges),
-        ] {
-            match site_of(&v[key]) {
-                Ok(site) if want.contains(&site) => {
-                    got.insert(site);
-                }
-                Ok(site) => bad.push(format!(
-                    "{} {scenario}: {key} names {site:?}, expected one of {want:?}\n{v}",
-                    f.name
-                )),
-                Err(e) => bad.push(format!("{} {scenario}: {key}: {e}\n{v}", f.name)),
-            }
-        }
-        let id = v["finding_id"].as_str().unwrap_or_default();
-        if id.len() != 16 || v["count"].as_u64().unwrap_or(0) == 0 {
-            bad.push(format!("{} {scenario}: bad finding_id/count: {v}", f.name));
-        }
-    }
-    if !findings.is_empty() {
-        for (what, want, got) in [
-            ("write", &exp.writes, &writes),
-            ("range", &exp.ranges, &ranges),
-        ] {
-            for missing in want.difference(got) {
-                bad.push(format!(
-                    "{} {scenario}: no finding names the {what} at {missing:?}",
-                    f.name
-                ));
-            }
-        }
-        for missing in exp.types.difference(&types) {
-            bad.push(format!(
-                "{} {scenario}: no finding names type {missing}",
-                f.name
-            ));
-        }
-    }
-    bad
+    common::scenarios::go_minor(&f.go_version)
 }
 
 fn check(f: &Fixture, scenario: &str, expected: &[&str]) -> Vec<String> {
@@ -271,58 +150,12 @@ fn check_with(f: &Fixture, scenario: &str, expected: &[&str], args: &[&str]) -> 
         Ok(r) => r,
         Err(e) => return vec![format!("{} {scenario}: {e}", f.name)],
     };
-    let want: BTreeSet<String> = expected.iter().map(|s| s.to_string()).collect();
-    let mut bad = Vec::new();
-    if run.kinds != want {
-        bad.push(format!(
-            "{} {scenario}: kinds {:?}, expected {want:?}\n{}",
-            f.name, run.kinds, run.stderr
-        ));
-    }
-    for v in &run.findings {
-        for key in [
-            "kind",
-            "severity",
-            "op",
-            "map",
-            "writer_goid",
-            "iterator_goid",
-            "growing",
-            "pid",
-            "timestamp",
-            "map_type",
-            "writer_stack",
-            "iterator_stack",
-            "finding_id",
-            "count",
-        ] {
-            if v.get(key).is_none() {
-                bad.push(format!("{} {scenario}: finding lacks {key}: {v}", f.name));
-            }
-        }
-        let same = v["writer_goid"] == v["iterator_goid"];
-        let cross = v["kind"] == CW;
-        if same == cross {
-            bad.push(format!(
-                "{} {scenario}: writer/iterator goroutines inconsistent with kind: {v}",
-                f.name
-            ));
-        }
-    }
-    if scenario == "grow_during_iteration" && !run.findings.iter().any(|v| v["growing"] == true) {
-        bad.push(format!(
-            "{} {scenario}: no finding says the map was growing",
-            f.name
-        ));
-    }
-    let markers = Markers::load(&f.source_dir, minor(f));
-    bad.extend(check_sites(
-        f,
-        scenario,
-        &run.findings,
-        &markers.expected(scenario),
-    ));
-    bad
+    let build = Build {
+        name: &f.name,
+        source_dir: &f.source_dir,
+        minor: minor(f),
+    };
+    check_findings(&build, scenario, expected, &run.findings, &run.stderr)
 }
 
 /// Scenarios run on the PIE and cgo builds too (load bias, external linking).
@@ -489,7 +322,7 @@ fn findings_survive_the_target_dying_of_its_own_race() {
         // The process is gone by the time most findings are printed: they must still
         // symbolize, from the executable alone.
         let exp = Markers::load(&f.source_dir, minor(f)).expected("fatal_race");
-        let bad = check_sites(f, "fatal_race", &r.findings, &exp);
+        let bad = check_sites(&f.name, "fatal_race", &r.findings, &exp);
         if !bad.is_empty() {
             return bad;
         }
