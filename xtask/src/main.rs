@@ -8,6 +8,7 @@ mod paths;
 mod setup;
 mod test;
 mod toolchains;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -22,7 +23,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what is missing (Debian packages, rustup components, bpf-linker, Go toolchains). Needs root.
+    /// Install what is missing (Debian packages, rustup components and targets, bpf-linker, Go
+    /// toolchains, qemu with the VM tests' kernels and busybox). Needs root.
     Setup,
     /// Build the Go fixture matrix into target/fixtures and write target/fixtures/manifest.json.
     Fixtures {
@@ -30,7 +32,7 @@ enum Task {
         #[arg(long, value_name = "SUBSTRING")]
         only: Option<String>,
     },
-    /// The test command: setup, fixtures, fmt, clippy (host and eBPF), cargo test. Needs root.
+    /// The test command: setup, fixtures, fmt, clippy (host and eBPF), cargo test, VM tests. Needs root.
     Test {
         /// Passed to `cargo test`, e.g. `-- inspect` or `-p map-trace -- --nocapture`.
         #[arg(last = true)]
@@ -38,6 +40,17 @@ enum Task {
     },
     /// Build a Go program with the newest toolchain, start it and run map-trace on it. Needs root.
     Demo,
+    /// Boot emulated VMs (TCG) with Debian's kernels and run map-trace on the Go scenarios
+    /// inside them: arm64 on 6.12 and 6.1, x86_64 on 6.1 unless narrowed. Outputs stay in
+    /// target/vm/<arch>-<kernel>/. Needs `cargo xtask setup` and `cargo xtask fixtures`.
+    VmTest {
+        /// Only the VMs of this arch.
+        #[arg(long)]
+        arch: Option<vm::VmArch>,
+        /// Only the VMs with this kernel series.
+        #[arg(long)]
+        kernel: Option<vm::Series>,
+    },
     /// Measure map-trace's overhead (probe cost, traps per map call, cost to a service-like Go
     /// program vs -race, daemon CPU/RSS, attach time); writes target/bench/results.json. Needs root.
     Bench,
@@ -51,6 +64,20 @@ fn main() -> ExitCode {
         Task::Test { cargo_test_args } => test::run(&cargo_test_args).map(|()| ExitCode::SUCCESS),
         Task::Demo => demo::run(),
         Task::Bench => bench::run().map(|()| ExitCode::SUCCESS),
+        Task::VmTest { arch, kernel } => {
+            vm::run(arch, kernel, &fixtures::manifest_path()).map(|t| {
+                if t.failed == 0 {
+                    ExitCode::SUCCESS
+                } else {
+                    eprintln!(
+                        "xtask: {} of {} VM scenario runs failed",
+                        t.failed,
+                        t.failed + t.passed
+                    );
+                    ExitCode::FAILURE
+                }
+            })
+        }
     };
     match result {
         Ok(code) => code,
@@ -75,5 +102,17 @@ mod tests {
             panic!("not the test task")
         };
         assert_eq!(cargo_test_args, ["inspect", "--", "--nocapture"]);
+    }
+
+    #[test]
+    fn vm_test_narrows_the_matrix() {
+        let cli = Cli::try_parse_from(["xtask", "vm-test", "--arch", "aarch64", "--kernel", "6.1"])
+            .unwrap();
+        let Task::VmTest { arch, kernel } = cli.task else {
+            panic!("not vm-test")
+        };
+        assert_eq!(arch, Some(vm::VmArch::Aarch64));
+        assert_eq!(kernel, Some(vm::Series::V6_1));
+        assert!(Cli::try_parse_from(["xtask", "vm-test", "--kernel", "5.15"]).is_err());
     }
 }

@@ -10,11 +10,11 @@ use crate::cmd;
 use crate::toolchains::pins::{BPF_LINKER_VERSION, EBPF_LLVM_MAJOR, EBPF_TOOLCHAIN};
 use crate::toolchains::{GO_TOOLCHAINS, GoToolchain, Source};
 
-fn ok(item: &str) {
+pub(crate) fn ok(item: &str) {
     println!("ok   {item} (already there)");
 }
 
-fn done(item: &str) {
+pub(crate) fn done(item: &str) {
     println!("done {item} (installed)");
 }
 
@@ -27,6 +27,7 @@ pub fn run() -> Result<()> {
     rustup()?;
     bpf_linker()?;
     go_toolchains()?;
+    crate::vm::install::run()?;
     Ok(())
 }
 
@@ -64,7 +65,7 @@ fn apt_wanted() -> Vec<(String, &'static str)> {
 }
 
 /// Packages of `names` that dpkg reports as fully installed; one dpkg-query for all of them.
-fn dpkg_installed(names: &[&str]) -> Result<Vec<String>> {
+pub(crate) fn dpkg_installed(names: &[&str]) -> Result<Vec<String>> {
     // dpkg-query exits non-zero when any name is unknown, but still prints the known ones.
     let out = Command::new("dpkg-query")
         .args(["-W", "-f=${Package}\t${Status}\n"])
@@ -97,20 +98,8 @@ fn apt_packages() -> Result<()> {
         return Ok(());
     }
     println!("installing Debian packages: {}", missing.join(" "));
-    let fix = "check the network and `apt-get` output above, then rerun `cargo xtask setup`";
-    cmd::run(
-        Command::new("apt-get")
-            .args(["-o", "DPkg::Lock::Timeout=300", "update"])
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-        fix,
-    )?;
-    cmd::run(
-        Command::new("apt-get")
-            .args(["-o", "DPkg::Lock::Timeout=300", "install", "-y"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-        fix,
-    )?;
+    apt_get(&["update"], &[] as &[&str])?;
+    apt_get(&["install", "-y"], &missing)?;
     let installed = dpkg_installed(&missing)?;
     for n in &missing {
         if !installed.iter().any(|i| i == n) {
@@ -123,6 +112,18 @@ fn apt_packages() -> Result<()> {
         done(&format!("apt {n}"));
     }
     Ok(())
+}
+
+/// `apt-get ARGS PACKAGES`, non-interactive, waiting for another apt to finish.
+pub(crate) fn apt_get(args: &[&str], packages: &[impl AsRef<std::ffi::OsStr>]) -> Result<()> {
+    cmd::run(
+        Command::new("apt-get")
+            .args(["-o", "DPkg::Lock::Timeout=300"])
+            .args(args)
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        "check the network and `apt-get` output above, then rerun `cargo xtask setup`",
+    )
 }
 
 fn rustup() -> Result<()> {
@@ -158,6 +159,29 @@ fn rustup() -> Result<()> {
     components(Some(EBPF_TOOLCHAIN), &["rust-src", "clippy"], fix)?;
     // The workspace builds with whatever toolchain rustup picks here; `xtask test` lints with it.
     components(None, &["clippy", "rustfmt"], fix)?;
+    // Static daemons for the VM tests' guests, which have nothing but busybox.
+    targets(
+        &["aarch64-unknown-linux-musl", "x86_64-unknown-linux-musl"],
+        fix,
+    )?;
+    Ok(())
+}
+
+/// Rust targets of the toolchain that builds the workspace.
+fn targets(wanted: &[&str], fix: &str) -> Result<()> {
+    let installed = cmd::output(
+        Command::new("rustup").args(["target", "list", "--installed"]),
+        fix,
+    )?;
+    for t in wanted {
+        let item = format!("rustup target {t}");
+        if installed.lines().any(|l| l.trim() == *t) {
+            ok(&item);
+        } else {
+            cmd::run(Command::new("rustup").args(["target", "add", t]), fix)?;
+            done(&item);
+        }
+    }
     Ok(())
 }
 

@@ -1,0 +1,213 @@
+//! What runs inside a VM: the plan (which fixtures, which scenarios) and the `/init` script
+//! that carries it out with busybox and reports back over the serial console.
+//!
+//! One map-trace daemon (`--exe` per fixture) traces every scenario process: loading and
+//! verifying the eBPF programs is what costs under emulation, so it is paid once per VM. Then
+//! one `map-trace --pid` run covers that path. Outputs stay in a tmpfs until everything has
+//! run, then go out framed (serial.rs), so console noise cannot interleave with them.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+/// A Go scenarios binary and the scenarios to run on it.
+pub struct GuestFixture {
+    /// The manifest's name, e.g. `go1.27.3-arm64-default`; the file is `/fx/<name>`.
+    pub name: String,
+    pub host_path: PathBuf,
+    /// The sources it was built from (their `want:` markers) and its Go minor.
+    pub source_dir: PathBuf,
+    pub minor: u32,
+    /// Each scenario with the finding kinds it must produce.
+    pub scenarios: Vec<(&'static str, &'static [&'static str])>,
+}
+
+pub struct Plan {
+    pub fixtures: Vec<GuestFixture>,
+    /// (fixture name, scenario) traced with `map-trace --pid` after the daemon stopped.
+    pub pid_run: (String, &'static str),
+}
+
+/// Seconds a scenario process may take before busybox `timeout` kills it.
+const TARGET_TIMEOUT: u32 = 120;
+/// Tenths of a second to wait for the daemon's `probes attached` lines.
+const ATTACH_WAIT: u32 = 3000;
+/// Tenths of a second to wait for the daemon to say a target exited (its findings drained).
+const EXIT_WAIT: u32 = 100;
+
+pub fn guest_path(fixture: &str) -> String {
+    format!("/fx/{fixture}")
+}
+
+/// The `/init` of the guest, timeouts not yet filled in. Every file under /tmp/out reaches the host; `runs` has one line
+/// per scenario process: `n pid fixture scenario exit-code exited-seen start end`.
+fn init_script(plan: &Plan) -> String {
+    let mut s = String::from(INIT_HEAD);
+    let exes: Vec<String> = plan
+        .fixtures
+        .iter()
+        .map(|f| format!("--exe {}", guest_path(&f.name)))
+        .collect();
+    let _ = writeln!(
+        s,
+        "map-trace {} --format json > $O/daemon.out 2> $O/daemon.err &\nMT=$!",
+        exes.join(" ")
+    );
+    let _ = writeln!(
+        s,
+        "if await 'probes attached for every process' $O/daemon.err {} {ATTACH_WAIT}; then",
+        plan.fixtures.len()
+    );
+    s.push_str("  mark ATTACHED $(now)\n");
+    let mut n = 0;
+    for f in &plan.fixtures {
+        for (scenario, _) in &f.scenarios {
+            n += 1;
+            let _ = writeln!(s, "  run {n} {} {scenario}", f.name);
+        }
+    }
+    s.push_str("else\n  mark ATTACH-FAILED $(now)\nfi\n");
+    s.push_str(STOP_DAEMON);
+    let (fixture, scenario) = &plan.pid_run;
+    let _ = writeln!(s, "pid_run {} {scenario}", guest_path(fixture));
+    s.push_str(INIT_TAIL);
+    s
+}
+
+const INIT_HEAD: &str = r#"#!/bin/busybox sh
+# /init of a map-trace test VM, written by `cargo xtask vm-test`.
+/bin/busybox mkdir -p /proc /sys /dev /tmp
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mount -t tmpfs tmpfs /tmp
+mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
+mount -t bpf bpf /sys/fs/bpf 2>/dev/null
+# Kernel messages on the console would land between the framed results.
+echo 1 > /proc/sys/kernel/printk
+mark() { echo "@@MT:$*"; }
+now() { cut -d' ' -f1 /proc/uptime; }
+# await PATTERN FILE COUNT TENTHS: until FILE has COUNT lines with PATTERN, or TENTHS pass.
+await() {
+  i=0
+  while :; do
+    c=$(grep -c -- "$1" "$2" 2>/dev/null)
+    [ "${c:-0}" -ge "$3" ] && return 0
+    [ $i -ge "$4" ] && return 1
+    sleep 0.1
+    i=$((i+1))
+  done
+}
+mark BOOTED $(now) $(uname -r)
+O=/tmp/out
+mkdir -p $O
+uname -a > $O/uname
+echo go > /tmp/go
+# run N FIXTURE SCENARIO: the target reads "go" and runs at once; the daemon's probes are
+# attached to its file already. timeout execs the target in its own pid, so $! is the pid
+# findings carry.
+run() {
+  t=$(now)
+  timeout __TARGET_TIMEOUT__ /fx/$2 $3 < /tmp/go > $O/run-$2-$3.out 2> $O/run-$2-$3.err &
+  p=$!
+  wait $p
+  rc=$?
+  # Its findings are drained before the daemon says it exited.
+  if await "pid $p exited" $O/daemon.err 1 __EXIT_WAIT__; then seen=1; else seen=0; fi
+  echo "$1 $p $2 $3 $rc $seen $t $(now)" >> $O/runs
+  mark RUN $1 $2 $3 exit=$rc
+}
+# pid_run FIXTURE SCENARIO: map-trace --pid on a target that waits on a fifo until attached.
+pid_run() {
+  mkfifo /tmp/fifo
+  t=$(now)
+  # <> opens the fifo without blocking, so the target execs at once and blocks in read.
+  timeout __TARGET_TIMEOUT__ $1 $2 <> /tmp/fifo > $O/pid-target.out 2> $O/pid-target.err &
+  p=$!
+  # Until timeout has exec'd the target, /proc/$p/exe is busybox: not a Go program.
+  i=0
+  while [ "$(readlink /proc/$p/exe)" != "$1" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+  timeout 300 map-trace --pid $p --format json > $O/pid.out 2> $O/pid.err &
+  m=$!
+  if await 'probes attached' $O/pid.err 1 __ATTACH_WAIT__; then
+    echo go > /tmp/fifo
+  else
+    kill $p
+  fi
+  wait $p
+  echo $? > $O/pid-target.rc
+  wait $m
+  echo $? > $O/pid.rc
+  echo "$p $t $(now)" > $O/pid-run
+  mark PIDRUN $1 $2 exit=$(cat $O/pid-target.rc) map-trace=$(cat $O/pid.rc)
+}
+"#;
+
+const STOP_DAEMON: &str = r#"mark SCENARIOS-DONE $(now)
+kill -TERM $MT
+# A daemon that ignores SIGTERM must not hold the VM until the host's deadline.
+( sleep 60; kill -KILL $MT ) 2>/dev/null &
+W=$!
+wait $MT
+echo $? > $O/daemon.rc
+kill $W 2>/dev/null
+mark DAEMON-STOPPED $(now) exit=$(cat $O/daemon.rc)
+"#;
+
+const INIT_TAIL: &str = r#"mark DUMP $(now)
+for f in $O/*; do
+  b=${f##*/}
+  mark FILE $b $(wc -c < $f)
+  base64 $f | sed 's/^/@@MT:B /'
+  mark END $b
+done
+mark DONE $(now)
+poweroff -f
+"#;
+
+/// The script with its timeouts filled in.
+pub fn render(plan: &Plan) -> String {
+    init_script(plan)
+        .replace("__TARGET_TIMEOUT__", &TARGET_TIMEOUT.to_string())
+        .replace("__EXIT_WAIT__", &EXIT_WAIT.to_string())
+        .replace("__ATTACH_WAIT__", &ATTACH_WAIT.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_runs_every_scenario_once_under_one_daemon() {
+        let plan = Plan {
+            fixtures: vec![
+                GuestFixture {
+                    name: "go1.21.13-arm64-default".into(),
+                    host_path: "/x".into(),
+                    source_dir: "/s".into(),
+                    minor: 21,
+                    scenarios: vec![("self_insert", &[]), ("rwmutex", &[])],
+                },
+                GuestFixture {
+                    name: "go1.27.3-arm64-default".into(),
+                    host_path: "/y".into(),
+                    source_dir: "/s".into(),
+                    minor: 27,
+                    scenarios: vec![("self_clear", &[])],
+                },
+            ],
+            pid_run: ("go1.27.3-arm64-default".into(), "cross_delete_u64"),
+        };
+        let s = render(&plan);
+        assert!(s.contains(
+            "map-trace --exe /fx/go1.21.13-arm64-default --exe /fx/go1.27.3-arm64-default --format json"
+        ));
+        assert!(s.contains("process' $O/daemon.err 2 3000; then"));
+        assert!(s.contains("  run 1 go1.21.13-arm64-default self_insert\n"));
+        assert!(s.contains("  run 3 go1.27.3-arm64-default self_clear\n"));
+        assert!(s.contains("pid_run /fx/go1.27.3-arm64-default cross_delete_u64\n"));
+        assert!(!s.contains("__"), "a placeholder is left: {s}");
+        assert!(s.trim_end().ends_with("poweroff -f"));
+    }
+}

@@ -1,0 +1,353 @@
+//! Judges a VM's outputs, on the host, with the same checks live_scenarios.rs makes on host
+//! runs (tests/common/scenarios.rs): one outcome per scenario run, failed when it did not run.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::panic::AssertUnwindSafe;
+
+use super::guest::{GuestFixture, Plan};
+use super::scenarios::{Build, check_findings};
+use super::serial::Console;
+
+pub struct Outcome {
+    /// `go1.27.3-arm64-default self_insert`, or with ` (--pid)`.
+    pub label: String,
+    pub problems: Vec<String>,
+}
+
+impl Outcome {
+    pub fn passed(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// One line of the guest's `runs` file.
+#[derive(Debug, PartialEq)]
+struct Run {
+    pid: u64,
+    exit: i32,
+    /// The daemon said this pid exited (so it traced it, and drained its findings).
+    exit_seen: bool,
+}
+
+/// `n pid fixture scenario exit-code exited-seen start end` → (fixture, scenario) → Run.
+fn parse_runs(text: &str) -> BTreeMap<(String, String), Run> {
+    text.lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let [_, pid, fixture, scenario, exit, seen, ..] = w[..] else {
+                return None;
+            };
+            Some((
+                (fixture.to_string(), scenario.to_string()),
+                Run {
+                    pid: pid.parse().ok()?,
+                    exit: exit.parse().ok()?,
+                    exit_seen: seen == "1",
+                },
+            ))
+        })
+        .collect()
+}
+
+/// map-trace's JSON findings by pid, and the lines that were not JSON findings.
+fn parse_findings(text: &str) -> (BTreeMap<u64, Vec<serde_json::Value>>, Vec<String>) {
+    let mut by_pid: BTreeMap<u64, Vec<serde_json::Value>> = BTreeMap::new();
+    let mut bad = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(v) if v["pid"].is_u64() => by_pid
+                .entry(v["pid"].as_u64().expect("checked"))
+                .or_default()
+                .push(v),
+            _ => bad.push(line.to_string()),
+        }
+    }
+    (by_pid, bad)
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The shared checks; `Markers::load` panics on unreadable sources, which fails this run only.
+fn check(
+    f: &GuestFixture,
+    scenario: &str,
+    expected: &[&str],
+    findings: &[serde_json::Value],
+    log: &str,
+) -> Vec<String> {
+    let build = Build {
+        name: &f.name,
+        source_dir: &f.source_dir,
+        minor: f.minor,
+    };
+    std::panic::catch_unwind(AssertUnwindSafe(|| {
+        check_findings(&build, scenario, expected, findings, log)
+    }))
+    .unwrap_or_else(|_| {
+        vec![format!(
+            "{} {scenario}: cannot read the want: markers in {} (panic above)",
+            f.name,
+            f.source_dir.display()
+        )]
+    })
+}
+
+/// `unfinished` says why the guest may not have finished (deadline, qemu failure), if it did not.
+pub fn judge(plan: &Plan, console: &Console, unfinished: &str) -> Vec<Outcome> {
+    let mut everywhere = console.problems.clone();
+    if !console.done {
+        everywhere.push(unfinished.to_string());
+    }
+    let mut outcomes = daemon_runs(plan, console, &everywhere);
+    outcomes.push(pid_run(plan, console, everywhere));
+    outcomes
+}
+
+fn daemon_runs(plan: &Plan, console: &Console, everywhere: &[String]) -> Vec<Outcome> {
+    let runs = parse_runs(&console.text("runs"));
+    let (mut by_pid, bad_lines) = parse_findings(&console.text("daemon.out"));
+    let log = console.text("daemon.err");
+    let see_log = "(map-trace's stderr: guest/daemon.err)";
+    let mut daemon = everywhere.to_vec();
+    match console
+        .files
+        .get("daemon.rc")
+        .map(|b| String::from_utf8_lossy(b))
+    {
+        Some(rc) if rc.trim() == "0" => {}
+        rc => daemon.push(format!(
+            "the map-trace daemon exited {}: {}",
+            rc.as_deref().map_or("(never)", str::trim),
+            last_lines(&log, 5)
+        )),
+    }
+    if console.done && !log.contains("summary") {
+        daemon.push(format!("the daemon printed no summary {see_log}"));
+    }
+    for l in &bad_lines {
+        daemon.push(format!("the daemon printed a line that is no finding: {l}"));
+    }
+    let attach_failed = console.mark_args("ATTACH-FAILED").is_some();
+
+    let mut outcomes = Vec::new();
+    let mut claimed = BTreeSet::new();
+    for f in &plan.fixtures {
+        for (scenario, expected) in &f.scenarios {
+            let mut problems = daemon.clone();
+            match runs.get(&(f.name.clone(), scenario.to_string())) {
+                None if attach_failed => problems.push(format!(
+                    "did not run: map-trace did not attach: {}",
+                    last_lines(&log, 5)
+                )),
+                None => problems.push("did not run (see serial.log)".into()),
+                Some(r) => {
+                    claimed.insert(r.pid);
+                    let n = r.pid;
+                    let out = console.text(&run_file(f, scenario, "out"));
+                    if r.exit != 0 || out.trim() != "ok" {
+                        let err = console.text(&run_file(f, scenario, "err"));
+                        problems.push(format!(
+                            "target (pid {n}) exited {} under map-trace: {out}{err}",
+                            r.exit
+                        ));
+                    }
+                    if !r.exit_seen {
+                        problems.push(format!(
+                            "map-trace never said pid {n} exited: not traced, or its findings not drained {see_log}"
+                        ));
+                    }
+                    let findings = by_pid.remove(&r.pid).unwrap_or_default();
+                    problems.extend(check(f, scenario, expected, &findings, see_log));
+                }
+            }
+            outcomes.push(Outcome {
+                label: format!("{} {scenario}", f.name),
+                problems,
+            });
+        }
+    }
+    if !by_pid.is_empty() {
+        let pids: Vec<String> = by_pid.keys().map(u64::to_string).collect();
+        outcomes.push(Outcome {
+            label: "findings of no scenario process".into(),
+            problems: vec![format!(
+                "the daemon reported findings for pid(s) {} {see_log}",
+                pids.join(", ")
+            )],
+        });
+    }
+    outcomes
+}
+
+/// The guest's file for one run's target output (`out` or `err`).
+fn run_file(f: &GuestFixture, scenario: &str, ext: &str) -> String {
+    format!("run-{}-{scenario}.{ext}", f.name)
+}
+
+fn pid_run(plan: &Plan, console: &Console, mut problems: Vec<String>) -> Outcome {
+    let (fixture, scenario) = &plan.pid_run;
+    let label = format!("{fixture} {scenario} (--pid)");
+    let Some(f) = plan.fixtures.iter().find(|f| &f.name == fixture) else {
+        problems.push(format!("{fixture} is not in the plan"));
+        return Outcome { label, problems };
+    };
+    let expected = f
+        .scenarios
+        .iter()
+        .find(|(s, _)| s == scenario)
+        .map_or(&[][..], |(_, k)| *k);
+    let rc = |file: &str| console.text(file).trim().to_string();
+    let log = console.text("pid.err");
+    if !console.files.contains_key("pid-run") {
+        problems.push("did not run (see serial.log)".into());
+        return Outcome { label, problems };
+    }
+    let out = console.text("pid-target.out");
+    if rc("pid-target.rc") != "0" || out.trim() != "ok" {
+        problems.push(format!(
+            "target exited {} under map-trace --pid: {out}{}",
+            rc("pid-target.rc"),
+            console.text("pid-target.err")
+        ));
+    }
+    if rc("pid.rc") != "0" {
+        problems.push(format!("map-trace --pid exited {}: {log}", rc("pid.rc")));
+    }
+    if !log.contains("exited") || !log.contains("summary") {
+        problems.push(format!(
+            "map-trace --pid did not report the exit and a summary: {log}"
+        ));
+    }
+    let (by_pid, bad_lines) = parse_findings(&console.text("pid.out"));
+    for l in &bad_lines {
+        problems.push(format!(
+            "map-trace --pid printed a line that is no finding: {l}"
+        ));
+    }
+    let findings: Vec<serde_json::Value> = by_pid.into_values().flatten().collect();
+    problems.extend(check(f, scenario, expected, &findings, &log));
+    Outcome { label, problems }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_lines() {
+        let runs = parse_runs(
+            "1 140 go1.27.3-arm64-default self_insert 0 1 8.95 9.16\n\
+             2 150 go1.27.3-arm64-default rwmutex 124 0 9.20 9.30\n\
+             garbage\n",
+        );
+        assert_eq!(runs.len(), 2);
+        assert_eq!(
+            runs[&("go1.27.3-arm64-default".into(), "rwmutex".into())],
+            Run {
+                pid: 150,
+                exit: 124,
+                exit_seen: false
+            }
+        );
+    }
+
+    /// Judged against the committed scenario sources (their markers), with no findings: the
+    /// correct programs pass, the rest fail for the reason that applies.
+    #[test]
+    fn every_planned_run_is_judged_and_unrun_ones_fail() {
+        use crate::vm::scenarios::{CW, INSERT};
+        let fixture = "go1.27.3-arm64-default";
+        let plan = Plan {
+            fixtures: vec![GuestFixture {
+                name: fixture.into(),
+                host_path: "/unused".into(),
+                source_dir: crate::paths::go_programs_dir().join("scenarios"),
+                minor: 27,
+                scenarios: vec![
+                    ("rwmutex", &[]),
+                    ("self_insert", &[INSERT]),
+                    ("channel_handoff", &[]),
+                    ("break_then_write", &[]),
+                    ("cross_delete_u64", &[CW]),
+                ],
+            }],
+            pid_run: (fixture.into(), "rwmutex"),
+        };
+        let mut console = Console {
+            done: true,
+            ..Console::default()
+        };
+        let mut put = |name: &str, text: &str| {
+            console.files.insert(name.into(), text.as_bytes().to_vec());
+        };
+        put(
+            "runs",
+            &format!(
+                "1 10 {fixture} rwmutex 0 1 1 2\n2 11 {fixture} self_insert 0 1 2 3\n\
+                 3 12 {fixture} channel_handoff 2 1 3 4\n4 13 {fixture} cross_delete_u64 0 0 4 5\n"
+            ),
+        );
+        for s in [
+            "rwmutex",
+            "self_insert",
+            "channel_handoff",
+            "cross_delete_u64",
+        ] {
+            put(&format!("run-{fixture}-{s}.out"), "ok\n");
+        }
+        put("daemon.rc", "0\n");
+        put("daemon.err", "map-trace summary: 1 finding(s)\n");
+        put("daemon.out", "{\"kind\":\"x\",\"pid\":999}\n");
+        put("pid-run", "20 1 2\n");
+        put("pid-target.out", "ok\n");
+        put("pid-target.rc", "0\n");
+        put("pid.rc", "0\n");
+        put(
+            "pid.err",
+            "map-trace: pid 20 exited: detached\nmap-trace summary: 0\n",
+        );
+        put("pid.out", "");
+
+        let outcomes = judge(&plan, &console, "unfinished");
+        let by_label: BTreeMap<&str, &Outcome> =
+            outcomes.iter().map(|o| (o.label.as_str(), o)).collect();
+        let problems = |label: &str| by_label[label].problems.join("\n");
+        assert!(
+            by_label[&*format!("{fixture} rwmutex")].passed(),
+            "{}",
+            problems(&format!("{fixture} rwmutex"))
+        );
+        assert!(by_label[&*format!("{fixture} rwmutex (--pid)")].passed());
+        assert!(problems(&format!("{fixture} self_insert")).contains("kinds {}"));
+        assert!(problems(&format!("{fixture} channel_handoff")).contains("exited 2"));
+        assert!(problems(&format!("{fixture} break_then_write")).contains("did not run"));
+        assert!(
+            problems(&format!("{fixture} cross_delete_u64")).contains("never said pid 13 exited")
+        );
+        assert!(problems("findings of no scenario process").contains("999"));
+        assert_eq!(outcomes.len(), 7);
+
+        console.done = false;
+        let outcomes = judge(&plan, &console, "killed at the deadline");
+        let planned = outcomes.iter().filter(|o| o.label.starts_with(fixture));
+        assert!(planned.clone().count() == 6);
+        assert!(
+            planned
+                .clone()
+                .all(|o| o.problems.iter().any(|p| p == "killed at the deadline"))
+        );
+    }
+
+    #[test]
+    fn findings_by_pid() {
+        let (by_pid, bad) = parse_findings(
+            "{\"kind\":\"x\",\"pid\":140}\n\n{\"kind\":\"y\",\"pid\":140}\n{\"kind\":\"z\",\"pid\":7}\nnot json\n",
+        );
+        assert_eq!(by_pid[&140].len(), 2);
+        assert_eq!(by_pid[&7][0]["kind"], "z");
+        assert_eq!(bad, ["not json"]);
+    }
+}
