@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Context as _, Result, bail};
 
 use crate::toolchains::pins::EBPF_TOOLCHAIN;
-use crate::{cmd, fixtures, paths, setup};
+use crate::{cmd, fixtures, paths, setup, vm};
 
 /// Totals over every `test result:` line that cargo test printed.
 #[derive(Default, Debug, PartialEq, Eq)]
@@ -140,6 +140,20 @@ pub fn run(cargo_test_args: &[String]) -> Result<()> {
                 "`cargo test` failed ({status}): {} failed, {} passed; fix the failing tests above",
                 counts.failed,
                 counts.passed
+            );
+        }
+        Ok(())
+    })?;
+    step("vm", &mut || {
+        let t = vm::run(None, None, &manifest)?;
+        counts.passed += t.passed;
+        counts.failed += t.failed;
+        if t.failed > 0 {
+            println!("{}", counts.summary());
+            bail!(
+                "{} of {} VM scenario runs failed; see the FAIL lines above and target/vm/",
+                t.failed,
+                t.failed + t.passed
             );
         }
         Ok(())
