@@ -401,16 +401,22 @@ fn attach_offsets_land_after_the_stack_check_branch_per_objdump() {
                         ));
                         continue;
                     };
-                    let prev = &insns[idx - 1].text;
-                    if idx <= check || !is_branch_after_check(&f.arch, prev) {
+                    // arm64 probes go past the frame store that writes SP back (see
+                    // prologue::skip_writeback_store), and nothing else.
+                    let frame_store = f.arch == "aarch64"
+                        && idx >= 2
+                        && insns[idx - 1].text.starts_with("MOVD.W R30, -");
+                    let branch = if frame_store { idx - 2 } else { idx - 1 };
+                    let prev = &insns[branch].text;
+                    if branch < check || !is_branch_after_check(&f.arch, prev) {
                         bad.push(format!(
                             "{}: {}+{:#x} follows {prev:?}, not the stack-check branch",
                             f.name, p.function.name, p.attach.offset
                         ));
                     }
                     // Nothing between the check and our point but the check's own compare and
-                    // branches: skipping `PUSHQ BP` / `MOVD.W R30` would lose the frame.
-                    if insns[check + 1..idx]
+                    // branches: skipping `PUSHQ BP` would lose the frame.
+                    if insns[check + 1..=branch]
                         .iter()
                         .any(|i| !is_prologue_insn(&f.arch, &i.text))
                     {

@@ -13,8 +13,9 @@
 //! per call, with the arguments still in their registers (the check only uses scratch registers:
 //! amd64 R12, arm64 R16, R17 and R27). On amd64 from Go 1.21 the instruction there is
 //! `PUSH RBP`, which the kernel emulates (~1.1 µs). Go 1.19 (amd64) puts `SUB RSP, imm` there,
-//! and arm64 `STR X30, [SP, #-N]!`; the kernel single-steps those too, so there only the double
-//! firing goes away.
+//! which the kernel single-steps, so there only the double firing goes away. arm64 puts
+//! `STR X30, [SP, #-N]!` there, and the probe goes one instruction further (see
+//! `skip_writeback_store`).
 //!
 //! The sequences are the ones `stacksplit` emits (`cmd/internal/obj/x86/obj6.go`,
 //! `cmd/internal/obj/arm64/obj7.go`), unchanged from Go 1.19 through 1.27. They are matched
@@ -50,13 +51,45 @@ pub struct AttachPoint {
 pub fn attach_point(arch: Arch, code: &[u8], entry: u64) -> AttachPoint {
     match stack_check(arch, code, entry) {
         Ok(check) => AttachPoint {
-            offset: check.attach_offset,
+            offset: check.attach_offset + skip_writeback_store(arch, code, check.attach_offset),
             fallback_reason: None,
         },
         Err(fallback) => AttachPoint {
             offset: 0,
             fallback_reason: Some(fallback.to_string()),
         },
+    }
+}
+
+/// 4 when the instruction at `offset` is arm64's frame-setup store with SP writeback
+/// (`MOVD.W R30, -N(RSP)` = `STR X30, [SP, #-N]!`, or an `STP` of the same form), else 0.
+///
+/// The kernel single-steps such a store out of line, and an out-of-line step that is redone
+/// applies the writeback twice: the VM tests saw a Go program on an arm64 6.1 kernel die with
+/// its frame shifted (an argument reloaded from the saved-LR slot) once in a few hundred runs.
+/// The next instruction (`MOVD R29, -8(RSP)`) is a plain store, harmless to redo, and the probe
+/// there still sees the arguments, the link register and the caller's frame pointer unchanged.
+fn skip_writeback_store(arch: Arch, code: &[u8], offset: u64) -> u64 {
+    if arch != Arch::Aarch64 {
+        return 0;
+    }
+    let Some(word) = usize::try_from(offset)
+        .ok()
+        .and_then(|o| code.get(o..o.checked_add(4)?))
+    else {
+        return 0;
+    };
+    let Ok(insn) = InstDecoder::default().decode(&mut U8Reader::new(word)) else {
+        return 0;
+    };
+    let writes_back_sp = insn
+        .operands
+        .iter()
+        .any(|o| matches!(o, Operand::RegPreIndex(X31, _, true)));
+    if matches!(insn.opcode, Opcode::STR | Opcode::STP) && writes_back_sp {
+        4
+    } else {
+        0
     }
 }
 
@@ -1115,14 +1148,38 @@ mod tests {
                 Ok(want),
                 "{arch:?} {code:02x?}"
             );
+            let skip = skip_writeback_store(arch, code, offset);
+            assert!(skip == 0 || arch == Arch::Aarch64);
             assert_eq!(
                 attach_point(arch, code, entry),
                 AttachPoint {
-                    offset,
+                    offset: offset + skip,
                     fallback_reason: None
                 }
             );
         }
+    }
+
+    #[test]
+    fn arm64_probe_goes_past_the_frame_store_with_writeback() {
+        // Small frames: `MOVD.W R30, -N(RSP)` right after the branch is stepped over.
+        assert_eq!(
+            attach_point(Arch::Aarch64, ARM64_SMALL_127, 0x17f90).offset,
+            16
+        );
+        assert_eq!(
+            attach_point(Arch::Aarch64, ARM64_SMALL_119, 0x1fa60).offset,
+            16
+        );
+        // `STR X30, [SP, #-32]!` and `STP X29, X30, [SP, #-16]!` write SP back; a plain
+        // `STUR X29, [SP, #-8]` and amd64's `PUSHQ BP` do not count.
+        let str_pre = 0xf81e0ffeu32.to_le_bytes();
+        let stp_pre = 0xa9bf7bfdu32.to_le_bytes();
+        let stur = 0xf81f83fdu32.to_le_bytes();
+        assert_eq!(skip_writeback_store(Arch::Aarch64, &str_pre, 0), 4);
+        assert_eq!(skip_writeback_store(Arch::Aarch64, &stp_pre, 0), 4);
+        assert_eq!(skip_writeback_store(Arch::Aarch64, &stur, 0), 0);
+        assert_eq!(skip_writeback_store(Arch::X86_64, &[0x55], 0), 0);
     }
 
     #[test]
