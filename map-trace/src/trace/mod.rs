@@ -2,6 +2,7 @@
 //! they start and exit, serve metrics, stop cleanly.
 
 pub mod attach;
+pub mod kernel_features;
 pub mod resolve;
 pub mod sweep;
 pub mod targets;
@@ -56,6 +57,9 @@ pub enum TraceError {
     Target(#[from] TargetError),
     #[error(transparent)]
     Attach(#[from] attach::AttachError),
+    /// The kernel lacks features the probes need (all of them named).
+    #[error("{0}")]
+    Kernel(String),
     #[error("{0}")]
     Other(String),
 }
@@ -65,6 +69,7 @@ impl TraceError {
         match self {
             TraceError::Target(e) => e.exit_code(),
             TraceError::Attach(_) => 12,
+            TraceError::Kernel(_) => 13,
             TraceError::Other(_) => 1,
         }
     }
@@ -96,6 +101,13 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
         None => None,
     };
 
+    let gone = kernel_features::missing(kernel_features::present, !opts.exes.is_empty());
+    if !gone.is_empty() {
+        return Err(TraceError::Kernel(kernel_features::describe(
+            &gone,
+            &kernel_features::release(),
+        )));
+    }
     let mut ebpf = attach::load()?;
     let stacks = BpfHashMap::try_from(
         ebpf.take_map("STACKS")

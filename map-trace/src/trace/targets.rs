@@ -539,7 +539,7 @@ pub fn failure_reason(e: &TraceError) -> AttachFailure {
             | TargetError::FileMissing { .. } => AttachFailure::ProcessGone,
             TargetError::Io { .. } => AttachFailure::Other,
         },
-        TraceError::Attach(_) => AttachFailure::KernelRejected,
+        TraceError::Attach(_) | TraceError::Kernel(_) => AttachFailure::KernelRejected,
         TraceError::Other(_) => AttachFailure::Other,
     }
 }
