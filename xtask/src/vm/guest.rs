@@ -3,7 +3,8 @@
 //!
 //! One map-trace daemon (`--exe` per fixture) traces every scenario process: loading and
 //! verifying the eBPF programs is what costs under emulation, so it is paid once per VM. Then
-//! one `map-trace --pid` run covers that path. Outputs stay in a tmpfs until everything has
+//! one `map-trace --pid --low-overhead` run covers that path and the low-overhead mode's end
+//! sites on this architecture. Outputs stay in a tmpfs until everything has
 //! run, then go out framed (serial.rs), so console noise cannot interleave with them.
 
 use std::fmt::Write as _;
@@ -23,7 +24,8 @@ pub struct GuestFixture {
 
 pub struct Plan {
     pub fixtures: Vec<GuestFixture>,
-    /// (fixture name, scenario) traced with `map-trace --pid` after the daemon stopped.
+    /// (fixture name, scenario) traced with `map-trace --pid --low-overhead` after the daemon
+    /// stopped.
     pub pid_run: (String, &'static str),
 }
 
@@ -118,7 +120,8 @@ run() {
   echo "$1 $p $2 $3 $rc $seen $t $(now)" >> $O/runs
   mark RUN $1 $2 $3 exit=$rc
 }
-# pid_run FIXTURE SCENARIO: map-trace --pid on a target that waits on a fifo until attached.
+# pid_run FIXTURE SCENARIO: map-trace --pid --low-overhead on a target that waits on a fifo
+# until attached.
 pid_run() {
   mkfifo /tmp/fifo
   t=$(now)
@@ -128,7 +131,7 @@ pid_run() {
   # Until timeout has exec'd the target, /proc/$p/exe is busybox: not a Go program.
   i=0
   while [ "$(readlink /proc/$p/exe)" != "$1" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
-  timeout 300 map-trace --pid $p --format json > $O/pid.out 2> $O/pid.err &
+  timeout 300 map-trace --pid $p --low-overhead --format json > $O/pid.out 2> $O/pid.err &
   m=$!
   if await 'probes attached' $O/pid.err 1 __ATTACH_WAIT__; then
     echo go > /tmp/fifo

@@ -48,7 +48,7 @@ const GO_CONFIGS: &[&str] = &[
     "go1.26.6",
     "go1.27.3",
 ];
-/// Also traced with `map-trace --pid`, on the last of GO_CONFIGS.
+/// Also traced with `map-trace --pid --low-overhead`, on the last of GO_CONFIGS.
 const PID_SCENARIO: &str = "cross_delete_u64";
 
 /// Boot and attach, then each scenario run; generous for TCG (a run takes about 0.3 s), and
@@ -238,7 +238,7 @@ fn run_vm(vm: &Vm, fixtures: &[ManifestFixture], daemon: &Path) -> Result<VmRepo
     let package = fs::read_to_string(vm.package_file()).unwrap_or_default();
     let deadline = BASE_DEADLINE + PER_RUN_DEADLINE * runs as u32;
     println!(
-        "==> VM {name} ({}): {runs} scenario runs under one daemon + 1 --pid run, deadline {}s",
+        "==> VM {name} ({}): {runs} scenario runs under one daemon + 1 --pid --low-overhead run, deadline {}s",
         package.trim(),
         deadline.as_secs()
     );

@@ -9,7 +9,7 @@ use super::scenarios::{Build, check_findings};
 use super::serial::Console;
 
 pub struct Outcome {
-    /// `go1.27.3-arm64-default self_insert`, or with ` (--pid)`.
+    /// `go1.27.3-arm64-default self_insert`, or with ` (--pid --low-overhead)`.
     pub label: String,
     pub problems: Vec<String>,
 }
@@ -189,7 +189,7 @@ fn run_file(f: &GuestFixture, scenario: &str, ext: &str) -> String {
 
 fn pid_run(plan: &Plan, console: &Console, mut problems: Vec<String>) -> Outcome {
     let (fixture, scenario) = &plan.pid_run;
-    let label = format!("{fixture} {scenario} (--pid)");
+    let label = format!("{fixture} {scenario} (--pid --low-overhead)");
     let Some(f) = plan.fixtures.iter().find(|f| &f.name == fixture) else {
         problems.push(format!("{fixture} is not in the plan"));
         return Outcome { label, problems };
@@ -219,6 +219,11 @@ fn pid_run(plan: &Plan, console: &Console, mut problems: Vec<String>) -> Outcome
     if !log.contains("exited") || !log.contains("summary") {
         problems.push(format!(
             "map-trace --pid did not report the exit and a summary: {log}"
+        ));
+    }
+    if !log.contains("low overhead") {
+        problems.push(format!(
+            "map-trace --pid did not run in the low-overhead mode (no end sites?): {log}"
         ));
     }
     let (by_pid, bad_lines) = parse_findings(&console.text("pid.out"));
@@ -307,7 +312,7 @@ mod tests {
         put("pid.rc", "0\n");
         put(
             "pid.err",
-            "map-trace: pid 20 exited: detached\nmap-trace summary: 0\n",
+            "map-trace: tracing pid 20 (go1.27.3 aarch64 swiss maps, low overhead: each range seen at its start and end)\nmap-trace: pid 20 exited: detached\nmap-trace summary: 0\n",
         );
         put("pid.out", "");
 
@@ -320,7 +325,8 @@ mod tests {
             "{}",
             problems(&format!("{fixture} rwmutex"))
         );
-        assert!(by_label[&*format!("{fixture} rwmutex (--pid)")].passed());
+        let pid_label = format!("{fixture} rwmutex (--pid --low-overhead)");
+        assert!(by_label[&*pid_label].passed(), "{}", problems(&pid_label));
         assert!(problems(&format!("{fixture} self_insert")).contains("kinds {}"));
         assert!(problems(&format!("{fixture} channel_handoff")).contains("exited 2"));
         assert!(problems(&format!("{fixture} break_then_write")).contains("did not run"));
