@@ -282,14 +282,16 @@ fn end_iteration(key: &IterKey, ms: *mut MapState) {
     }
 }
 
-/// True when the iterator at `it` has run to its end over `map`: the runtime sets its key to
-/// nil then, and never while a range is still visiting entries. A moved or reused iterator
-/// reads as anything else, so at worst an ended iteration is recognised late.
+/// The key pointer of the iterator at `it` if it still iterates `map` (None for no iterator,
+/// another map, or unreadable memory). Nil (`Some(0)`) once the range has run to its end: the
+/// runtime sets it nil then, and never while a range is still visiting entries. A moved or
+/// reused iterator reads as anything else, so at worst an ended iteration is recognised late.
 #[inline(always)]
-fn iteration_ended(e: &Event, it: u64, map: u64) -> bool {
-    it != 0
-        && read_u64(it + e.cfg.iter_map as u64) == Some(map)
-        && read_u64(it + e.cfg.iter_key as u64) == Some(0)
+fn visited_key(e: &Event, it: u64, map: u64) -> Option<u64> {
+    if it == 0 || read_u64(it + e.cfg.iter_map as u64) != Some(map) {
+        return None;
+    }
+    read_u64(it + e.cfg.iter_key as u64)
 }
 
 /// An iterator steps (classic `mapiternext`, Swiss `(*Iter).Next`): report what overlapped
@@ -470,19 +472,23 @@ pub fn write(ctx: &ProbeContext, role: Role, map: u64, op: Op, key: Key) {
     }
     let ikey = iter_key(e, map);
     let mut own = ITERS.get_ptr_mut(ikey);
+    // What this goroutine's own iteration is visiting, read once: it tells both whether that
+    // range has ended and, for a delete, whether another key is deleted.
+    let mut visiting = None;
     // SAFETY: valid map value pointers for the duration of the program.
     unsafe {
-        if let Some(st) = own
-            && iteration_ended(e, (*st).it, map)
-        {
-            end_iteration(&ikey, ms);
-            own = None;
-            if (*ms).last_goid == e.goid {
-                (*ms).last_it = 0;
+        if let Some(st) = own {
+            visiting = visited_key(e, (*st).it, map);
+            if visiting == Some(0) {
+                end_iteration(&ikey, ms);
+                own = None;
+                if (*ms).last_goid == e.goid {
+                    (*ms).last_it = 0;
+                }
             }
         }
         let (last_it, last_goid) = ((*ms).last_it, (*ms).last_goid);
-        if last_goid != e.goid && iteration_ended(e, last_it, map) {
+        if last_goid != e.goid && visited_key(e, last_it, map) == Some(0) {
             (*ms).last_it = 0;
             let theirs = IterKey {
                 goid: last_goid,
@@ -532,7 +538,7 @@ pub fn write(ctx: &ProbeContext, role: Role, map: u64, op: Op, key: Key) {
                 }
             }
             Op::Delete => {
-                if deletes_other_key(e, (*st).it, map, &key) {
+                if deletes_other_key(e, visiting, &key) {
                     (*st).flags |= SELF_DELETED_OTHER;
                     (*st).self_deletes_other += 1;
                     (*st).deleted_other = this;
@@ -576,15 +582,12 @@ pub fn grow(ctx: &ProbeContext, map: u64) {
     }
 }
 
-/// True only when the deleted key is certainly not the key the iteration is visiting. Anything
-/// uncertain (floats, interfaces, structs with pointers, long keys, a moved iterator) is false:
-/// a missed notice costs less than a wrong one.
+/// True only when the deleted key is certainly not the key the iteration is visiting
+/// (`visiting`, from `visited_key`). Anything uncertain (floats, interfaces, structs with
+/// pointers, long keys, a moved iterator) is false: a missed notice costs less than a wrong one.
 #[inline(always)]
-fn deletes_other_key(e: &Event, it: u64, map: u64, key: &Key) -> bool {
-    if it == 0 || read_u64(it + e.cfg.iter_map as u64) != Some(map) {
-        return false;
-    }
-    let Some(visited) = read_u64(it + e.cfg.iter_key as u64).filter(|&k| k != 0) else {
+fn deletes_other_key(e: &Event, visiting: Option<u64>, key: &Key) -> bool {
+    let Some(visited) = visiting.filter(|&k| k != 0) else {
         return false;
     };
     match *key {

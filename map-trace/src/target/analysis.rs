@@ -159,10 +159,11 @@ impl GoTarget {
         for p in planned.probes {
             let f = &p.function;
             let code = image.bytes_at(f.entry, f.end.saturating_sub(f.entry))?;
+            let file_offset = image.file_offset(f.entry)?;
             probes.push(ProbeTarget {
                 role: p.role,
                 program: p.program,
-                file_offset: image.file_offset(f.entry)?,
+                file_offset,
                 attach: prologue::attach_point(elf.arch, code, f.entry),
                 function: p.function.clone(),
                 via: p.via,
@@ -181,7 +182,7 @@ impl GoTarget {
                     probes.push(ProbeTarget {
                         role: Role::IterEnd,
                         program: "iter_end",
-                        file_offset: image.file_offset(f.entry)?,
+                        file_offset,
                         attach: AttachPoint {
                             offset: site.offset,
                             fallback_reason: None,
