@@ -8,53 +8,56 @@ use aya::maps::MapType;
 use aya::programs::ProgramType;
 use aya::sys::{BpfHelper, is_helper_supported, is_map_supported, is_program_supported};
 
-/// One kernel feature, and where it arrived upstream.
+/// A kernel feature the probes need.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Feature {
-    pub name: &'static str,
-    pub since: &'static str,
-    /// Needed only with `--exe`.
-    pub exe_only: bool,
+pub enum Feature {
+    Uprobes,
+    RingBuffer,
+    ProbeReadUser,
+    AttachCookie,
+    RawTracepoint,
 }
 
-pub const UPROBES: Feature = Feature {
-    name: "uprobe perf events (CONFIG_UPROBE_EVENTS)",
-    since: "Linux 4.17 for BPF on them",
-    exe_only: false,
-};
-pub const RING_BUFFER: Feature = Feature {
-    name: "BPF ring buffers",
-    since: "Linux 5.8",
-    exe_only: false,
-};
-pub const PROBE_READ_USER: Feature = Feature {
-    name: "bpf_probe_read_user",
-    since: "Linux 5.5",
-    exe_only: false,
-};
-pub const ATTACH_COOKIE: Feature = Feature {
-    name: "uprobe attach cookies (bpf_get_attach_cookie)",
-    since: "Linux 5.15",
-    exe_only: false,
-};
-pub const RAW_TRACEPOINT: Feature = Feature {
-    name: "raw tracepoints",
-    since: "Linux 4.17",
-    exe_only: true,
-};
-
 pub const ALL: [Feature; 5] = [
-    UPROBES,
-    RING_BUFFER,
-    PROBE_READ_USER,
-    ATTACH_COOKIE,
-    RAW_TRACEPOINT,
+    Feature::Uprobes,
+    Feature::RingBuffer,
+    Feature::ProbeReadUser,
+    Feature::AttachCookie,
+    Feature::RawTracepoint,
 ];
+
+impl Feature {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Feature::Uprobes => "uprobe perf events (CONFIG_UPROBE_EVENTS)",
+            Feature::RingBuffer => "BPF ring buffers",
+            Feature::ProbeReadUser => "bpf_probe_read_user",
+            Feature::AttachCookie => "uprobe attach cookies (bpf_get_attach_cookie)",
+            Feature::RawTracepoint => "raw tracepoints",
+        }
+    }
+
+    /// Where it arrived upstream.
+    pub const fn since(self) -> &'static str {
+        match self {
+            Feature::Uprobes => "Linux 4.17 for BPF on them",
+            Feature::RingBuffer => "Linux 5.8",
+            Feature::ProbeReadUser => "Linux 5.5",
+            Feature::AttachCookie => "Linux 5.15",
+            Feature::RawTracepoint => "Linux 4.17",
+        }
+    }
+
+    /// Needed only with `--exe` (the exec notices).
+    pub const fn exe_only(self) -> bool {
+        matches!(self, Feature::RawTracepoint)
+    }
+}
 
 /// The features `present` says are missing, of those a session with or without `--exe` needs.
 pub fn missing(present: impl Fn(Feature) -> bool, with_exe: bool) -> Vec<Feature> {
     ALL.into_iter()
-        .filter(|f| with_exe || !f.exe_only)
+        .filter(|f| with_exe || !f.exe_only())
         .filter(|&f| !present(f))
         .collect()
 }
@@ -63,7 +66,7 @@ pub fn missing(present: impl Fn(Feature) -> bool, with_exe: bool) -> Vec<Feature
 pub fn describe(missing: &[Feature], release: &str) -> String {
     let list: Vec<String> = missing
         .iter()
-        .map(|f| format!("{} ({})", f.name, f.since))
+        .map(|f| format!("{} ({})", f.name(), f.since()))
         .collect();
     format!(
         "this kernel ({release}) lacks what map-trace needs: {}; map-trace supports Linux 5.15 and later with BPF and uprobes enabled (tested on 6.1, 6.12 and 6.18)",
@@ -76,18 +79,15 @@ pub fn describe(missing: &[Feature], release: &str) -> String {
 pub fn present(f: Feature) -> bool {
     let uprobe = ProgramType::KProbe;
     match f {
-        f if f == UPROBES => Path::new("/sys/bus/event_source/devices/uprobe/type").exists(),
-        f if f == RING_BUFFER => is_map_supported(MapType::RingBuf).unwrap_or(true),
-        f if f == PROBE_READ_USER => {
+        Feature::Uprobes => Path::new("/sys/bus/event_source/devices/uprobe/type").exists(),
+        Feature::RingBuffer => is_map_supported(MapType::RingBuf).unwrap_or(true),
+        Feature::ProbeReadUser => {
             is_helper_supported(uprobe, BpfHelper::BPF_FUNC_probe_read_user).unwrap_or(true)
         }
-        f if f == ATTACH_COOKIE => {
+        Feature::AttachCookie => {
             is_helper_supported(uprobe, BpfHelper::BPF_FUNC_get_attach_cookie).unwrap_or(true)
         }
-        f if f == RAW_TRACEPOINT => {
-            is_program_supported(ProgramType::RawTracePoint).unwrap_or(true)
-        }
-        _ => true,
+        Feature::RawTracepoint => is_program_supported(ProgramType::RawTracePoint).unwrap_or(true),
     }
 }
 
@@ -104,8 +104,11 @@ mod tests {
 
     #[test]
     fn every_missing_feature_is_named_with_its_kernel_version() {
-        let gone = missing(|f| f != RING_BUFFER && f != ATTACH_COOKIE, true);
-        assert_eq!(gone, [RING_BUFFER, ATTACH_COOKIE]);
+        let gone = missing(
+            |f| f != Feature::RingBuffer && f != Feature::AttachCookie,
+            true,
+        );
+        assert_eq!(gone, [Feature::RingBuffer, Feature::AttachCookie]);
         let msg = describe(&gone, "5.4.0-150-generic");
         assert!(msg.contains("5.4.0-150-generic"), "{msg}");
         assert!(msg.contains("BPF ring buffers (Linux 5.8)"), "{msg}");
@@ -114,8 +117,9 @@ mod tests {
 
     #[test]
     fn raw_tracepoints_matter_only_with_exe() {
-        assert!(missing(|f| f != RAW_TRACEPOINT, false).is_empty());
-        assert_eq!(missing(|f| f != RAW_TRACEPOINT, true), [RAW_TRACEPOINT]);
+        let raw = Feature::RawTracepoint;
+        assert!(missing(|f| f != raw, false).is_empty());
+        assert_eq!(missing(|f| f != raw, true), [raw]);
     }
 
     #[test]
