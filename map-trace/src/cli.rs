@@ -45,7 +45,10 @@ pub struct TraceArgs {
     pub pids: Vec<u32>,
     /// Trace every process that runs this Go executable: those running now and those started
     /// later, in containers too (matched by file, or by this path inside the process's own
-    /// root); each is detached when it exits (repeatable). Runs until stopped.
+    /// root); each is detached when it exits (repeatable). Runs until stopped. The path is
+    /// followed anew whenever it changes: a symlink traces the file it points to now, and a
+    /// file deployed under this name (cp over it, mv, install, a symlink flip) is analysed
+    /// again before its first process runs.
     #[arg(long = "exe", value_name = "PATH")]
     pub exes: Vec<PathBuf>,
     /// Stop after this long (e.g. 30s, 5m); default: until interrupted or the --pid targets exit.

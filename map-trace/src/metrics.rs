@@ -57,6 +57,9 @@ impl AttachFailure {
     }
 }
 
+/// Values of the `outcome` label of `map_trace_exec_guard_total`.
+pub const EXEC_GUARD_OUTCOMES: [&str; 3] = ["redeploy", "denied", "unanswered"];
+
 pub struct Metrics {
     pub registry: Registry,
     /// Labels, in this order: kind, op, exe.
@@ -76,6 +79,12 @@ pub struct Metrics {
     /// Label: reason ([`AttachFailure::label`]); see [`Metrics::attach_failed`].
     pub attach_failures: IntCounterVec,
     pub probe_links: IntGauge,
+    /// Label: outcome (one of [`EXEC_GUARD_OUTCOMES`]).
+    pub exec_guard: IntCounterVec,
+    /// 1 while execs of watched files are held until their probes match their content.
+    pub exec_guard_active: IntGauge,
+    /// Watched binaries analysed, or analysed again after a change on disk.
+    pub binaries_analysed: IntCounter,
     /// 1 while probes are attached, 0 in the off part of a `--duty-cycle`.
     pub probes_active: IntGauge,
     /// Label: map (one of [`BPF_MAPS`]).
@@ -188,6 +197,28 @@ impl Metrics {
                 "map_trace_probe_links",
                 "Uprobe links currently attached in the kernel.",
             ),
+            exec_guard: counter_vec(
+                r,
+                "map_trace_exec_guard_total",
+                "Execs of watched files the exec guard held for the main loop, by outcome: \
+                 redeploy (the file had changed: old probes detached, new ones attached, then \
+                 let go), denied (changed, and the main loop did not answer in time: the exec \
+                 failed with EPERM rather than run under stale probes), unanswered (a new file, \
+                 let go untraced).",
+                &["outcome"],
+            ),
+            exec_guard_active: gauge(
+                r,
+                "map_trace_exec_guard_active",
+                "1 while execs of watched files are held until their probes match the file's \
+                 content (fanotify); 0 when the kernel or privileges do not allow it, and probes \
+                 then stay attached only while a process runs the file.",
+            ),
+            binaries_analysed: counter(
+                r,
+                "map_trace_binaries_analysed_total",
+                "Executables analysed for probes, including again after a change on disk.",
+            ),
             probes_active: gauge(
                 r,
                 "map_trace_probes_active",
@@ -253,6 +284,9 @@ impl Metrics {
         }
         for map in BPF_MAPS {
             m.bpf_map_entries.with_label_values(&[map]);
+        }
+        for outcome in EXEC_GUARD_OUTCOMES {
+            m.exec_guard.with_label_values(&[outcome]);
         }
         m.build_info.with_label_values(&[version]).set(1);
         m

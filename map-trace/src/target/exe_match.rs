@@ -22,30 +22,38 @@ impl FileId {
     }
 }
 
-/// One `--exe PATH`.
+/// One `--exe PATH`. The path is what the user named: the file it leads to is looked up
+/// again at every use, so a symlink re-pointed or a file replaced under that name is followed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExeSpec {
     pub path: PathBuf,
-    /// The file at that path on this host, if there is one now.
-    pub file: Option<FileId>,
 }
 
 impl ExeSpec {
-    /// A relative path that exists is made absolute, so it also matches by path.
+    /// A relative path is made absolute against the working directory (not resolved: a
+    /// symlink in it stays a symlink to follow later), so it also matches by path.
     pub fn new(path: PathBuf) -> ExeSpec {
         let path = match path.is_relative() {
-            true => std::fs::canonicalize(&path).unwrap_or(path),
+            true => std::env::current_dir().map_or(path.clone(), |d| d.join(&path)),
             false => path,
         };
-        let file = FileId::of(&path).ok();
-        ExeSpec { path, file }
+        ExeSpec { path }
+    }
+
+    /// The file the path leads to now on this host, if any.
+    pub fn file(&self) -> Option<FileId> {
+        FileId::of(&self.path).ok()
     }
 
     /// Whether a process runs this target. `seen_as` is its executable's path in its own mount
     /// namespace (`/proc/PID/exe`), `file` the file it runs. A path match catches containers
     /// and a binary replaced on disk after the process started (" (deleted)").
     pub fn matches(&self, seen_as: &Path, file: FileId) -> bool {
-        if self.file == Some(file) {
+        self.matches_with(seen_as, file, self.file())
+    }
+
+    fn matches_with(&self, seen_as: &Path, file: FileId, now: Option<FileId>) -> bool {
+        if now == Some(file) {
             return true;
         }
         let seen = seen_as.to_string_lossy();
@@ -71,30 +79,46 @@ mod tests {
     const F: FileId = FileId { dev: 1, ino: 2 };
     const OTHER: FileId = FileId { dev: 1, ino: 3 };
 
-    fn spec(path: &str, file: Option<FileId>) -> ExeSpec {
-        ExeSpec {
-            path: path.into(),
-            file,
-        }
+    fn spec(path: &str) -> ExeSpec {
+        ExeSpec { path: path.into() }
     }
 
     #[test]
     fn same_file_matches_whatever_the_path() {
-        assert!(spec("/usr/bin/api", Some(F)).matches(Path::new("/opt/link-to-api"), F));
+        let s = spec("/usr/bin/api");
+        assert!(s.matches_with(Path::new("/opt/link-to-api"), F, Some(F)));
     }
 
     #[test]
     fn same_path_in_a_container_or_after_a_deploy_matches() {
-        let s = spec("/app/server", None);
-        assert!(s.matches(Path::new("/app/server"), OTHER));
-        assert!(s.matches(Path::new("/app/server (deleted)"), OTHER));
-        assert!(!s.matches(Path::new("/app/server2"), OTHER));
-        assert!(!s.matches(Path::new("/app"), OTHER));
+        let s = spec("/app/server");
+        assert!(s.matches_with(Path::new("/app/server"), OTHER, None));
+        assert!(s.matches_with(Path::new("/app/server (deleted)"), OTHER, None));
+        assert!(!s.matches_with(Path::new("/app/server2"), OTHER, None));
+        assert!(!s.matches_with(Path::new("/app"), OTHER, None));
     }
 
     #[test]
     fn another_file_at_another_path_does_not() {
-        assert!(!spec("/usr/bin/api", Some(F)).matches(Path::new("/usr/bin/other"), OTHER));
+        let s = spec("/usr/bin/api");
+        assert!(!s.matches_with(Path::new("/usr/bin/other"), OTHER, Some(F)));
+    }
+
+    #[test]
+    fn a_symlink_is_followed_to_what_it_points_to_now() {
+        let d = std::env::temp_dir().join(format!("mt-exe-match-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("r1"), b"1").unwrap();
+        std::fs::write(d.join("r2"), b"2").unwrap();
+        std::os::unix::fs::symlink("r1", d.join("cur")).unwrap();
+        let s = ExeSpec::new(d.join("cur"));
+        let r2 = FileId::of(&d.join("r2")).unwrap();
+        assert!(!s.matches(&d.join("r2"), r2));
+        std::fs::remove_file(d.join("cur")).unwrap();
+        std::os::unix::fs::symlink("r2", d.join("cur")).unwrap();
+        assert!(s.matches(&d.join("r2"), r2));
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! they start and exit, serve metrics, stop cleanly.
 
 pub mod attach;
+pub mod exec_guard;
 pub mod kernel_features;
+pub mod path_watch;
 pub mod resolve;
 pub mod sweep;
 pub mod targets;
@@ -117,7 +119,21 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
     let mut resolver = Resolver::new(stacks);
     let (exits_tx, mut exits) = tokio::sync::mpsc::unbounded_channel();
     let specs: Vec<ExeSpec> = opts.exes.iter().cloned().map(ExeSpec::new).collect();
-    let mut targets = Targets::new(specs, exits_tx, opts.mode);
+    let (guard, mut held) = start_guard(&specs, &metrics);
+    let mut paths = match specs.is_empty() {
+        true => None,
+        false => path_watch::PathWatch::new()
+            .map_err(|e| eprintln!("map-trace: warning: not watching --exe paths for changes: {e}"))
+            .ok(),
+    };
+    let mut targets = Targets::new(specs, exits_tx, opts.mode, guard);
+    // The guard's marks before the first attach: an exec from now on waits for its probes.
+    for e in targets.rescan(&mut ebpf, &mut resolver) {
+        eprintln!("map-trace: warning: {e}");
+    }
+    if let Some(p) = paths.as_mut() {
+        p.set(&targets.names());
+    }
     // Exec notices first, then the /proc scan: a process started in between is seen twice
     // (harmless), never missed.
     let mut execs = if targets.watches_executables() {
@@ -207,6 +223,9 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
                 session.drain(&mut ring, &mut out, false);
                 health.beat();
             }
+            Some(h) = next_held(&mut held) => session.held(h, &mut ring, &mut out),
+            // At once: a new release directory must be marked before a symlink flips to it.
+            () = changed(paths.as_mut()) => session.rescan(paths.as_mut(), &mut ring, &mut out),
             ready = next_exec(&mut execs) => {
                 if let Ok(mut guard) = ready {
                     let pids = drain_execs(guard.get_inner_mut());
@@ -237,7 +256,12 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
                 session.update_metrics();
                 duty.as_mut().reset(started + next);
             }
-            _ = sweep_tick.tick() => sweep::sweep(session.ebpf, crate::report::monotonic_ns()),
+            _ = sweep_tick.tick() => {
+                sweep::sweep(session.ebpf, crate::report::monotonic_ns());
+                session.targets.find_orphans(session.ebpf, session.sink.resolver);
+                // Also a backstop for changes inotify cannot see (another mount namespace).
+                session.rescan(paths.as_mut(), &mut ring, &mut out);
+            }
             _ = sigint.recv() => break Stop::Signal("SIGINT"),
             _ = sigterm.recv() => break Stop::Signal("SIGTERM"),
             _ = &mut deadline => break Stop::Duration,
@@ -261,8 +285,14 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
         })
         .collect();
     drop(execs);
+    let guard = targets.take_guard();
     drop(targets);
     drop(ebpf); // detaches every probe
+    // Only now may held execs go on: nothing stale is left to meet them. Dropping the queue
+    // lets the guard thread answer what it still holds, and the guard's fd closing answers
+    // the rest in the kernel.
+    drop(held);
+    drop(guard);
     if let Some((stop, task)) = server {
         let _ = stop.send(());
         let _ = task.await;
@@ -304,6 +334,48 @@ async fn serve_metrics(
     ));
     eprintln!("map-trace: serving metrics on http://{addr}/metrics");
     Ok((tx, task))
+}
+
+/// Starts the exec guard for `--exe` paths; without one (no fanotify permission events here),
+/// says what that costs.
+fn start_guard(
+    specs: &[ExeSpec],
+    metrics: &Metrics,
+) -> (
+    Option<exec_guard::ExecGuard>,
+    Option<tokio::sync::mpsc::UnboundedReceiver<exec_guard::Held>>,
+) {
+    if specs.is_empty() {
+        return (None, None);
+    }
+    match exec_guard::ExecGuard::start(specs.iter().map(|s| s.path.clone()).collect()) {
+        Ok((g, rx)) => {
+            metrics.exec_guard_active.set(1);
+            (Some(g), Some(rx))
+        }
+        Err(e) => {
+            eprintln!(
+                "map-trace: warning: cannot hold execs of watched files ({e}; needs CAP_SYS_ADMIN and a kernel with CONFIG_FANOTIFY_ACCESS_PERMISSIONS): probes are attached to a process when it has started and removed when the last one exits, so a file redeployed in place never meets old probes, but each process's first instructions go untraced"
+            );
+            (None, None)
+        }
+    }
+}
+
+async fn next_held(
+    held: &mut Option<tokio::sync::mpsc::UnboundedReceiver<exec_guard::Held>>,
+) -> Option<exec_guard::Held> {
+    match held {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn changed(paths: Option<&mut path_watch::PathWatch>) {
+    match paths {
+        Some(p) => p.changed().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Resolves when exec notices are waiting; never, when `--exe` is not in use.
@@ -386,6 +458,51 @@ struct Session<'a, 's> {
 }
 
 impl Session<'_, '_> {
+    /// An exec the guard holds: settle it, then look again at processes it displaced.
+    fn held(
+        &mut self,
+        h: exec_guard::Held,
+        ring: &mut RingBuf<MapData>,
+        out: &mut impl std::io::Write,
+    ) {
+        // Findings first: a retired binary's symbols go with it.
+        self.drain(ring, out, false);
+        for line in self.targets.on_held(self.ebpf, self.sink.resolver, h) {
+            eprintln!("map-trace: {line}");
+        }
+        self.readd();
+    }
+
+    fn rescan(
+        &mut self,
+        paths: Option<&mut path_watch::PathWatch>,
+        ring: &mut RingBuf<MapData>,
+        out: &mut impl std::io::Write,
+    ) {
+        self.drain(ring, out, false);
+        for line in self.targets.rescan(self.ebpf, self.sink.resolver) {
+            eprintln!("map-trace: warning: {line}");
+        }
+        if let Some(p) = paths {
+            p.set(&self.targets.names());
+        }
+    }
+
+    /// Processes detached because their file's probes were retired: traced again if they
+    /// still run a watched file.
+    fn readd(&mut self) {
+        for pid in self.targets.take_readd() {
+            adopt(
+                self.targets,
+                self.ebpf,
+                self.sink.resolver,
+                self.metrics,
+                pid,
+                false,
+            );
+        }
+    }
+
     fn exec(&mut self, pid: u32) {
         adopt(
             self.targets,
@@ -395,6 +512,7 @@ impl Session<'_, '_> {
             pid,
             true,
         );
+        self.readd();
     }
 
     fn exited(&mut self, pid: u32, ring: &mut RingBuf<MapData>, out: &mut impl std::io::Write) {
@@ -463,6 +581,18 @@ impl Session<'_, '_> {
             raise_to(&m.stack_samples_dropped.with_label_values(&[reason]), n);
         }
         raise_to(&m.writes_during_growth, s.writes_during_growth);
+        raise_to(&m.binaries_analysed, self.targets.analysed);
+        if let Some(c) = self.targets.guard_counts() {
+            use std::sync::atomic::Ordering::Relaxed;
+            let outcomes = [
+                ("redeploy", c.redeploys_held.load(Relaxed)),
+                ("denied", c.denied.load(Relaxed)),
+                ("unanswered", c.unanswered.load(Relaxed)),
+            ];
+            for (outcome, n) in outcomes {
+                raise_to(&m.exec_guard.with_label_values(&[outcome]), n);
+            }
+        }
         m.processes_attached.set(self.targets.processes() as i64);
         m.probe_links.set(self.targets.links() as i64);
         m.finding_groups.set(self.sink.groups.len() as i64);

@@ -83,6 +83,15 @@ impl Resolver {
         }
     }
 
+    /// The processes that have stacks in the kernel's table.
+    pub fn stack_tgids(&self) -> std::collections::HashSet<u32> {
+        self.stacks
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(_, s)| s.tgid)
+            .collect()
+    }
+
     /// Entries in the kernel's stack table.
     pub fn stack_entries(&self) -> usize {
         self.stacks.keys().filter(Result::is_ok).count()

@@ -33,6 +33,31 @@ pub fn forget_processes(ebpf: &mut Ebpf, dead: &HashSet<u32>) {
     remove_where::<GoKey, PendingAssign>(ebpf, "PENDING", |k, _| dead.contains(&k.tgid));
 }
 
+/// Processes with entries in the per-process tables that `alive` says are gone. An exit notice
+/// covers only processes the daemon had met; one that ran a watched file and exited before its
+/// exec notice was read left entries no notice will ever name.
+pub fn orphans(ebpf: &Ebpf, alive: impl Fn(u32) -> bool) -> HashSet<u32> {
+    let mut tgids = HashSet::new();
+    collect::<IterKey, IterState>(ebpf, "ITERS", |k| k.tgid, &mut tgids);
+    collect::<MapKey, MapState>(ebpf, "MAPS", |k| k.tgid, &mut tgids);
+    collect::<GoKey, PendingAssign>(ebpf, "PENDING", |k| k.tgid, &mut tgids);
+    tgids.retain(|&t| !alive(t));
+    tgids
+}
+
+fn collect<K: aya::Pod, V: aya::Pod>(
+    ebpf: &Ebpf,
+    name: &str,
+    tgid: impl Fn(&K) -> u32,
+    into: &mut HashSet<u32>,
+) {
+    let Some(map) = ebpf.map(name) else { return };
+    let Ok(table) = BpfHashMap::<_, K, V>::try_from(map) else {
+        return;
+    };
+    into.extend(table.keys().filter_map(Result::ok).map(|k| tgid(&k)));
+}
+
 /// Drops every iteration, pending insert check and tracked map, for all processes. The maps go
 /// too: each counts its live iterations, and a count left without its iterations would only
 /// make their writes slower.

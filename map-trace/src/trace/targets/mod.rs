@@ -5,6 +5,13 @@
 //! processes, present and future (the kernel shares one breakpoint per file offset), so a process
 //! it starts is traced from its first instruction; an explicit `--pid` of another file gets links
 //! scoped to that process, so its siblings pay nothing.
+//!
+//! Each binary keeps its file open and is always attached through that descriptor, so the
+//! offsets found in a file go to that very file, never to whatever a path names by then; its
+//! content fingerprint says when the file was rewritten in place (`deploy.rs`).
+
+mod deploy;
+mod duty;
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{FromRawFd as _, OwnedFd};
@@ -18,6 +25,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 
 use super::attach::{self, AttachError, Link};
+use super::exec_guard::{ExecGuard, Fingerprint, stamp};
 use super::resolve::{BinaryInfo, ProcessInfo, Resolver};
 use super::{TraceError, sweep};
 use crate::error::TargetError;
@@ -27,6 +35,25 @@ use crate::target::analysis::GoTarget;
 use crate::target::elf::{ElfImage, Segments};
 use crate::target::exe_match::{ExeSpec, FileId};
 use crate::target::process;
+
+/// A file to analyse: its identity and content, where to open it, and how to name it.
+struct FileAt<'a> {
+    file: FileId,
+    fingerprint: Fingerprint,
+    path: &'a Path,
+    name: &'a Path,
+}
+
+impl<'a> FileAt<'a> {
+    fn new(file: FileId, fingerprint: Fingerprint, path: &'a Path) -> Self {
+        FileAt {
+            file,
+            fingerprint,
+            path,
+            name: path,
+        }
+    }
+}
 
 /// One executable with probes planned for it.
 struct Binary {
@@ -41,16 +68,24 @@ struct Binary {
     /// Empty while suspended.
     shared: Option<Vec<Link>>,
     procs: usize,
-    /// Where the file was opened; where shared links are attached again after a suspension.
-    path: PathBuf,
+    /// The analysed file, open: every link is attached through it (`/proc/self/fd/N`).
+    open: std::fs::File,
+    /// Its content when analysed; links are valid for this content only.
+    fingerprint: Fingerprint,
+}
+
+impl Binary {
+    /// A path to exactly the analysed file, whatever is at its name now.
+    fn fd_path(&self) -> PathBuf {
+        use std::os::fd::AsRawFd as _;
+        PathBuf::from(format!("/proc/self/fd/{}", self.open.as_raw_fd()))
+    }
 }
 
 struct Proc {
     file: FileId,
     /// Links scoped to this process alone (explicit `--pid` of a file no `--exe` names).
     links: Vec<Link>,
-    /// Where its executable was opened, to attach its own links again after a suspension.
-    path: PathBuf,
     explicit: bool,
     /// Waits on the process's pidfd; aborting it closes the fd.
     watch: JoinHandle<()>,
@@ -71,9 +106,9 @@ pub struct Targets {
     specs: Vec<ExeSpec>,
     binaries: HashMap<FileId, Binary>,
     procs: HashMap<u32, Proc>,
-    /// Files an `--exe` process ran that cannot be traced, so each exec of them is not analysed
-    /// again (the failure was counted and said once).
-    rejected: HashMap<FileId, String>,
+    /// Files an `--exe` process ran that cannot be traced, at the content found untraceable,
+    /// so each exec of them is not analysed again (the failure was counted and said once).
+    rejected: HashMap<FileId, (Fingerprint, String)>,
     next_id: u32,
     exits: UnboundedSender<u32>,
     /// In the off part of a duty cycle: nothing is attached, everything is remembered.
@@ -81,10 +116,24 @@ pub struct Targets {
     /// Exited processes whose kernel entries are still to be removed (`reap`).
     dead: HashSet<u32>,
     mode: IterationMode,
+    /// Holds execs of watched files until their probes match (`exec_guard`). Without it,
+    /// probes are attached only while a process runs the file: a file cannot be rewritten
+    /// while it runs (ETXTBSY), so no stale probe can meet new code, at the price of each
+    /// process's first instructions going untraced.
+    guard: Option<ExecGuard>,
+    /// Processes detached because their file's probes were retired, to be looked at again.
+    readd: Vec<u32>,
+    /// Executables analysed so far, again after a change included.
+    pub analysed: u64,
 }
 
 impl Targets {
-    pub fn new(specs: Vec<ExeSpec>, exits: UnboundedSender<u32>, mode: IterationMode) -> Self {
+    pub fn new(
+        specs: Vec<ExeSpec>,
+        exits: UnboundedSender<u32>,
+        mode: IterationMode,
+        guard: Option<ExecGuard>,
+    ) -> Self {
         Targets {
             specs,
             binaries: HashMap::new(),
@@ -95,7 +144,24 @@ impl Targets {
             suspended: false,
             dead: HashSet::new(),
             mode,
+            guard,
+            readd: Vec::new(),
+            analysed: 0,
         }
+    }
+
+    /// The exec guard, handed over at shutdown: it must outlive every probe.
+    pub fn take_guard(&mut self) -> Option<ExecGuard> {
+        self.guard.take()
+    }
+
+    pub fn guard_counts(&self) -> Option<&super::exec_guard::GuardCounts> {
+        self.guard.as_ref().map(|g| &*g.counts)
+    }
+
+    /// Whether probes may stay on a file nothing runs (the exec guard is there).
+    fn guarded(&self) -> bool {
+        self.guard.is_some()
     }
 
     pub fn watches_executables(&self) -> bool {
@@ -147,19 +213,31 @@ impl Targets {
         spec: usize,
     ) -> Result<String, TraceError> {
         let path = self.specs[spec].path.clone();
-        let Some(file) = self.specs[spec].file else {
+        let Ok(meta) = std::fs::metadata(&path) else {
             return Ok(format!(
                 "{}: no such file on this host; processes that run it inside their own root (containers) will be traced",
                 path.display()
             ));
         };
-        let new = self.binary(ebpf, resolver, file, &path)?;
-        if let Err(e) = self.share(ebpf, file, &path) {
+        let (file, fp) = stamp(&meta);
+        let new = self.binary(ebpf, resolver, FileAt::new(file, fp, &path))?;
+        if !self.guarded() {
+            // Analysed (a bad file is said now), attached when a process runs it.
+            let b = &self.binaries[&file];
+            return Ok(format!(
+                "watching {} ({}): {} probes, attached to each process of this file when it starts",
+                path.display(),
+                describe(&b.target, self.mode),
+                b.target.probes_for(self.mode).count()
+            ));
+        }
+        if let Err(e) = self.share(ebpf, file) {
             if new {
                 self.drop_binary(ebpf, resolver, file);
             }
             return Err(e.into());
         }
+        self.settle();
         let b = &self.binaries[&file];
         let mut msg = format!(
             "watching {} ({}): {} probes attached for every process of this file",
@@ -191,13 +269,14 @@ impl Targets {
             // Kernel threads, processes gone meanwhile: not ours to report.
             Err(_) => return Ok(None),
         };
-        let file = match FileId::of(&proc.host_path) {
-            Ok(f) => f,
+        let (file, fp) = match std::fs::metadata(&proc.host_path) {
+            Ok(m) => stamp(&m),
             Err(e) if explicit => return Err(TargetError::from_io(&proc.host_path, e).into()),
             Err(_) => return Ok(None),
         };
         let matched = self.specs.iter().any(|s| s.matches(&proc.exe, file));
-        if !explicit && (!matched || self.rejected.contains_key(&file)) {
+        let rejected = self.rejected.get(&file).is_some_and(|(at, _)| *at == fp);
+        if !explicit && (!matched || rejected) {
             return Ok(None);
         }
         // Watch for the exit before attaching, so a process that dies meanwhile is noticed.
@@ -205,16 +284,17 @@ impl Targets {
             Some(libc::ESRCH) => TraceError::Target(TargetError::PidMissing { pid }),
             _ => TraceError::Other(format!("pidfd_open({pid}): {e}")),
         })?;
-        let new = match self.binary(ebpf, resolver, file, &proc.host_path) {
+        let new = match self.binary(ebpf, resolver, FileAt::new(file, fp, &proc.host_path)) {
             Ok(new) => new,
             Err(e) => {
                 if !explicit {
-                    self.rejected.insert(file, e.to_string());
+                    self.rejected.insert(file, (fp, e.to_string()));
+                    self.settle();
                 }
                 return Err(e);
             }
         };
-        match self.attach_process(ebpf, resolver, pid, file, &proc.host_path, matched, pidfd) {
+        match self.attach_process(ebpf, resolver, pid, file, matched, pidfd) {
             Ok(links) => {
                 let b = self.binaries.get_mut(&file).expect("binary just added");
                 b.procs += 1;
@@ -232,11 +312,11 @@ impl Targets {
                     Proc {
                         file,
                         links: links.0,
-                        path: proc.host_path,
                         explicit,
                         watch,
                     },
                 );
+                self.settle();
                 Ok(Some(attached))
             }
             Err(e) => {
@@ -248,24 +328,22 @@ impl Targets {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn attach_process(
         &mut self,
         ebpf: &mut Ebpf,
         resolver: &mut Resolver,
         pid: u32,
         file: FileId,
-        host_path: &Path,
         matched: bool,
         pidfd: OwnedFd,
     ) -> Result<(Vec<Link>, OwnedFd), TraceError> {
         // Read while the process surely runs: its findings may arrive after it died.
         let bias = {
             let b = &self.binaries[&file];
-            process::process_load_bias(pid, host_path, |off| b.segments.vaddr_of_offset(off))?
+            process::process_load_bias(pid, &b.fd_path(), |off| b.segments.vaddr_of_offset(off))?
         };
         if matched {
-            self.share(ebpf, file, host_path)?;
+            self.share(ebpf, file)?;
         }
         let b = &self.binaries[&file];
         let links = match b.shared {
@@ -274,40 +352,55 @@ impl Targets {
             None => {
                 let scope = std::num::NonZeroU32::new(pid)
                     .map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
-                attach::attach_binary(ebpf, &b.target, b.id, host_path, scope, self.mode)?
+                attach::attach_binary(ebpf, &b.target, b.id, &b.fd_path(), scope, self.mode)?
             }
         };
         resolver.add_process(pid, ProcessInfo::new(pid, b.info.clone(), bias));
         Ok((links, pidfd))
     }
 
-    /// The binary at `file`, analysed and configured in the kernel if new; true when new.
+    /// The binary at `file` with content `fp`, analysed and configured in the kernel if new;
+    /// true when new. A binary analysed at other content is retired first, with its probes.
     fn binary(
         &mut self,
         ebpf: &mut Ebpf,
         resolver: &mut Resolver,
-        file: FileId,
-        path: &Path,
+        at: FileAt<'_>,
     ) -> Result<bool, TraceError> {
-        if self.binaries.contains_key(&file) {
-            return Ok(false);
+        let FileAt {
+            file,
+            fingerprint: fp,
+            path,
+            name,
+        } = at;
+        match self.binaries.get(&file) {
+            Some(b) if b.fingerprint == fp => return Ok(false),
+            Some(_) => {
+                // Processes started since the change run the new content: found again later.
+                let pids = self.retire(ebpf, resolver, file);
+                self.readd.extend(pids);
+            }
+            None => {}
         }
         if self.binaries.len() >= map_trace_common::config::MAX_BINARIES as usize {
             return Err(TraceError::Other(format!(
                 "{}: already tracing {} executables, the most map-trace handles at once",
-                path.display(),
+                name.display(),
                 self.binaries.len()
             )));
         }
-        let image = ElfImage::open(path)?;
+        // Opened once: the stamp, the analysis and every attach are of this one file.
+        let (open, fingerprint, data) = deploy::read_binary(path, file)?;
+        self.analysed += 1;
+        let image = ElfImage::from_bytes(name.to_path_buf(), data)?;
         let target = GoTarget::analyze_image(&image)?;
         let info = Arc::new(BinaryInfo::new(&image, &target)?);
         let id = self.next_id;
         attach::write_config(ebpf, &target, id)?;
         self.next_id += 1;
         resolver.add_binary(id, info.clone(), target.elf.pie);
-        let name = path.file_name().map_or_else(
-            || path.display().to_string(),
+        let name = name.file_name().map_or_else(
+            || name.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
         );
         self.binaries.insert(
@@ -320,15 +413,21 @@ impl Targets {
                 segments: image.segments(),
                 shared: None,
                 procs: 0,
-                path: path.to_path_buf(),
+                open,
+                fingerprint,
             },
         );
+        if let Some(g) = &self.guard {
+            use std::os::fd::AsFd as _;
+            // Best effort: the directory marks cover the usual case without it.
+            let _ = g.mark_file(self.binaries[&file].open.as_fd());
+        }
         Ok(true)
     }
 
     /// Gives the binary links shared by all its processes, if it has none yet; processes of it
     /// that had links of their own drop them, so no operation traps twice.
-    fn share(&mut self, ebpf: &mut Ebpf, file: FileId, path: &Path) -> Result<(), AttachError> {
+    fn share(&mut self, ebpf: &mut Ebpf, file: FileId) -> Result<(), AttachError> {
         let b = self.binaries.get_mut(&file).expect("binary analysed first");
         if b.shared.is_some() {
             return Ok(());
@@ -339,7 +438,7 @@ impl Targets {
                 ebpf,
                 &b.target,
                 b.id,
-                path,
+                &b.fd_path(),
                 UProbeScope::AllProcesses,
                 self.mode,
             )?,
@@ -357,6 +456,11 @@ impl Targets {
                 attach::detach(ebpf, links);
             }
             attach::forget_binary(ebpf, b.id);
+            if let Some(g) = &self.guard {
+                use std::os::fd::AsFd as _;
+                g.unmark_file(b.open.as_fd());
+            }
+            // Closing `open` lets a deleted file's blocks go.
         }
     }
 
@@ -410,6 +514,16 @@ impl Targets {
         self.add(ebpf, resolver, pid, false)
     }
 
+    /// Marks for removal the kernel entries of processes that are gone but were never met
+    /// (they exited before their exec notice was read); `reap` removes them.
+    pub fn find_orphans(&mut self, ebpf: &Ebpf, resolver: &Resolver) {
+        let alive = |t: u32| Path::new(&format!("/proc/{t}")).exists();
+        let mut gone = sweep::orphans(ebpf, alive);
+        gone.extend(resolver.stack_tgids().into_iter().filter(|&t| !alive(t)));
+        gone.retain(|t| !self.procs.contains_key(t));
+        self.dead.extend(gone);
+    }
+
     /// Removes the kernel entries (correlation state, stacks) of processes that exited since
     /// the last call, in one pass over each table. A pid traced again meanwhile keeps its own.
     pub fn reap(&mut self, ebpf: &mut Ebpf, resolver: &mut Resolver) {
@@ -420,82 +534,6 @@ impl Targets {
         sweep::forget_processes(ebpf, &self.dead);
         resolver.forget_stacks(&self.dead);
         self.dead.clear();
-    }
-
-    /// The off part of a duty cycle: detaches every link but forgets nothing, and drops the
-    /// iteration state, since iterations that start or end while nothing is attached are not
-    /// seen (a stale one could otherwise take a new range's writes for its own).
-    pub fn suspend(&mut self, ebpf: &mut Ebpf) {
-        if self.suspended {
-            return;
-        }
-        self.suspended = true;
-        for b in self.binaries.values_mut() {
-            if let Some(links) = b.shared.as_mut() {
-                attach::detach(ebpf, std::mem::take(links));
-            }
-        }
-        for p in self.procs.values_mut() {
-            attach::detach(ebpf, std::mem::take(&mut p.links));
-        }
-        sweep::forget_iterations(ebpf);
-    }
-
-    /// The on part of a duty cycle: attaches again what `suspend` detached. Returns what
-    /// could not be attached (its process exited meanwhile, say).
-    pub fn resume(&mut self, ebpf: &mut Ebpf) -> Vec<String> {
-        if !self.suspended {
-            return Vec::new();
-        }
-        self.suspended = false;
-        let mut errors = Vec::new();
-        for (file, b) in &mut self.binaries {
-            let Some(links) = b.shared.as_mut() else {
-                continue;
-            };
-            // The path it was opened by may have gone with its process (a container's copy):
-            // any live process of the file reaches it too.
-            let paths = std::iter::once(b.path.clone()).chain(
-                self.procs
-                    .iter()
-                    .filter(|(_, p)| p.file == *file)
-                    .map(|(pid, _)| PathBuf::from(format!("/proc/{pid}/exe"))),
-            );
-            let mut last = None;
-            for path in paths {
-                match attach::attach_binary(
-                    ebpf,
-                    &b.target,
-                    b.id,
-                    &path,
-                    UProbeScope::AllProcesses,
-                    self.mode,
-                ) {
-                    Ok(l) => {
-                        *links = l;
-                        last = None;
-                        break;
-                    }
-                    Err(e) => last = Some(e.to_string()),
-                }
-            }
-            errors.extend(last);
-        }
-        for (&pid, p) in &mut self.procs {
-            let Some(b) = self.binaries.get(&p.file) else {
-                continue;
-            };
-            if b.shared.is_some() {
-                continue;
-            }
-            let scope = std::num::NonZeroU32::new(pid)
-                .map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
-            match attach::attach_binary(ebpf, &b.target, b.id, &p.path, scope, self.mode) {
-                Ok(l) => p.links = l,
-                Err(e) => errors.push(format!("pid {pid}: {e}")),
-            }
-        }
-        errors
     }
 
     /// Detaches a process that exited and removes everything kept for it. Its findings must
@@ -514,13 +552,13 @@ impl Targets {
         b.procs -= 1;
         // Keep the probes of a file an `--exe` path names now, for its next process; drop
         // those of a container's copy or a replaced file once nothing runs it.
-        let named = self
-            .specs
-            .iter()
-            .any(|s| FileId::of(&s.path).ok() == Some(p.file));
-        if b.procs == 0 && !named {
+        let named = self.specs.iter().any(|s| s.file() == Some(p.file));
+        // Without the exec guard nothing may stay attached to a file nothing runs: it could
+        // be rewritten in place before its next exec.
+        if b.procs == 0 && (!named || !self.guarded()) {
             self.drop_binary(ebpf, resolver, p.file);
         }
+        self.settle();
         true
     }
 }

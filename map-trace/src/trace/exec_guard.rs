@@ -1,0 +1,485 @@
+//! Holds every exec of a watched executable until its probes match its content.
+//!
+//! Uprobes belong to an inode and a file offset. When a file is rewritten in place (`cp` over
+//! it, `install`, a config-management tool), the inode stays and the kernel keeps the old
+//! breakpoints and the old saved instructions: the next process of the file gets breakpoints in
+//! the middle of other instructions and dies (SIGSEGV, SIGILL). Noticing the change afterwards
+//! (inotify) is a race the new process can win. A fanotify *permission* event closes it: the
+//! kernel asks us at `execve`'s open of the file, before the file is mapped, and waits for our
+//! answer. A writer cannot be running the file meanwhile (an executable open for writing cannot
+//! be exec'd: ETXTBSY), so the content we check is the content that will run.
+//!
+//! The marks: each binary whose probes stay attached while nothing runs it (an inode mark) and
+//! the directory of each `--exe` path and of the file it resolves to (directory marks, so a file
+//! moved or copied in under that name is analysed and attached before its first instruction).
+//!
+//! Unrelated execs in those directories and execs of unchanged files are answered by this
+//! thread at once; only a changed or newly deployed watched file waits for the main loop. If
+//! the daemon dies, the kernel allows every held exec; if the main loop does not answer within
+//! [`ANSWER_WITHIN`], a changed file's exec is denied (EPERM: visible, never a crash) and a new
+//! one is allowed untraced. Both are counted.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd};
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::fanotify::{
+    EventFFlags, Fanotify, FanotifyResponse, InitFlags, MarkFlags, MaskFlags, Response,
+};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+use crate::target::exe_match::FileId;
+
+/// How long an exec may be held for the main loop (analysis of a 100 MB binary takes ~1 s).
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+
+/// What changes when a file's content does: checked at every exec of a watched file. A write
+/// always moves ctime (which no user can set back), and `cp` also changes the size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Fingerprint {
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+}
+
+impl Fingerprint {
+    pub fn of(m: &std::fs::Metadata) -> Fingerprint {
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        Fingerprint {
+            size: m.size(),
+            mtime_ns: ns(m.mtime(), m.mtime_nsec()),
+            ctime_ns: ns(m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+/// A file's identity and content stamp, from one `fstat`.
+pub fn stamp(m: &std::fs::Metadata) -> (FileId, Fingerprint) {
+    (
+        FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+        },
+        Fingerprint::of(m),
+    )
+}
+
+/// An exec the main loop must settle before it may go on.
+pub struct Held {
+    pub file: FileId,
+    pub fingerprint: Fingerprint,
+    /// The file being exec'd, reachable for as long as the exec is held (`/proc/self/fd/N`).
+    pub path: PathBuf,
+    /// Where the file sits by name, for messages and for matching `--exe` paths.
+    pub name: PathBuf,
+    answer: std::sync::mpsc::SyncSender<()>,
+}
+
+impl Held {
+    /// Lets the exec go on; the probes now match the content (or the file is not traced).
+    pub fn release(self) {
+        let _ = self.answer.try_send(());
+    }
+}
+
+/// Which files the main loop has settled, and at which content: shared with the guard thread.
+#[derive(Default)]
+struct Known {
+    files: HashMap<FileId, Fingerprint>,
+    /// `--exe` paths as the user named them.
+    names: Vec<PathBuf>,
+}
+
+/// Counts for the metrics.
+#[derive(Default)]
+pub struct GuardCounts {
+    /// Execs of a changed file whose old probes were detached before they went on.
+    pub redeploys_held: AtomicU64,
+    /// Execs denied because the main loop did not answer in time for a changed file.
+    pub denied: AtomicU64,
+    /// Execs of a new watched file allowed untraced after the main loop did not answer.
+    pub unanswered: AtomicU64,
+}
+
+pub struct ExecGuard {
+    fan: Arc<Fanotify>,
+    known: Arc<Mutex<Known>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Directory marks now set, with an fd each so a mark can be removed after a rename.
+    dirs: HashMap<PathBuf, std::fs::File>,
+    /// Directories that could not be marked, said once each.
+    failed: std::collections::HashSet<PathBuf>,
+    pub counts: Arc<GuardCounts>,
+}
+
+impl ExecGuard {
+    /// Starts the guard thread. Err when fanotify permission events are not to be had here
+    /// (no CAP_SYS_ADMIN, a kernel without CONFIG_FANOTIFY_ACCESS_PERMISSIONS).
+    pub fn start(names: Vec<PathBuf>) -> Result<(ExecGuard, UnboundedReceiver<Held>), String> {
+        let fan = Fanotify::init(
+            InitFlags::FAN_CLASS_CONTENT | InitFlags::FAN_CLOEXEC | InitFlags::FAN_NONBLOCK,
+            EventFFlags::O_RDONLY | EventFFlags::O_CLOEXEC | EventFFlags::O_LARGEFILE,
+        )
+        .map_err(|e| format!("fanotify_init: {}", e.desc()))?;
+        let fan = Arc::new(fan);
+        let known = Arc::new(Mutex::new(Known {
+            files: HashMap::new(),
+            names,
+        }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let counts = Arc::new(GuardCounts::default());
+        let (tx, rx) = unbounded_channel();
+        let thread = {
+            let (fan, known, stop, counts) =
+                (fan.clone(), known.clone(), stop.clone(), counts.clone());
+            std::thread::Builder::new()
+                .name("exec-guard".into())
+                .spawn(move || guard_loop(&fan, &known, &stop, &counts, &tx))
+                .map_err(|e| format!("starting the exec guard thread: {e}"))?
+        };
+        Ok((
+            ExecGuard {
+                fan,
+                known,
+                stop,
+                thread: Some(thread),
+                dirs: HashMap::new(),
+                failed: Default::default(),
+                counts,
+            },
+            rx,
+        ))
+    }
+
+    /// Records the files the main loop has settled and at which content (probes attached for
+    /// it, or found untraceable); an exec of any other content of them is held.
+    pub fn settle_all(&self, files: HashMap<FileId, Fingerprint>) {
+        lock(&self.known).files = files;
+    }
+
+    /// Holds execs of the file open at `fd` (an inode mark).
+    pub fn mark_file(&self, fd: BorrowedFd<'_>) -> Result<(), String> {
+        self.fan
+            .mark::<_, Path>(
+                MarkFlags::FAN_MARK_ADD,
+                MaskFlags::FAN_OPEN_EXEC_PERM,
+                fd,
+                None,
+            )
+            .map_err(|e| format!("fanotify mark: {}", e.desc()))
+    }
+
+    pub fn unmark_file(&self, fd: BorrowedFd<'_>) {
+        let _ = self.fan.mark::<_, Path>(
+            MarkFlags::FAN_MARK_REMOVE,
+            MaskFlags::FAN_OPEN_EXEC_PERM,
+            fd,
+            None,
+        );
+    }
+
+    /// Makes the directory marks exactly `wanted`: execs of any file in them are checked.
+    /// Returns the directories that could not be marked, each once.
+    pub fn mark_dirs(&mut self, wanted: &[PathBuf]) -> Vec<String> {
+        let mut errors = Vec::new();
+        self.dirs.retain(|d, fd| {
+            let keep = wanted.contains(d);
+            if !keep {
+                let _ = self.fan.mark::<_, Path>(
+                    MarkFlags::FAN_MARK_REMOVE,
+                    MaskFlags::FAN_OPEN_EXEC_PERM | MaskFlags::FAN_EVENT_ON_CHILD,
+                    fd.as_fd(),
+                    None,
+                );
+            }
+            keep
+        });
+        for d in wanted {
+            if self.dirs.contains_key(d) {
+                continue;
+            }
+            let marked = std::fs::File::open(d)
+                .map_err(|e| e.to_string())
+                .and_then(|fd| {
+                    self.fan
+                        .mark::<_, Path>(
+                            MarkFlags::FAN_MARK_ADD | MarkFlags::FAN_MARK_ONLYDIR,
+                            MaskFlags::FAN_OPEN_EXEC_PERM | MaskFlags::FAN_EVENT_ON_CHILD,
+                            fd.as_fd(),
+                            None,
+                        )
+                        .map(|()| fd)
+                        .map_err(|e| format!("fanotify mark: {}", e.desc()))
+                });
+            match marked {
+                Ok(fd) => {
+                    self.failed.remove(d);
+                    self.dirs.insert(d.clone(), fd);
+                }
+                Err(e) => {
+                    if self.failed.insert(d.clone()) {
+                        errors.push(format!("{}: {e}", d.display()));
+                    }
+                }
+            }
+        }
+        errors
+    }
+}
+
+impl Drop for ExecGuard {
+    /// Execs held now are allowed by the kernel when the group's fd closes; the caller drops
+    /// the guard only after every probe is detached, so none of them can meet a stale one.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn lock(m: &Mutex<Known>) -> std::sync::MutexGuard<'_, Known> {
+    // A panic while holding it leaves plain data behind, still usable.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What to do with one exec.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    /// The main loop must look first; `changed`: its probes are stale.
+    Ask {
+        changed: bool,
+    },
+}
+
+/// Decides from what is known, without I/O beyond `name_of` (the current file of a name).
+pub fn verdict(
+    file: FileId,
+    fp: Fingerprint,
+    name: &Path,
+    known: &HashMap<FileId, Fingerprint>,
+    names: &[PathBuf],
+    name_of: impl Fn(&Path) -> Option<FileId>,
+) -> Verdict {
+    match known.get(&file) {
+        Some(k) if *k == fp => Verdict::Allow,
+        Some(_) => Verdict::Ask { changed: true },
+        None if names.iter().any(|n| n == name || name_of(n) == Some(file)) => {
+            Verdict::Ask { changed: false }
+        }
+        None => Verdict::Allow,
+    }
+}
+
+fn guard_loop(
+    fan: &Fanotify,
+    known: &Mutex<Known>,
+    stop: &AtomicBool,
+    counts: &GuardCounts,
+    main: &UnboundedSender<Held>,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let mut fds = [PollFd::new(fan.as_fd(), PollFlags::POLLIN)];
+        // Wakes up now and then to see `stop`; events wake it at once.
+        if poll(&mut fds, PollTimeout::from(200u16)).unwrap_or(0) <= 0 {
+            continue;
+        }
+        let Ok(events) = fan.read_events() else {
+            continue;
+        };
+        for ev in events {
+            let Some(fd) = ev.fd() else { continue };
+            let response = answer(fd, known, counts, main);
+            let _ = fan.write_response(FanotifyResponse::new(fd, response));
+        }
+    }
+}
+
+fn answer(
+    fd: BorrowedFd<'_>,
+    known: &Mutex<Known>,
+    counts: &GuardCounts,
+    main: &UnboundedSender<Held>,
+) -> Response {
+    let path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    // fstat through the fd: the very file being exec'd.
+    let Ok(meta) = std::fs::metadata(&path) else {
+        return Response::FAN_ALLOW;
+    };
+    let (file, fp) = stamp(&meta);
+    let name = std::fs::read_link(&path).unwrap_or_default();
+    let v = {
+        let k = lock(known);
+        verdict(file, fp, &name, &k.files, &k.names, |n| {
+            std::fs::metadata(n).ok().map(|m| stamp(&m).0)
+        })
+    };
+    let Verdict::Ask { changed } = v else {
+        return Response::FAN_ALLOW;
+    };
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let held = Held {
+        file,
+        fingerprint: fp,
+        path,
+        name,
+        answer: tx,
+    };
+    if main.send(held).is_err() {
+        // The main loop has ended: every probe is detached by now.
+        return Response::FAN_ALLOW;
+    }
+    match rx.recv_timeout(ANSWER_WITHIN) {
+        Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            if changed {
+                counts.redeploys_held.fetch_add(1, Ordering::Relaxed);
+            }
+            Response::FAN_ALLOW
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) if changed => {
+            counts.denied.fetch_add(1, Ordering::Relaxed);
+            Response::FAN_DENY
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            counts.unanswered.fetch_add(1, Ordering::Relaxed);
+            Response::FAN_ALLOW
+        }
+    }
+}
+
+/// Sibling directories of a symlink's target marked at most, per `--exe` path.
+const MAX_RELEASE_DIRS: usize = 64;
+
+/// The directories to mark for `--exe` paths: each path's own directory, and the directory of
+/// the file it resolves to now (a symlink's target), so a file put there under that name is
+/// checked at its first exec. For a path that goes through a symlink, also the target
+/// directory's siblings: the usual layout flips `current` from `releases/N` to `releases/N+1`,
+/// and the new release directory exists (and is marked on its creation) before the flip.
+pub fn dirs_for(names: &[PathBuf]) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    let mut add = |d: &Path| {
+        if d.is_dir() && !dirs.iter().any(|x| x == d) {
+            dirs.push(d.to_path_buf());
+        }
+    };
+    for n in names {
+        if let Some(d) = n.parent() {
+            add(d);
+        }
+        let Ok(real) = std::fs::canonicalize(n) else {
+            continue;
+        };
+        let Some(target_dir) = real.parent() else {
+            continue;
+        };
+        add(target_dir);
+        let through_symlink = n.parent().and_then(|d| std::fs::canonicalize(d).ok())
+            != Some(target_dir.to_path_buf());
+        if let (true, Some(releases)) = (through_symlink, target_dir.parent()) {
+            let mut siblings: Vec<PathBuf> = std::fs::read_dir(releases)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path())
+                .collect();
+            // The newest names first, where the next release is.
+            siblings.sort_by(|a, b| b.cmp(a));
+            for d in siblings.iter().take(MAX_RELEASE_DIRS) {
+                add(d);
+            }
+        }
+    }
+    dirs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const F: FileId = FileId { dev: 1, ino: 2 };
+    const G: FileId = FileId { dev: 1, ino: 3 };
+    const FP: Fingerprint = Fingerprint {
+        size: 10,
+        mtime_ns: 5,
+        ctime_ns: 6,
+    };
+
+    fn known(f: FileId, fp: Fingerprint) -> HashMap<FileId, Fingerprint> {
+        HashMap::from([(f, fp)])
+    }
+
+    #[test]
+    fn an_unchanged_settled_file_goes_on_at_once() {
+        let v = verdict(F, FP, Path::new("/a"), &known(F, FP), &[], |_| None);
+        assert_eq!(v, Verdict::Allow);
+    }
+
+    #[test]
+    fn a_file_changed_in_place_waits_for_its_probes() {
+        // `cp` over the file: same inode, new ctime and size.
+        let fp = Fingerprint {
+            size: 11,
+            ctime_ns: 7,
+            ..FP
+        };
+        let v = verdict(F, fp, Path::new("/a"), &known(F, FP), &[], |_| None);
+        assert_eq!(v, Verdict::Ask { changed: true });
+        // `touch` alone moves the times: checked again, never assumed the same.
+        let fp = Fingerprint { mtime_ns: 9, ..FP };
+        let v = verdict(F, fp, Path::new("/a"), &known(F, FP), &[], |_| None);
+        assert_eq!(v, Verdict::Ask { changed: true });
+    }
+
+    #[test]
+    fn a_new_file_under_a_watched_name_waits_to_be_attached() {
+        let names = [PathBuf::from("/srv/app")];
+        // By name (moved in), or as the file a watched symlink now points to.
+        let v = verdict(G, FP, Path::new("/srv/app"), &known(F, FP), &names, |_| {
+            None
+        });
+        assert_eq!(v, Verdict::Ask { changed: false });
+        let v = verdict(
+            G,
+            FP,
+            Path::new("/srv/r2/app"),
+            &HashMap::new(),
+            &names,
+            |_| Some(G),
+        );
+        assert_eq!(v, Verdict::Ask { changed: false });
+    }
+
+    #[test]
+    fn other_files_in_a_marked_directory_go_on_at_once() {
+        let names = [PathBuf::from("/srv/app")];
+        let v = verdict(G, FP, Path::new("/srv/tool"), &known(F, FP), &names, |_| {
+            Some(F)
+        });
+        assert_eq!(v, Verdict::Allow);
+    }
+
+    #[test]
+    fn dirs_cover_the_name_and_what_it_resolves_to() {
+        let d = std::env::temp_dir().join(format!("mt-guard-dirs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("r1")).unwrap();
+        std::fs::write(d.join("r1/app"), b"x").unwrap();
+        std::os::unix::fs::symlink("r1/app", d.join("app")).unwrap();
+        std::fs::create_dir_all(d.join("r2")).unwrap();
+        let d = std::fs::canonicalize(&d).unwrap();
+        let got = dirs_for(&[d.join("app"), d.join("missing-dir/x")]);
+        // The link's directory, its target's, and the target's siblings (the next release).
+        assert_eq!(got, [d.clone(), d.join("r1"), d.join("r2")]);
+        let plain = dirs_for(&[d.join("r1/app")]);
+        assert_eq!(plain, [d.join("r1")]);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

@@ -1,0 +1,208 @@
+//! Watched files that change on disk: a file rewritten in place loses its probes before its new
+//! content runs, a file moved or copied in under a watched name gets probes before its first
+//! instruction, and a file no name leads to any more is let go once nothing runs it.
+
+use std::collections::HashSet;
+use std::io::Read as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+
+use aya::Ebpf;
+
+use super::{Targets, TraceError, describe};
+use crate::error::TargetError;
+use crate::target::exe_match::FileId;
+use crate::trace::exec_guard::{Fingerprint, Held, dirs_for, stamp};
+use crate::trace::resolve::Resolver;
+
+/// The largest executable map-trace reads (the biggest Go programs are a few hundred MB).
+pub const MAX_BINARY_BYTES: u64 = 2 << 30;
+
+/// Opens the regular file at `path`, which must be `file`, and reads it. The fingerprint is
+/// taken before the read, so a write during it shows as a change at the next check.
+pub(super) fn read_binary(
+    path: &Path,
+    file: FileId,
+) -> Result<(std::fs::File, Fingerprint, Vec<u8>), TraceError> {
+    // O_NONBLOCK: a FIFO put at the path must not block the daemon.
+    let open = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| TargetError::from_io(path, e))?;
+    let meta = open.metadata().map_err(|e| TargetError::from_io(path, e))?;
+    if !meta.is_file() {
+        return Err(TraceError::Other(format!(
+            "{}: not a regular file",
+            path.display()
+        )));
+    }
+    if meta.len() > MAX_BINARY_BYTES {
+        return Err(TraceError::Other(format!(
+            "{}: {} bytes, over the {} bytes map-trace reads",
+            path.display(),
+            meta.len(),
+            MAX_BINARY_BYTES
+        )));
+    }
+    let (opened, fingerprint) = stamp(&meta);
+    if opened != file {
+        return Err(TraceError::Other(format!(
+            "{}: replaced while being opened; looked at again at its next exec",
+            path.display()
+        )));
+    }
+    let mut data = Vec::with_capacity(meta.len() as usize);
+    (&open)
+        .take(MAX_BINARY_BYTES)
+        .read_to_end(&mut data)
+        .map_err(|e| TargetError::from_io(path, e))?;
+    Ok((open, fingerprint, data))
+}
+
+impl Targets {
+    /// The `--exe` paths as named.
+    pub fn names(&self) -> Vec<PathBuf> {
+        self.specs.iter().map(|s| s.path.clone()).collect()
+    }
+
+    /// Tells the exec guard which content each settled file has.
+    pub(super) fn settle(&self) {
+        let Some(g) = &self.guard else { return };
+        let files = self
+            .binaries
+            .iter()
+            .map(|(f, b)| (*f, b.fingerprint))
+            .chain(self.rejected.iter().map(|(f, (fp, _))| (*f, *fp)));
+        g.settle_all(files.collect());
+    }
+
+    /// Detaches and forgets a binary whose content changed, with its processes' entries.
+    /// Returns the processes that were detached: any still running were started after the
+    /// change and run the new content.
+    pub(super) fn retire(
+        &mut self,
+        ebpf: &mut Ebpf,
+        resolver: &mut Resolver,
+        file: FileId,
+    ) -> Vec<u32> {
+        let pids: Vec<u32> = self
+            .procs
+            .iter()
+            .filter(|(_, p)| p.file == file)
+            .map(|(pid, _)| *pid)
+            .collect();
+        for &pid in &pids {
+            self.remove(ebpf, resolver, pid);
+        }
+        self.drop_binary(ebpf, resolver, file);
+        self.rejected.remove(&file);
+        pids
+    }
+
+    /// Processes to look at again (their file's probes were retired under them).
+    pub fn take_readd(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.readd)
+    }
+
+    /// Settles an exec the guard holds: stale probes go, a watched file gets probes for the
+    /// content about to run, then the exec is let go. Returns what to tell the user.
+    pub fn on_held(&mut self, ebpf: &mut Ebpf, resolver: &mut Resolver, held: Held) -> Vec<String> {
+        let mut said = Vec::new();
+        let file = held.file;
+        let name = held.name.clone();
+        if self
+            .binaries
+            .get(&file)
+            .is_some_and(|b| b.fingerprint != held.fingerprint)
+        {
+            let pids = self.retire(ebpf, resolver, file);
+            self.readd.extend(pids);
+            said.push(format!(
+                "{}: changed on disk; its old probes were detached before the new content ran",
+                name.display()
+            ));
+        }
+        self.rejected
+            .retain(|f, (fp, _)| *f != file || *fp == held.fingerprint);
+        let named = self
+            .specs
+            .iter()
+            .any(|s| s.path == name || s.file() == Some(file));
+        if named && !self.binaries.contains_key(&file) && !self.rejected.contains_key(&file) {
+            said.push(match self.attach_file(ebpf, resolver, &held) {
+                Ok(msg) => msg,
+                Err(e) => {
+                    self.rejected
+                        .insert(file, (held.fingerprint, e.to_string()));
+                    format!("not tracing {}: {e}", name.display())
+                }
+            });
+        }
+        self.settle();
+        held.release();
+        said
+    }
+
+    fn attach_file(
+        &mut self,
+        ebpf: &mut Ebpf,
+        resolver: &mut Resolver,
+        held: &Held,
+    ) -> Result<String, TraceError> {
+        let at = super::FileAt {
+            file: held.file,
+            fingerprint: held.fingerprint,
+            path: &held.path,
+            name: &held.name,
+        };
+        let new = self.binary(ebpf, resolver, at)?;
+        if let Err(e) = self.share(ebpf, held.file) {
+            if new {
+                self.drop_binary(ebpf, resolver, held.file);
+            }
+            return Err(e.into());
+        }
+        let b = &self.binaries[&held.file];
+        Ok(format!(
+            "watching {} ({}): {} probes attached before its first instruction",
+            held.name.display(),
+            describe(&b.target, self.mode),
+            b.target.probes_for(self.mode).count()
+        ))
+    }
+
+    /// Looks at the watched names again: binaries nothing runs whose name leads elsewhere now,
+    /// or whose content changed, are let go (probes, settings, the open file and with it a
+    /// deleted file's blocks); the guard's directory marks follow re-pointed symlinks.
+    pub fn rescan(&mut self, ebpf: &mut Ebpf, resolver: &mut Resolver) -> Vec<String> {
+        let named: HashSet<FileId> = self.specs.iter().filter_map(|s| s.file()).collect();
+        let gone: Vec<FileId> = self
+            .binaries
+            .iter()
+            .filter(|(f, b)| {
+                let changed = b
+                    .open
+                    .metadata()
+                    .map_or(true, |m| Fingerprint::of(&m) != b.fingerprint);
+                b.procs == 0 && (!named.contains(f) || changed)
+            })
+            .map(|(f, _)| *f)
+            .collect();
+        for f in gone {
+            self.drop_binary(ebpf, resolver, f);
+        }
+        // A rejected file no name leads to will not be exec'd as a target again.
+        self.rejected.retain(|f, _| named.contains(f));
+        let names = self.names();
+        let errors = match self.guard.as_mut() {
+            Some(g) => g.mark_dirs(&dirs_for(&names)),
+            None => Vec::new(),
+        };
+        self.settle();
+        errors
+            .into_iter()
+            .map(|e| format!("cannot hold execs in {e}"))
+            .collect()
+    }
+}
