@@ -2,12 +2,14 @@
 //! service, command-line flags for a person, and flags win. Pure: reading the file is the only
 //! I/O, so every rule is unit-tested.
 
+use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::input::{self, InputError};
 use crate::plan::IterationMode;
 use crate::trace::Format;
 
@@ -94,15 +96,17 @@ pub struct Settings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{}: {source}", .path.display())]
-    Read {
+    #[error("{}: {why}", .path.display())]
+    Read { path: PathBuf, why: String },
+    /// Where and what, without toml's excerpt of the offending text: that can be the whole
+    /// (up to 1 MiB) line.
+    #[error("{}: {where_}{message}", .path.display())]
+    Parse {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        /// "line L, column C: ", or empty when toml gives no position.
+        where_: String,
+        message: String,
     },
-    /// toml's message names the line and column and shows the offending text.
-    #[error("{}: {}", .path.display(), .message.trim_end().replace('\n', " "))]
-    Parse { path: PathBuf, message: String },
     #[error("{}: {key} = {value:?}: {why}", .path.display())]
     Value {
         path: PathBuf,
@@ -125,11 +129,28 @@ impl ConfigError {
     }
 }
 
-/// Reads and parses a config file.
+/// Reads and parses a config file: a regular file of at most [`input::MAX_CONFIG_BYTES`], so
+/// `--config /dev/zero` or a FIFO is refused at once instead of hanging or filling memory.
 pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let read = |why: String| ConfigError::Read {
         path: path.to_path_buf(),
-        source,
+        why,
+    };
+    let bytes = input::read_regular(path, input::MAX_CONFIG_BYTES).map_err(|e| {
+        read(match e {
+            InputError::NotRegular(kind) => format!("not a regular file but a {kind}"),
+            InputError::TooLarge { size, limit } => format!(
+                "{size} bytes, more than the {} a config file may have",
+                input::bytes(limit)
+            ),
+            InputError::Io(e) => input::describe_io(&e),
+        })
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        read(format!(
+            "not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        ))
     })?;
     parse(path, &text)
 }
@@ -137,8 +158,22 @@ pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
 pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
     toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        where_: e.span().map_or(String::new(), |span| {
+            let (line, column) = line_column(text, span.start);
+            format!("line {line}, column {column}: ")
+        }),
+        message: e.message().trim_end().replace('\n', " "),
     })
+}
+
+/// 1-based line and column (in characters) of byte offset `at` in `text`.
+fn line_column(text: &str, at: usize) -> (usize, usize) {
+    let before = text.get(..at).unwrap_or(text);
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (
+        before.matches('\n').count() + 1,
+        before[line_start..].chars().count() + 1,
+    )
 }
 
 /// The file's settings overridden by the flags: a flag given replaces that key of the file
@@ -266,14 +301,38 @@ impl Settings {
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
         for exe in &self.exes {
-            if !exe.exists() && !exe.is_absolute() {
+            // Only a path that names nothing here may name a file inside containers; a
+            // symlink loop or a FIFO is a mistake to point out, not "no such file".
+            let problem = match std::fs::metadata(exe) {
+                Ok(m) if m.is_file() => continue,
+                Ok(m) => {
+                    w.push(format!(
+                        "exe {}: not a regular file but a {}; tracing it will fail",
+                        exe.display(),
+                        input::kind_name(&m.file_type())
+                    ));
+                    continue;
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+                    input::describe_io(&e)
+                }
+                Err(e) => {
+                    w.push(format!(
+                        "exe {}: {}; tracing it will fail",
+                        exe.display(),
+                        input::describe_io(&e)
+                    ));
+                    continue;
+                }
+            };
+            if !exe.is_absolute() {
                 w.push(format!(
-                    "exe {}: no such file, and a relative path cannot name a file inside containers",
+                    "exe {}: {problem}, and a relative path cannot name a file inside containers",
                     exe.display()
                 ));
-            } else if !exe.exists() {
+            } else {
                 w.push(format!(
-                    "exe {}: no such file on this host; only processes that run it inside their own root (containers) will be traced",
+                    "exe {}: {problem} on this host; only processes that run it inside their own root (containers) will be traced",
                     exe.display()
                 ));
             }
@@ -396,6 +455,15 @@ low_overhead = true
         let e = file("format = \"yaml\"").unwrap_err().to_string();
         assert!(e.contains("yaml"), "{e}");
         assert!(!e.contains('\n'), "one line: {e}");
+    }
+
+    #[test]
+    fn parse_errors_say_where_without_quoting_the_text() {
+        let text = format!("exe = [\"/x\"]\nbogus = \"{}\"\n", "y".repeat(100_000));
+        let e = file(&text).unwrap_err().to_string();
+        assert!(e.len() < 500, "{} chars", e.len());
+        assert!(e.contains("line 2, column 1: unknown field `bogus`"), "{e}");
+        assert_eq!(line_column("a\nbé\nc", 5), (2, 3));
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod config;
 pub mod ebpf;
 pub mod error;
 pub mod group;
+pub mod input;
 pub mod inspect;
 pub mod metrics;
 pub mod plan;

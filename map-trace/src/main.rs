@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use map_trace::cli::{Cli, Command, InspectArgs, TraceArgs};
 use map_trace::config;
-use map_trace::error::TargetError;
+use map_trace::error::{MAX_MESSAGE_CHARS, TargetError, one_line};
 use map_trace::inspect::Report;
 use map_trace::target::analysis::GoTarget;
 use map_trace::target::process;
@@ -18,7 +18,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err((code, msg)) => {
-            eprintln!("map-trace: {msg}");
+            // One line, whatever the error quotes: scripts and journals read it as one.
+            eprintln!("map-trace: {}", one_line(&msg, MAX_MESSAGE_CHARS));
             ExitCode::from(code)
         }
     }
@@ -31,8 +32,13 @@ fn run(args: &TraceArgs) -> Result<(), (u8, String)> {
         None => None,
     };
     let settings = config::merge(file, args.flags()).map_err(usage)?;
+    if !args.check_config {
+        // A bad --exe file is refused before anything is loaded into the kernel, and before
+        // the warnings, which would otherwise say less about it than the error.
+        trace::precheck(&settings).map_err(|e| (e.exit_code(), e.to_string()))?;
+    }
     for w in settings.warnings() {
-        eprintln!("map-trace: warning: {w}");
+        eprintln!("map-trace: warning: {}", one_line(&w, MAX_MESSAGE_CHARS));
     }
     if args.check_config {
         print!("{}", settings.describe());

@@ -7,6 +7,7 @@ use object::{Object as _, ObjectSection as _, elf};
 
 use super::Arch;
 use crate::error::TargetError;
+use crate::input;
 
 /// A whole ELF file held in memory. `object` borrows from the bytes, so views are re-parsed on
 /// demand; parsing the headers is cheap next to anything we do with them.
@@ -57,9 +58,31 @@ pub struct ElfFacts {
 }
 
 impl ElfImage {
+    /// Reads the file at `path` whole: only a regular file of at most
+    /// [`input::MAX_BINARY_BYTES`], so no name (a FIFO, `/dev/zero`) can hang or exhaust us.
     pub fn open(path: &Path) -> Result<Self, TargetError> {
-        let data = std::fs::read(path).map_err(|e| TargetError::from_io(path, e))?;
+        let data = input::read_regular(path, input::MAX_BINARY_BYTES)
+            .map_err(|e| TargetError::from_input(path, e))?;
         Self::from_bytes(path.to_path_buf(), data)
+    }
+
+    /// What [`ElfImage::open`] checks first, without reading the file: that it can be opened,
+    /// is a regular file within the limit, and starts like an ELF file. Lets the daemon refuse
+    /// a bad `--exe` before it loads anything into the kernel.
+    pub fn precheck(path: &Path) -> Result<(), TargetError> {
+        use std::io::Read as _;
+        let (file, _) = input::open_regular(path, input::MAX_BINARY_BYTES)
+            .map_err(|e| TargetError::from_input(path, e))?;
+        let mut magic = Vec::with_capacity(4);
+        file.take(4)
+            .read_to_end(&mut magic)
+            .map_err(|e| TargetError::from_io(path, e))?;
+        match magic[..] == elf::ELFMAG[..] {
+            true => Ok(()),
+            false => Err(TargetError::NotElf {
+                path: path.to_path_buf(),
+            }),
+        }
     }
 
     pub fn from_bytes(path: PathBuf, data: Vec<u8>) -> Result<Self, TargetError> {

@@ -22,11 +22,12 @@ use map_trace_common::probe::Role;
 use tokio::io::unix::AsyncFd;
 
 use crate::config::Settings;
-use crate::error::TargetError;
+use crate::error::{MAX_MESSAGE_CHARS, TargetError, one_line};
 use crate::group::{Groups, Seen};
 use crate::metrics::http::Health;
 use crate::metrics::{AttachFailure, Metrics, raise_to};
 use crate::report::{Clock, Report, Summary, TopFinding};
+use crate::target::elf::ElfImage;
 use crate::target::exe_match::{self, ExeSpec};
 use resolve::Resolver;
 use targets::Targets;
@@ -75,6 +76,25 @@ impl TraceError {
             TraceError::Other(_) => 1,
         }
     }
+}
+
+/// Refuses an `--exe` whose file is on this host but cannot be a program: not a regular file,
+/// over the size limit, a symlink loop, unreadable, not ELF. Reads at most 4 bytes of each, so
+/// it is safe before any signal handler is installed. A path that leads to no file on this
+/// host is fine: processes may run it inside their own root (containers).
+pub fn precheck(opts: &Settings) -> Result<(), TraceError> {
+    for path in &opts.exes {
+        match std::fs::metadata(path) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) => {}
+            Err(e) => return Err(TargetError::from_io(path, e).into()),
+            Ok(_) => ElfImage::precheck(path)?,
+        }
+    }
+    Ok(())
 }
 
 pub fn run(opts: Settings) -> Result<(), TraceError> {
@@ -243,7 +263,10 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
                 active = !active;
                 let next = if active {
                     for e in session.targets.resume(session.ebpf) {
-                        eprintln!("map-trace: warning: attaching again: {e}");
+                        eprintln!(
+                            "map-trace: warning: attaching again: {}",
+                            one_line(&e.to_string(), MAX_MESSAGE_CHARS)
+                        );
                     }
                     d.on
                 } else {
@@ -439,6 +462,7 @@ fn adopt(
             // A process that ran a matching file and exited before it could be read is
             // counted, but not worth a line each.
             if reason != AttachFailure::ProcessGone {
+                let e = one_line(&e.to_string(), MAX_MESSAGE_CHARS);
                 eprintln!("map-trace: not tracing pid {pid}: {e}");
             }
             metrics

@@ -126,6 +126,32 @@ pub fn map_trace(args: &[&str]) -> Output {
         .expect("run map-trace")
 }
 
+/// Runs the map-trace binary under test, failing the test if it has not exited within
+/// `limit` (it is killed then, so a hang fails instead of blocking the suite).
+pub fn map_trace_within(args: &[&str], limit: std::time::Duration) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_map-trace"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run map-trace");
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().expect("wait map-trace").is_none() {
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let o = child.wait_with_output().expect("reap map-trace");
+            panic!(
+                "map-trace {args:?} still ran after {limit:?} (killed); stderr: {:?}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // It has exited, so what it wrote is all in the pipes.
+    child.wait_with_output().expect("collect map-trace output")
+}
+
 /// Asserts a failure as users must see it: this exit code, a one-line message containing
 /// `needle`, no panic.
 pub fn assert_fails(o: &Output, code: i32, needle: &str) {

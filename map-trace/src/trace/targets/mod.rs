@@ -575,7 +575,9 @@ pub fn failure_reason(e: &TraceError) -> AttachFailure {
             TargetError::PidMissing { .. }
             | TargetError::NoExecutable { .. }
             | TargetError::FileMissing { .. } => AttachFailure::ProcessGone,
-            TargetError::Io { .. } => AttachFailure::Other,
+            TargetError::Io { .. }
+            | TargetError::NotRegular { .. }
+            | TargetError::TooLarge { .. } => AttachFailure::Other,
         },
         TraceError::Attach(_) | TraceError::Kernel(_) => AttachFailure::KernelRejected,
         TraceError::Other(_) => AttachFailure::Other,
