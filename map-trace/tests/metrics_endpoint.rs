@@ -149,14 +149,29 @@ fn prometheus_scrapes_findings_and_promtool_accepts_the_endpoint() {
 }
 
 #[test]
-fn a_metrics_port_in_use_fails_clearly() {
+fn a_metrics_address_that_cannot_be_bound_has_its_own_exit_code() {
+    // Bound before anything is loaded into the kernel, so no root needed.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let me = std::process::id().to_string();
+    let limit = Duration::from_secs(1);
     common::assert_fails(
-        &common::map_trace(&["--pid", &me, "--metrics-addr", &addr]),
-        1,
-        &format!("cannot serve metrics on {addr}"),
+        &common::map_trace_within(&["--pid", &me, "--metrics-addr", &addr], limit),
+        14,
+        &format!("cannot serve metrics on {addr}: the port is in use"),
+    );
+    // TEST-NET-1 (RFC 5737): never an address of this host. Not loopback either, so the
+    // warning about that comes first, on its own line.
+    let o = common::map_trace_within(&["--pid", &me, "--metrics-addr", "192.0.2.1:9464"], limit);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(14), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(lines[0].contains("warning: metrics_addr 192.0.2.1:9464 is reachable"));
+    assert!(
+        lines[1]
+            .contains("cannot serve metrics on 192.0.2.1:9464: the address is not on this host"),
+        "{err}"
     );
 }
 

@@ -63,6 +63,10 @@ pub enum TraceError {
     /// The kernel lacks features the probes need (all of them named).
     #[error("{0}")]
     Kernel(String),
+    /// `--metrics-addr` cannot be listened on: its own code, because it is fixed by choosing
+    /// another address, not by anything about the targets or the kernel.
+    #[error("cannot serve metrics on {addr}: {why}")]
+    MetricsAddr { addr: SocketAddr, why: String },
     #[error("{0}")]
     Other(String),
 }
@@ -73,6 +77,7 @@ impl TraceError {
             TraceError::Target(e) => e.exit_code(),
             TraceError::Attach(_) => 12,
             TraceError::Kernel(_) => 13,
+            TraceError::MetricsAddr { .. } => 14,
             TraceError::Other(_) => 1,
         }
     }
@@ -340,9 +345,13 @@ async fn serve_metrics(
     metrics: &Arc<Metrics>,
     health: &Arc<Health>,
 ) -> Result<Server, TraceError> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| TraceError::Other(format!("cannot serve metrics on {addr}: {e}")))?;
+    let listener =
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| TraceError::MetricsAddr {
+                addr,
+                why: bind_failure(&e),
+            })?;
     // Port 0 means any free port: say the one we got.
     let addr = listener.local_addr().unwrap_or(addr);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -398,6 +407,20 @@ async fn changed(paths: Option<&mut path_watch::PathWatch>) {
     match paths {
         Some(p) => p.changed().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Why a listen address cannot be bound, in the words that say what to change.
+fn bind_failure(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::EADDRINUSE) => "the port is in use (by another map-trace?); choose another".into(),
+        Some(libc::EADDRNOTAVAIL) => {
+            "the address is not on this host; use one of its own addresses, e.g. 127.0.0.1".into()
+        }
+        Some(libc::EACCES) => {
+            "permission denied (ports below 1024 need CAP_NET_BIND_SERVICE); choose a port above 1023".into()
+        }
+        _ => e.to_string(),
     }
 }
 

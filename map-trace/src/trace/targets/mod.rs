@@ -580,7 +580,7 @@ pub fn failure_reason(e: &TraceError) -> AttachFailure {
             | TargetError::TooLarge { .. } => AttachFailure::Other,
         },
         TraceError::Attach(_) | TraceError::Kernel(_) => AttachFailure::KernelRejected,
-        TraceError::Other(_) => AttachFailure::Other,
+        TraceError::MetricsAddr { .. } | TraceError::Other(_) => AttachFailure::Other,
     }
 }
 
