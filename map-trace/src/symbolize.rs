@@ -46,7 +46,8 @@ impl Symbolizer {
     pub fn new(image: &ElfImage, bias: u64) -> Result<Self, TargetError> {
         let file = object::File::parse(image.data())
             .map_err(|e| image.malformed(format!("ELF headers: {e}")))?;
-        let pclntab = Pclntab::read(&file).map_err(|e| image.malformed(e.to_string()))?;
+        let pclntab =
+            Pclntab::read_in(&file, image.backing()).map_err(|e| image.malformed(e.to_string()))?;
         Ok(Symbolizer { pclntab, bias })
     }
 

@@ -6,6 +6,7 @@ use object::read::elf::{ElfFile64, FileHeader as _, ProgramHeader as _};
 use object::{Object as _, ObjectSection as _, elf};
 
 use super::Arch;
+use super::bytes::{Backing, Bytes};
 use crate::error::TargetError;
 use crate::input;
 
@@ -13,7 +14,9 @@ use crate::input;
 /// demand; parsing the headers is cheap next to anything we do with them.
 pub struct ElfImage {
     path: PathBuf,
-    data: Vec<u8>,
+    data: Bytes,
+    /// Where `data` comes from: what long-lived tables keep ranges of instead of copies.
+    backing: Backing,
     /// PT_LOAD segments, read once: every probe's file offset is looked up in them.
     loads: Vec<Load>,
 }
@@ -85,13 +88,36 @@ impl ElfImage {
         }
     }
 
+    /// Maps `file` read-only, to be named `path`: the daemon's way, so a 100 MB binary costs
+    /// page cache, not anonymous memory, and what the analysis touched can be released.
+    /// `file` must be a regular file (`input::open_regular`) of at most the binary limit.
+    pub fn map(path: PathBuf, file: &std::fs::File) -> Result<Self, TargetError> {
+        // SAFETY: the mapping is read-only. A file truncated under it faults (SIGBUS) when read
+        // past its new end: the analysis runs while the caller holds the exec (no writer can
+        // be mid-way, ETXTBSY), and later readers check `Backing::intact` first.
+        let map =
+            unsafe { memmap2::Mmap::map(file) }.map_err(|e| TargetError::from_io(&path, e))?;
+        let map = std::sync::Arc::new(map);
+        let data = Bytes::Mapped {
+            map: map.clone(),
+            start: 0,
+            len: map.len(),
+        };
+        Self::new(path, data, Backing::mapped(map))
+    }
+
     pub fn from_bytes(path: PathBuf, data: Vec<u8>) -> Result<Self, TargetError> {
+        Self::new(path, Bytes::Owned(data), Backing::default())
+    }
+
+    fn new(path: PathBuf, data: Bytes, backing: Backing) -> Result<Self, TargetError> {
         if data.get(..4) != Some(&elf::ELFMAG[..]) {
             return Err(TargetError::NotElf { path });
         }
         let mut image = ElfImage {
             path,
             data,
+            backing,
             loads: Vec::new(),
         };
         // 32-bit ELF is a valid ELF we do not support; report it as an architecture problem.
@@ -112,6 +138,10 @@ impl ElfImage {
 
     pub fn data(&self) -> &[u8] {
         &self.data
+    }
+
+    pub fn backing(&self) -> &Backing {
+        &self.backing
     }
 
     pub fn object(&self) -> Result<ElfFile64<'_>, TargetError> {

@@ -15,6 +15,7 @@ use std::os::unix::fs::FileExt as _;
 use object::read::elf::ElfFile64;
 use object::{Object as _, ObjectSection as _, SectionKind};
 
+use super::bytes::{Backing, Bytes};
 use super::offsets::RuntimeOffsets;
 use super::pclntab;
 
@@ -153,8 +154,8 @@ impl MapTypeName {
 pub struct TypeNames {
     /// `moduledata.types`: the base of name offsets and the first descriptor.
     types: u64,
-    /// The bytes of `[types, etypes)`.
-    data: Vec<u8>,
+    /// The bytes of `[types, etypes)`: a range of the mapped file where it can be.
+    data: Bytes,
     layout: TypeLayout,
 }
 
@@ -171,6 +172,17 @@ fn moduledata_types_fields(go_minor: u32) -> (u64, u64) {
 impl TypeNames {
     /// `file`: the executable; `go_minor`: e.g. 27 for go1.27.3 (for moduledata layout).
     pub fn read(file: &ElfFile64<'_>, go_minor: u32, layout: TypeLayout) -> Result<Self, String> {
+        Self::read_in(file, go_minor, layout, &Backing::default())
+    }
+
+    /// Like [`TypeNames::read`], keeping the type data as a range of `backing` (the file's
+    /// mapping) rather than a copy.
+    pub fn read_in(
+        file: &ElfFile64<'_>,
+        go_minor: u32,
+        layout: TypeLayout,
+        backing: &Backing,
+    ) -> Result<Self, String> {
         if layout.span().is_none() {
             return Err(format!("implausible type descriptor layout {layout:?}"));
         }
@@ -201,8 +213,8 @@ impl TypeNames {
                 let start = usize::try_from(types - section.address()).ok()?;
                 d.get(start..start.checked_add(usize::try_from(etypes - types).ok()?)?)
             })
-            .ok_or_else(|| format!("type data [{types:#x}, {etypes:#x}) is not in the file"))?
-            .to_vec();
+            .map(|d| backing.keep(d))
+            .ok_or_else(|| format!("type data [{types:#x}, {etypes:#x}) is not in the file"))?;
         Ok(TypeNames {
             types,
             data,
@@ -392,7 +404,7 @@ mod tests {
     fn names(data: Vec<u8>) -> TypeNames {
         TypeNames {
             types: TYPES,
-            data,
+            data: data.into(),
             layout: LAYOUT,
         }
     }
@@ -566,14 +578,14 @@ mod tests {
         };
         for round in 0..200 {
             let len = (next() % 0x400) as usize;
-            let data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
-            let mut t = names(data);
+            let mut data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
             if round % 2 == 0 {
                 // Force the descriptor checks to pass more often.
-                for b in t.data.iter_mut().skip(23).step_by(8) {
+                for b in data.iter_mut().skip(23).step_by(8) {
                     *b = KIND_MAP;
                 }
             }
+            let t = names(data);
             let mem = FakeMem {
                 at: next() % 0x1000,
                 bytes: (0..0x200).map(|_| next() as u8).collect(),

@@ -7,6 +7,7 @@
 
 pub mod analysis;
 pub mod buildinfo;
+pub mod bytes;
 pub mod dwarf;
 pub mod elf;
 pub mod exe_match;

@@ -24,6 +24,7 @@ use object::{
 };
 
 use super::Function;
+use super::bytes::{Backing, Bytes};
 
 const MAGIC_GO12: u32 = 0xffff_fffb;
 const MAGIC_GO116: u32 = 0xffff_fffa;
@@ -326,7 +327,7 @@ fn parse_header(data: &[u8], big: bool) -> Result<Header, PclntabError> {
 #[derive(Debug)]
 struct Table {
     names: Names,
-    funcs: Vec<Function>,
+    funcs: Vec<Func>,
     /// Offset of each function's `_func` in the table data, parallel to `funcs`.
     func_offs: Vec<usize>,
 }
@@ -358,7 +359,7 @@ fn parse_functab(
         };
         v.ok_or_else(|| malformed(format!("function table entry {i} unreadable")))
     };
-    let mut funcs: Vec<Function> = Vec::with_capacity(h.nfunc);
+    let mut funcs: Vec<Func> = Vec::with_capacity(h.nfunc);
     let mut func_offs = Vec::with_capacity(h.nfunc);
     for i in 0..h.nfunc {
         let entry = entry_at(i)?;
@@ -399,15 +400,15 @@ fn parse_functab(
         let nameoff = rd
             .u32(data, pos + nameoff_at)
             .ok_or_else(|| malformed(format!("function {i}: name offset unreadable")))?;
-        let name = names.get(data, nameoff).ok_or_else(|| {
-            malformed(format!(
+        if names.get(data, nameoff).is_none() {
+            return Err(malformed(format!(
                 "function {i} at {entry:#x}: name offset {nameoff:#x} outside funcnametab"
-            ))
-        })?;
-        funcs.push(Function {
-            name,
+            )));
+        }
+        funcs.push(Func {
             entry,
             end: entry,
+            nameoff,
         });
         func_offs.push(pos);
     }
@@ -434,6 +435,16 @@ fn parse_functab(
         funcs,
         func_offs,
     })
+}
+
+/// A function as the table keeps it: its name stays in the table's bytes (a 150,000-function
+/// binary would otherwise hold as many strings); [`Function`]s are made on demand.
+#[derive(Clone, Copy, Debug)]
+struct Func {
+    entry: u64,
+    /// The next function's entry (for the last one, the table's end PC).
+    end: u64,
+    nameoff: u32,
 }
 
 /// An allocated section of the file, by virtual address.
@@ -673,15 +684,20 @@ fn symbol_address(file: &object::File<'_>, name: &str) -> Option<u64> {
 
 /// Finds the table: by section name, through `.go.module`'s pcHeader pointer, by symbol, or by
 /// scanning (an external linker may merge `.data.rel.ro.gopclntab` into `.data.rel.ro`).
-fn locate(file: &object::File<'_>, img: &Image<'_>) -> Option<(u64, Vec<u8>)> {
+/// The table's address and bytes: borrowed from the file, unless the section was compressed.
+fn locate<'a>(
+    file: &object::File<'a>,
+    img: &Image<'a>,
+) -> Option<(u64, std::borrow::Cow<'a, [u8]>)> {
+    use std::borrow::Cow;
     for name in [".gopclntab", ".data.rel.ro.gopclntab"] {
         if let Some(s) = file.section_by_name(name)
             && let Ok(data) = s.uncompressed_data()
         {
-            return Some((s.address(), data.into_owned()));
+            return Some((s.address(), data));
         }
     }
-    let from_addr = |addr: u64| img.tail(addr).map(|d| (addr, d.to_vec()));
+    let from_addr = |addr: u64| img.tail(addr).map(|d| (addr, Cow::Borrowed(d)));
     if let Some(found) = file
         .section_by_name(".go.module")
         .and_then(|s| img.word(s.address()))
@@ -699,7 +715,7 @@ fn locate(file: &object::File<'_>, img: &Image<'_>) -> Option<(u64, Vec<u8>)> {
             if let Some(tail) = s.data.get(off..)
                 && looks_like_header(tail, big)
             {
-                return Some((s.addr.wrapping_add(off as u64), tail.to_vec()));
+                return Some((s.addr.wrapping_add(off as u64), Cow::Borrowed(tail)));
             }
             off += img.ptr_size;
         }
@@ -787,7 +803,7 @@ impl Iterator for PcValues<'_> {
 #[derive(Clone, Debug)]
 struct Region {
     addr: u64,
-    bytes: Vec<u8>,
+    bytes: Bytes,
 }
 
 impl Region {
@@ -799,13 +815,14 @@ impl Region {
 
 /// The function table of one Go binary.
 pub struct Pclntab {
-    funcs: Vec<Function>,
+    funcs: Vec<Func>,
     names: Names,
-    by_name: HashMap<String, usize>,
+    /// Built on the first lookup by name (analysis); symbolizing never needs it.
+    by_name: std::sync::OnceLock<HashMap<String, usize>>,
     text_start: u64,
     header: Header,
-    /// The table, from the pcHeader on.
-    data: Vec<u8>,
+    /// The table, from the pcHeader on: a range of the mapped file where it can be.
+    data: Bytes,
     func_offs: Vec<usize>,
     /// `moduledata.gofunc` (Go 1.18+): the base of funcdata offsets.
     gofunc: Option<u64>,
@@ -830,8 +847,18 @@ impl Pclntab {
     /// Reads the function table of `file`, resolving `runtime.text` the way the binary's Go
     /// version stores it.
     pub fn read(file: &object::File<'_>) -> Result<Self, PclntabError> {
+        Self::read_in(file, &Backing::default())
+    }
+
+    /// Like [`Pclntab::read`], keeping what it holds on to as ranges of `backing` (the file's
+    /// mapping) rather than copies: the table of a 95 MB binary is 28 MB.
+    pub fn read_in(file: &object::File<'_>, backing: &Backing) -> Result<Self, PclntabError> {
         let img = Image::from_file(file);
         let (pcln_addr, data) = locate(file, &img).ok_or(PclntabError::Missing)?;
+        let data = match data {
+            std::borrow::Cow::Borrowed(s) => backing.keep(s),
+            std::borrow::Cow::Owned(v) => Bytes::Owned(v),
+        };
         let header = parse_header(&data, img.big)?;
         if header.rd.ptr_size != img.ptr_size {
             return Err(malformed(format!(
@@ -846,24 +873,19 @@ impl Pclntab {
         let table = parse_functab(&data, &header, text_start, &word)?;
         let mut t = Pclntab::from_parts(header, data, table, text_start);
         if t.header.format == Format::Go116 {
-            t.attach_inline_trees_116(&img, pcln_addr);
+            t.attach_inline_trees_116(&img, pcln_addr, backing);
         } else {
             let candidates = gofunc_candidates(file, &img, &t.header, md);
-            t.attach_gofunc(&img, &candidates);
+            t.attach_gofunc(&img, &candidates, backing);
         }
         Ok(t)
     }
 
-    fn from_parts(header: Header, data: Vec<u8>, table: Table, text_start: u64) -> Self {
-        let mut by_name = HashMap::with_capacity(table.funcs.len());
-        for (i, f) in table.funcs.iter().enumerate() {
-            // Keep the lowest address when a name repeats.
-            by_name.entry(f.name.clone()).or_insert(i);
-        }
+    fn from_parts(header: Header, data: Bytes, table: Table, text_start: u64) -> Self {
         Pclntab {
             funcs: table.funcs,
             names: table.names,
-            by_name,
+            by_name: std::sync::OnceLock::new(),
             text_start,
             header,
             data,
@@ -876,8 +898,23 @@ impl Pclntab {
 
     /// All functions, sorted by entry address. `end` is the next function's entry (for the last
     /// one, the table's end PC), so it includes the alignment padding after the code.
-    pub fn functions(&self) -> &[Function] {
-        &self.funcs
+    pub fn functions(&self) -> Vec<Function> {
+        (0..self.funcs.len())
+            .filter_map(|i| self.function_of(i))
+            .collect()
+    }
+
+    fn function_of(&self, i: usize) -> Option<Function> {
+        let f = self.funcs.get(i)?;
+        Some(Function {
+            name: self.name_of(f)?,
+            entry: f.entry,
+            end: f.end,
+        })
+    }
+
+    fn name_of(&self, f: &Func) -> Option<String> {
+        self.names.get(&self.data, f.nameoff)
     }
 
     /// The function with this exact Go symbol name, e.g. `internal/runtime/maps.(*Iter).Next`.
@@ -885,8 +922,18 @@ impl Pclntab {
     /// The linker stores names with everything between the first `[` and the last `]` replaced
     /// by `...` (generic instantiations, array-type helpers such as `type:.eq.[...]T`), so such
     /// functions are found under that form; when several share it, this returns the lowest.
-    pub fn function(&self, name: &str) -> Option<&Function> {
-        self.by_name.get(name).and_then(|&i| self.funcs.get(i))
+    pub fn function(&self, name: &str) -> Option<Function> {
+        let by_name = self.by_name.get_or_init(|| {
+            let mut m = HashMap::with_capacity(self.funcs.len());
+            for (i, f) in self.funcs.iter().enumerate() {
+                // Keep the lowest address when a name repeats.
+                if let Some(n) = self.name_of(f) {
+                    m.entry(n).or_insert(i);
+                }
+            }
+            m
+        });
+        by_name.get(name).and_then(|&i| self.function_of(i))
     }
 
     /// The `runtime.text` that function entries were computed from. For the Go 1.16/1.17 format,
@@ -906,8 +953,8 @@ impl Pclntab {
     }
 
     /// The function whose `[entry, end)` contains `pc`.
-    pub fn function_at(&self, pc: u64) -> Option<&Function> {
-        self.index_at(pc).and_then(|i| self.funcs.get(i))
+    pub fn function_at(&self, pc: u64) -> Option<Function> {
+        self.index_at(pc).and_then(|i| self.function_of(i))
     }
 
     fn index_at(&self, pc: u64) -> Option<usize> {
@@ -950,7 +997,7 @@ impl Pclntab {
                 self.pcvalue(i, table, cur).unwrap_or(-1)
             };
             let Ok(ix) = usize::try_from(ix) else {
-                frames.push((f.name.clone(), file, line));
+                frames.push((self.name_of(f)?, file, line));
                 return Some(frames);
             };
             let entry_addr = tree?.checked_add(u64::try_from(ix.checked_mul(size)?).ok()?)?;
@@ -1091,7 +1138,7 @@ impl Pclntab {
 
     /// Go 1.18+: picks the first gofunc candidate under which every inline tree is readable and
     /// starts with a valid function name, and keeps a copy of the bytes the trees are in.
-    fn attach_gofunc(&mut self, img: &Image<'_>, candidates: &[u64]) {
+    fn attach_gofunc(&mut self, img: &Image<'_>, candidates: &[u64], backing: &Backing) {
         let with_trees: Vec<(usize, u32)> = (0..self.funcs.len())
             .filter_map(|i| Some((i, self.funcdata_off(i, FUNCDATA_INL_TREE)?)))
             .collect();
@@ -1115,7 +1162,7 @@ impl Pclntab {
                 self.gofunc = Some(g);
                 self.inl_region = Some(Region {
                     addr: g,
-                    bytes: tail.to_vec(),
+                    bytes: backing.keep(tail),
                 });
                 return;
             }
@@ -1123,7 +1170,7 @@ impl Pclntab {
     }
 
     /// Go 1.16/1.17: funcdata are absolute, pointer-aligned pointers after the pcdata offsets.
-    fn attach_inline_trees_116(&mut self, img: &Image<'_>, pcln_addr: u64) {
+    fn attach_inline_trees_116(&mut self, img: &Image<'_>, pcln_addr: u64, backing: &Backing) {
         let p = self.header.rd.ptr_size;
         let mut trees = vec![0u64; self.funcs.len()];
         for (i, tree) in trees.iter_mut().enumerate() {
@@ -1147,7 +1194,7 @@ impl Pclntab {
         {
             self.inl_region = Some(Region {
                 addr: lo,
-                bytes: tail.to_vec(),
+                bytes: backing.keep(tail),
             });
         }
         self.inl_trees_116 = trees;
@@ -1388,7 +1435,7 @@ mod tests {
         let rd = h.rd;
         let word = |off: usize| rd.word(data, off);
         let table = parse_functab(data, &h, text, &word)?;
-        Ok(Pclntab::from_parts(h, data.to_vec(), table, text))
+        Ok(Pclntab::from_parts(h, data.to_vec().into(), table, text))
     }
 
     #[test]
@@ -1563,9 +1610,9 @@ mod tests {
                     if let Ok(mut t) = parse_bytes(&d, 0x401000) {
                         let img = image(&[(PCLN_ADDR, &d), (0x700000, &rodata)]);
                         if format == Format::Go116 {
-                            t.attach_inline_trees_116(&img, PCLN_ADDR);
+                            t.attach_inline_trees_116(&img, PCLN_ADDR, &Backing::default());
                         } else {
-                            t.attach_gofunc(&img, &[0x700000]);
+                            t.attach_gofunc(&img, &[0x700000], &Backing::default());
                         }
                         for pc in (0x400ff0..0x401190).step_by(7) {
                             let _ = t.source_line(pc);
@@ -1982,10 +2029,10 @@ mod tests {
             rodata.extend(inline_tree(format));
             let img = image(&[(PCLN_ADDR, &d), (0x700000, &rodata)]);
             if format == Format::Go116 {
-                t.attach_inline_trees_116(&img, PCLN_ADDR);
+                t.attach_inline_trees_116(&img, PCLN_ADDR, &Backing::default());
             } else {
                 // Unmapped, then misaligned (names land mid-string), then right.
-                t.attach_gofunc(&img, &[0x123, 0x700004, 0x700000]);
+                t.attach_gofunc(&img, &[0x123, 0x700004, 0x700000], &Backing::default());
                 assert_eq!(t.gofunc(), Some(0x700000), "{format:?}");
             }
             assert_eq!(
@@ -2016,7 +2063,11 @@ mod tests {
         let mut t = b.parse(&d).unwrap();
         // No candidate fits: inlined PCs give nothing rather than a wrong answer.
         let junk = vec![0xeeu8; 64];
-        t.attach_gofunc(&image(&[(0x700000, &junk)]), &[0x700000]);
+        t.attach_gofunc(
+            &image(&[(0x700000, &junk)]),
+            &[0x700000],
+            &Backing::default(),
+        );
         assert_eq!(t.gofunc(), None);
         assert!(t.inlined_frames(0x401040).is_empty());
         assert_eq!(t.inlined_frames(0x401048).len(), 1);
@@ -2025,7 +2076,11 @@ mod tests {
         let mut tree = inline_tree(Format::Go120);
         tree[8..12].copy_from_slice(&0u32.to_le_bytes());
         rodata.extend(tree);
-        t.attach_gofunc(&image(&[(0x700000, &rodata)]), &[0x700000]);
+        t.attach_gofunc(
+            &image(&[(0x700000, &rodata)]),
+            &[0x700000],
+            &Backing::default(),
+        );
         assert_eq!(t.gofunc(), Some(0x700000));
         assert!(t.inlined_frames(0x401040).is_empty());
     }

@@ -60,8 +60,8 @@ impl Symbols {
         let table = Pclntab::read(&generic)?;
         let by_name = table
             .functions()
-            .iter()
-            .map(|f| (f.name.clone(), f.clone()))
+            .into_iter()
+            .map(|f| (f.name.clone(), f))
             .collect();
         Ok(Symbols {
             source: SymbolSource::Pclntab,

@@ -10,6 +10,7 @@ use map_trace_common::stack::UserStack;
 use crate::report::Report;
 use crate::symbolize::{Frame, Symbolizer};
 use crate::target::analysis::GoTarget;
+use crate::target::bytes::Backing;
 use crate::target::elf::ElfImage;
 use crate::target::gotypes::{ProcMem, TypeLayout, TypeNames};
 
@@ -22,6 +23,9 @@ pub struct BinaryInfo {
     symbols: Symbolizer,
     /// The binary's type names, or why they cannot be read.
     types: Result<TypeNames, String>,
+    /// The tables above may be ranges of the file's mapping: the file, to check that it is
+    /// still whole before they are read (a file truncated under a mapping faults: SIGBUS).
+    mapped: Option<(std::fs::File, Backing)>,
 }
 
 /// What one traced process needs for its findings.
@@ -121,6 +125,7 @@ impl Resolver {
                 _ => None,
             },
         };
+        let p = p.filter(|p| p.binary.intact());
         let mut stacks = Stacks {
             table: &self.stacks,
             cache: &mut self.cache,
@@ -175,14 +180,31 @@ impl BinaryInfo {
     /// Reads the line tables and type names of an executable.
     pub fn new(image: &ElfImage, target: &GoTarget) -> Result<Self, crate::error::TargetError> {
         let layout = TypeLayout::from(&target.offsets);
-        let types = image
-            .object()
-            .map_err(|e| e.to_string())
-            .and_then(|file| TypeNames::read(&file, target.version.minor, layout));
+        let types = image.object().map_err(|e| e.to_string()).and_then(|file| {
+            TypeNames::read_in(&file, target.version.minor, layout, image.backing())
+        });
         Ok(BinaryInfo {
             symbols: Symbolizer::new(image, 0)?,
             types,
+            mapped: None,
         })
+    }
+
+    /// Ties the tables to the file they map, so `intact` can check it.
+    pub fn mapped_from(mut self, file: &std::fs::File, image: &ElfImage) -> Self {
+        if let Ok(f) = file.try_clone() {
+            self.mapped = Some((f, image.backing().clone()));
+        }
+        self
+    }
+
+    /// Whether the tables can be read now: the file they map has not been truncated. A file
+    /// rewritten in place is retired at its next exec; until then its findings are shown
+    /// without frames rather than read from a half-written file.
+    fn intact(&self) -> bool {
+        self.mapped
+            .as_ref()
+            .is_none_or(|(f, backing)| f.metadata().is_ok_and(|m| backing.intact(m.len())))
     }
 
     /// A warning for the user when map types cannot be named for this process.

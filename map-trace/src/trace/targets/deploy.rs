@@ -3,61 +3,39 @@
 //! instruction, and a file no name leads to any more is let go once nothing runs it.
 
 use std::collections::HashSet;
-use std::io::Read as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use aya::Ebpf;
 
 use super::{Targets, TraceError, describe};
 use crate::error::TargetError;
+use crate::input;
+use crate::target::elf::ElfImage;
 use crate::target::exe_match::FileId;
 use crate::trace::exec_guard::{Fingerprint, Held, dirs_for, stamp};
 use crate::trace::resolve::Resolver;
 
-/// The largest executable map-trace reads (the biggest Go programs are a few hundred MB).
-pub const MAX_BINARY_BYTES: u64 = 2 << 30;
-
-/// Opens the regular file at `path`, which must be `file`, and reads it. The fingerprint is
-/// taken before the read, so a write during it shows as a change at the next check.
-pub(super) fn read_binary(
+/// Opens the regular file at `path`, which must be `file`, and maps it read-only. The
+/// fingerprint is taken before anything is read, so a write during the analysis shows as a
+/// change at the next check.
+pub(super) fn open_binary(
     path: &Path,
+    name: &Path,
     file: FileId,
-) -> Result<(std::fs::File, Fingerprint, Vec<u8>), TraceError> {
-    // O_NONBLOCK: a FIFO put at the path must not block the daemon.
-    let open = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| TargetError::from_io(path, e))?;
-    let meta = open.metadata().map_err(|e| TargetError::from_io(path, e))?;
-    if !meta.is_file() {
-        return Err(TraceError::Other(format!(
-            "{}: not a regular file",
-            path.display()
-        )));
-    }
-    if meta.len() > MAX_BINARY_BYTES {
-        return Err(TraceError::Other(format!(
-            "{}: {} bytes, over the {} bytes map-trace reads",
-            path.display(),
-            meta.len(),
-            MAX_BINARY_BYTES
-        )));
-    }
+) -> Result<(std::fs::File, Fingerprint, ElfImage), TraceError> {
+    // Checks the type before opening (a FIFO must not block us) and the size.
+    let (open, _) = input::open_regular(path, input::MAX_BINARY_BYTES)
+        .map_err(|e| TargetError::from_input(name, e))?;
+    let meta = open.metadata().map_err(|e| TargetError::from_io(name, e))?;
     let (opened, fingerprint) = stamp(&meta);
     if opened != file {
         return Err(TraceError::Other(format!(
             "{}: replaced while being opened; looked at again at its next exec",
-            path.display()
+            name.display()
         )));
     }
-    let mut data = Vec::with_capacity(meta.len() as usize);
-    (&open)
-        .take(MAX_BINARY_BYTES)
-        .read_to_end(&mut data)
-        .map_err(|e| TargetError::from_io(path, e))?;
-    Ok((open, fingerprint, data))
+    let image = ElfImage::map(name.to_path_buf(), &open)?;
+    Ok((open, fingerprint, image))
 }
 
 impl Targets {
