@@ -286,6 +286,14 @@ fn a_hundred_deploys_leave_nothing_behind() {
     let mut d = Daemon::start(&["--exe", path.to_str().unwrap(), "--format", "json"], true);
     d.wait_line("probes attached for every process", Duration::from_secs(60));
     let mt = d.pid();
+    // One round trip through both builds first: each map implementation's programs are loaded
+    // once, when first needed, and stay loaded.
+    for build in [&builds[1], &builds[0]] {
+        deploy(Deploy::CopyOver, &build.path, &path, 0);
+        finish(start_now(&path, 1), "warm-up").unwrap_or_else(|e| panic!("{e}"));
+    }
+    d.wait_metric("map_trace_probe_links", Duration::from_secs(10), |v| v > 0.0);
+    std::thread::sleep(Duration::from_millis(1500));
     let baseline = (
         fd_kinds(mt),
         d.metrics()["map_trace_probe_links"],

@@ -13,6 +13,11 @@
 //! the directory of each `--exe` path and of the file it resolves to (directory marks, so a file
 //! moved or copied in under that name is analysed and attached before its first instruction).
 //!
+//! Each held binary's inode is also marked for every open (`FAN_OPEN_PERM`), which the kernel
+//! asks about before an `O_TRUNC` open truncates: the main loop first reads the findings still
+//! in the ring buffer, so they are symbolized from the content that produced them (the tables
+//! are ranges of the file's mapping; a `cp` over it would otherwise leave them unreadable).
+//!
 //! Unrelated execs in those directories and execs of unchanged files are answered by this
 //! thread at once; only a changed or newly deployed watched file waits for the main loop. If
 //! the daemon dies, the kernel allows every held exec; if the main loop does not answer within
@@ -69,8 +74,10 @@ pub fn stamp(m: &std::fs::Metadata) -> (FileId, Fingerprint) {
     )
 }
 
-/// An exec the main loop must settle before it may go on.
+/// An exec (or an open of a held binary) the main loop must settle before it may go on.
 pub struct Held {
+    /// An exec of the file; false: an open, which waits only for pending findings to be read.
+    pub exec: bool,
     pub file: FileId,
     pub fingerprint: Fingerprint,
     /// The file being exec'd, reachable for as long as the exec is held (`/proc/self/fd/N`).
@@ -163,25 +170,17 @@ impl ExecGuard {
         lock(&self.known).files = files;
     }
 
-    /// Holds execs of the file open at `fd` (an inode mark).
+    /// Holds execs and opens of the file open at `fd` (an inode mark).
     pub fn mark_file(&self, fd: BorrowedFd<'_>) -> Result<(), String> {
         self.fan
-            .mark::<_, Path>(
-                MarkFlags::FAN_MARK_ADD,
-                MaskFlags::FAN_OPEN_EXEC_PERM,
-                fd,
-                None,
-            )
+            .mark::<_, Path>(MarkFlags::FAN_MARK_ADD, file_mask(), fd, None)
             .map_err(|e| format!("fanotify mark: {}", e.desc()))
     }
 
     pub fn unmark_file(&self, fd: BorrowedFd<'_>) {
-        let _ = self.fan.mark::<_, Path>(
-            MarkFlags::FAN_MARK_REMOVE,
-            MaskFlags::FAN_OPEN_EXEC_PERM,
-            fd,
-            None,
-        );
+        let _ = self
+            .fan
+            .mark::<_, Path>(MarkFlags::FAN_MARK_REMOVE, file_mask(), fd, None);
     }
 
     /// Makes the directory marks exactly `wanted`: execs of any file in them are checked.
@@ -244,6 +243,13 @@ impl Drop for ExecGuard {
     }
 }
 
+fn file_mask() -> MaskFlags {
+    MaskFlags::FAN_OPEN_EXEC_PERM | MaskFlags::FAN_OPEN_PERM
+}
+
+/// How long an open of a held binary may wait for the findings to be read.
+const DRAIN_WITHIN: Duration = Duration::from_secs(2);
+
 fn lock(m: &Mutex<Known>) -> std::sync::MutexGuard<'_, Known> {
     // A panic while holding it leaves plain data behind, still usable.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -296,10 +302,40 @@ fn guard_loop(
         };
         for ev in events {
             let Some(fd) = ev.fd() else { continue };
-            let response = answer(fd, known, counts, main);
+            let response = if ev.mask().contains(MaskFlags::FAN_OPEN_EXEC_PERM) {
+                answer(fd, known, counts, main)
+            } else {
+                before_open(fd, ev.pid(), main)
+            };
             let _ = fan.write_response(FanotifyResponse::new(fd, response));
         }
     }
+}
+
+/// An open of a held binary, which may truncate it: the findings still waiting are read first.
+/// The daemon's own opens go on at once (its main loop may be the one opening).
+fn before_open(fd: BorrowedFd<'_>, pid: i32, main: &UnboundedSender<Held>) -> Response {
+    if u32::try_from(pid).ok() == Some(std::process::id()) {
+        return Response::FAN_ALLOW;
+    }
+    let path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    let Ok(meta) = std::fs::metadata(&path) else {
+        return Response::FAN_ALLOW;
+    };
+    let (file, fingerprint) = stamp(&meta);
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let held = Held {
+        exec: false,
+        file,
+        fingerprint,
+        name: PathBuf::new(),
+        path,
+        answer: tx,
+    };
+    if main.send(held).is_ok() {
+        let _ = rx.recv_timeout(DRAIN_WITHIN);
+    }
+    Response::FAN_ALLOW
 }
 
 fn answer(
@@ -326,6 +362,7 @@ fn answer(
     };
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let held = Held {
+        exec: true,
         file,
         fingerprint: fp,
         path,

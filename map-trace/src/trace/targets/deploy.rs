@@ -87,6 +87,11 @@ impl Targets {
     /// content about to run, then the exec is let go. Returns what to tell the user.
     pub fn on_held(&mut self, ebpf: &mut Ebpf, resolver: &mut Resolver, held: Held) -> Vec<String> {
         let mut said = Vec::new();
+        if !held.exec {
+            // An open: its findings were read before this call, which is all it waits for.
+            held.release();
+            return said;
+        }
         let file = held.file;
         let name = held.name.clone();
         if self
