@@ -4,6 +4,7 @@
 //! of series cannot grow with the traced workload. Labelled series whose values are known up
 //! front are created at zero, so `rate()` and absence alerts work from the first scrape.
 
+pub mod connections;
 pub mod http;
 
 use map_trace_common::probe::Role;

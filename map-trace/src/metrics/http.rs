@@ -1,5 +1,6 @@
 //! The /metrics and /healthz endpoint.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::pin;
@@ -17,16 +18,24 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 
 use super::Metrics;
+use super::connections::{self, Activity, Limits, Peer};
 
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 const TEXT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
 /// Bounds the tasks and sockets a flood of connections can pin; Prometheus needs one or two.
-const MAX_CONNECTIONS: usize = 64;
-/// Also applies between keep-alive requests, so idle connections are closed after it.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Per peer, so one host cannot push out the others (see [`connections`]).
+const LIMITS: Limits = Limits {
+    total: 64,
+    per_peer: 16,
+};
+/// A request head must be complete this long after the connection opened or its previous
+/// request was answered; also closes idle keep-alive connections. Scrapers send their request
+/// at once, so this is generous for them and short for a client holding a slot by saying
+/// nothing, or a byte at a time.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(3);
 /// Connections are retired after this, so a client that never reads its response (which no
 /// read timeout covers) cannot hold a slot for ever.
 const MAX_CONNECTION_AGE: Duration = Duration::from_secs(300);
@@ -83,10 +92,39 @@ impl Default for Health {
     }
 }
 
+/// How the endpoint treats connections; [`Policy::default`] in the daemon, shorter in tests.
+#[derive(Clone, Copy, Debug)]
+pub struct Policy {
+    pub limits: Limits,
+    pub header_read_timeout: Duration,
+    pub max_connection_age: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            limits: LIMITS,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            max_connection_age: MAX_CONNECTION_AGE,
+        }
+    }
+}
+
+/// A connection being served, as the accept loop keeps it.
+struct Slot {
+    peer: Peer,
+    activity: Arc<Activity>,
+    task: AbortHandle,
+}
+
 /// Serves GET /metrics (text format, correct Content-Type `text/plain; version=0.0.4; charset=utf-8`),
 /// GET /healthz (200 "ok\n" while the main loop has beaten within `stale_after`; 503 with a one-line
 /// reason otherwise), 404 for other paths, 405 for non-GET/HEAD. Runs until `shutdown` resolves, then stops accepting
 /// and returns.
+///
+/// Idle or slow clients cannot lock scrapers out: a connection must complete each request
+/// head within 3 s, and when 64 connections (16 from one peer) are open a newcomer is let
+/// in by closing the connection doing least (see [`connections`]), never refused.
 ///
 /// Each connection is its own task, so a slow client delays only itself. On shutdown, open
 /// connections get [`DRAIN`] to finish the response in flight and are then dropped; no task
@@ -99,27 +137,62 @@ pub async fn serve(
     stale_after: Duration,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let policy = Policy::default();
+    serve_with(policy, listener, metrics, health, stale_after, shutdown).await
+}
+
+/// [`serve`] with another [`Policy`].
+pub async fn serve_with(
+    policy: Policy,
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    stale_after: Duration,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
+    let mut open: HashMap<u64, Slot> = HashMap::new();
+    let mut next_id = 0u64;
     let mut shutdown = pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    if conns.len() >= MAX_CONNECTIONS {
-                        // Closing at once tells the client to retry; queueing it would
-                        // let a flood delay Prometheus's scrape.
-                        drop(stream);
-                        continue;
+                Ok((stream, addr)) => {
+                    let peer = Peer::of(addr.ip());
+                    // A newcomer always gets in: when full, the connection doing least
+                    // makes room (see `connections`), so silent clients cannot lock out a
+                    // scraper.
+                    let waiting: Vec<_> = open
+                        .iter()
+                        .map(|(id, s)| (*id, s.peer, s.activity.get()))
+                        .collect();
+                    if let Some(v) = connections::victim(policy.limits, peer, &waiting)
+                        && let Some(slot) = open.remove(&v)
+                    {
+                        slot.task.abort();
                     }
-                    conns.spawn(connection(
+                    let id = next_id;
+                    next_id += 1;
+                    let activity = Arc::new(Activity::accepted(Instant::now()));
+                    let task = conns.spawn(connection(
+                        id,
                         stream,
-                        metrics.clone(),
-                        health.clone(),
-                        stale_after,
+                        policy,
+                        Served {
+                            metrics: metrics.clone(),
+                            health: health.clone(),
+                            stale_after,
+                            activity: activity.clone(),
+                        },
                         stop_rx.clone(),
                     ));
+                    open.insert(id, Slot { peer, activity, task });
+                    // Let the new connection read its request before the next accept, so a
+                    // burst of connections waiting to be accepted cannot push it out before
+                    // it has had a chance to say what it wants.
+                    tokio::task::yield_now().await;
                 }
                 Err(_) => {
                     tokio::select! {
@@ -128,8 +201,14 @@ pub async fn serve(
                     }
                 }
             },
-            // Reaps finished connections so `len` counts only live ones.
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            // Reaps finished connections so `open` holds only live ones.
+            Some(done) = conns.join_next(), if !conns.is_empty() => match done {
+                Ok(id) => {
+                    open.remove(&id);
+                }
+                // Closed to make room (already removed), or panicked.
+                Err(_) => open.retain(|_, s| !s.task.is_finished()),
+            },
         }
     }
     drop(listener);
@@ -139,31 +218,43 @@ pub async fn serve(
     Ok(())
 }
 
-async fn connection(
-    stream: TcpStream,
+/// What a connection answers with, and where it records its requests.
+struct Served {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     stale_after: Duration,
+    activity: Arc<Activity>,
+}
+
+/// Serves one connection until it closes, times out, is too old or the server stops; returns
+/// its id so the accept loop can forget it.
+async fn connection(
+    id: u64,
+    stream: TcpStream,
+    policy: Policy,
+    served: Served,
     mut stop: watch::Receiver<bool>,
-) {
+) -> u64 {
     let service = service_fn(move |req: Request<Incoming>| {
-        let resp = respond(&req, &metrics, &health, stale_after);
+        served.activity.request(Instant::now());
+        let resp = respond(&req, &served.metrics, &served.health, served.stale_after);
         async move { Ok::<_, Infallible>(resp) }
     });
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(policy.header_read_timeout);
     let mut conn = pin!(builder.serve_connection(TokioIo::new(stream), service));
     tokio::select! {
         // Errors are the client's (reset, malformed request, timeout) and concern only it.
-        _ = conn.as_mut() => return,
+        _ = conn.as_mut() => return id,
         // An error means the sender is gone, which also means stop.
         _ = stop.wait_for(|stop| *stop) => {}
-        () = tokio::time::sleep(MAX_CONNECTION_AGE) => {}
+        () = tokio::time::sleep(policy.max_connection_age) => {}
     }
     conn.as_mut().graceful_shutdown();
     let _ = tokio::time::timeout(DRAIN, conn).await;
+    id
 }
 
 fn respond(
@@ -206,228 +297,4 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::{Read, Write};
-    use std::net::SocketAddr;
-    use std::sync::mpsc;
-
-    struct Response {
-        status: u16,
-        headers: Vec<(String, String)>,
-        body: String,
-    }
-
-    impl Response {
-        fn header(&self, name: &str) -> Option<&str> {
-            self.headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_str())
-        }
-    }
-
-    /// One request on its own connection; HTTP/1.0 so the body is never chunked.
-    fn request(addr: SocketAddr, method: &str, path: &str) -> Response {
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).unwrap();
-        let (head, body) = raw.split_once("\r\n\r\n").expect("complete response");
-        let mut lines = head.lines();
-        let status = lines.next().unwrap().split(' ').nth(1).unwrap();
-        let headers = lines
-            .map(|l| {
-                let (n, v) = l.split_once(':').unwrap();
-                (n.trim().to_owned(), v.trim().to_owned())
-            })
-            .collect();
-        Response {
-            status: status.parse().unwrap(),
-            headers,
-            body: body.to_owned(),
-        }
-    }
-
-    /// The endpoint on its own current-thread runtime, as in the daemon, so these tests can
-    /// make blocking requests from the test thread.
-    struct Server {
-        addr: SocketAddr,
-        stop: Option<tokio::sync::oneshot::Sender<()>>,
-        done: mpsc::Receiver<std::io::Result<()>>,
-    }
-
-    impl Server {
-        fn start(metrics: Arc<Metrics>, health: Arc<Health>, stale_after: Duration) -> Server {
-            let (addr_tx, addr_rx) = mpsc::channel();
-            let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-            let (done_tx, done) = mpsc::channel();
-            std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                let r = rt.block_on(async move {
-                    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-                    addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                    // Spawned, as the daemon does, which needs the future to be Send.
-                    tokio::spawn(serve(listener, metrics, health, stale_after, async {
-                        let _ = stop_rx.await;
-                    }))
-                    .await
-                    .unwrap()
-                });
-                let _ = done_tx.send(r);
-            });
-            Server {
-                addr: addr_rx.recv().unwrap(),
-                stop: Some(stop),
-                done,
-            }
-        }
-
-        fn stop(mut self) {
-            let _ = self.stop.take().unwrap().send(());
-            self.done
-                .recv_timeout(DRAIN + Duration::from_secs(5))
-                .expect("serve returns after shutdown")
-                .expect("serve returns Ok");
-        }
-    }
-
-    #[test]
-    fn serves_metrics_and_health_and_stops_on_shutdown() {
-        let metrics = Arc::new(Metrics::new("9.8.7"));
-        metrics.probe_links.set(3);
-        let health = Arc::new(Health::new());
-        let stale = Duration::from_millis(300);
-        let server = Server::start(metrics, health.clone(), stale);
-        let addr = server.addr;
-
-        let r = request(addr, "GET", "/metrics");
-        assert_eq!(r.status, 200);
-        assert_eq!(
-            r.header("content-type"),
-            Some("text/plain; version=0.0.4; charset=utf-8")
-        );
-        assert!(
-            r.body
-                .contains("map_trace_build_info{version=\"9.8.7\"} 1\n"),
-            "{}",
-            r.body
-        );
-        assert!(r.body.contains("\nmap_trace_probe_links 3\n"), "{}", r.body);
-
-        let r = request(addr, "HEAD", "/metrics");
-        assert_eq!(r.status, 200);
-        assert!(r.body.is_empty(), "HEAD has no body: {:?}", r.body);
-
-        let r = request(addr, "GET", "/healthz");
-        assert_eq!(
-            (r.status, r.body.as_str()),
-            (503, "main loop has not run yet\n")
-        );
-
-        health.beat();
-        let r = request(addr, "GET", "/healthz");
-        assert_eq!((r.status, r.body.as_str()), (200, "ok\n"));
-        assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
-
-        std::thread::sleep(stale + Duration::from_millis(200));
-        let r = request(addr, "GET", "/healthz");
-        assert_eq!(r.status, 503);
-        assert!(
-            r.body.starts_with("main loop last ran ") && r.body.ends_with("(limit 0.3s)\n"),
-            "{:?}",
-            r.body
-        );
-        assert_eq!(r.body.lines().count(), 1);
-
-        health.beat();
-        assert_eq!(request(addr, "GET", "/healthz?verbose=1").status, 200);
-
-        let r = request(addr, "GET", "/");
-        assert_eq!(r.status, 404);
-        assert_eq!(request(addr, "GET", "/metrics/extra").status, 404);
-        assert_eq!(request(addr, "POST", "/nope").status, 404);
-
-        for method in ["POST", "PUT", "DELETE", "OPTIONS"] {
-            let r = request(addr, method, "/metrics");
-            assert_eq!(r.status, 405, "{method}");
-            assert_eq!(r.header("allow"), Some("GET, HEAD"));
-        }
-        assert_eq!(request(addr, "POST", "/healthz").status, 405);
-
-        server.stop();
-        assert!(
-            std::net::TcpStream::connect(addr).is_err(),
-            "the listener is closed once serve returns"
-        );
-    }
-
-    #[test]
-    fn bad_and_stalled_clients_do_not_block_scrapes() {
-        let server = Server::start(
-            Arc::new(Metrics::new("1")),
-            Arc::new(Health::new()),
-            Duration::from_secs(1),
-        );
-        let addr = server.addr;
-
-        let mut garbage = std::net::TcpStream::connect(addr).unwrap();
-        garbage.write_all(b"\x00\x01 NOT HTTP\r\n\r\n").unwrap();
-        garbage
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        let mut reply = Vec::new();
-        let _ = garbage.read_to_end(&mut reply);
-        let reply = String::from_utf8_lossy(&reply);
-        assert!(
-            reply.is_empty() || reply.starts_with("HTTP/1.1 400"),
-            "{reply:?}"
-        );
-
-        // Half a request line, never finished: must not hold up other clients.
-        let mut stalled = std::net::TcpStream::connect(addr).unwrap();
-        stalled.write_all(b"GET /met").unwrap();
-        let idle = std::net::TcpStream::connect(addr).unwrap();
-
-        let r = request(addr, "GET", "/metrics");
-        assert_eq!(r.status, 200);
-
-        // Shutdown is not held up by them either.
-        let t = Instant::now();
-        server.stop();
-        assert!(
-            t.elapsed() < DRAIN + Duration::from_secs(1),
-            "{:?}",
-            t.elapsed()
-        );
-        drop((stalled, idle));
-    }
-
-    #[test]
-    fn keep_alive_connections_are_served_repeatedly() {
-        let server = Server::start(
-            Arc::new(Metrics::new("1")),
-            Arc::new(Health::new()),
-            Duration::from_secs(1),
-        );
-        let mut s = std::net::TcpStream::connect(server.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        for _ in 0..3 {
-            write!(s, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-            let mut reply = Vec::new();
-            let mut buf = [0u8; 4096];
-            while !reply.ends_with(b"\r\n\r\nmain loop has not run yet\n") {
-                let n = s.read(&mut buf).unwrap();
-                assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&reply));
-                reply.extend_from_slice(&buf[..n]);
-            }
-            let reply = String::from_utf8_lossy(&reply);
-            assert!(reply.starts_with("HTTP/1.1 503"), "{reply:?}");
-        }
-        server.stop();
-    }
-}
+mod tests;

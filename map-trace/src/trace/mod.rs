@@ -6,6 +6,7 @@ pub mod exec_guard;
 pub mod kernel_features;
 pub mod path_watch;
 pub mod resolve;
+mod startup;
 pub mod sweep;
 pub mod targets;
 
@@ -27,9 +28,10 @@ use crate::group::{Groups, Seen};
 use crate::metrics::http::Health;
 use crate::metrics::{AttachFailure, Metrics, raise_to};
 use crate::report::{Clock, Report, Summary, TopFinding};
-use crate::target::elf::ElfImage;
 use crate::target::exe_match::{self, ExeSpec};
 use resolve::Resolver;
+pub use startup::precheck;
+use startup::{bind_failure, listen};
 use targets::Targets;
 
 /// Least time between two "seen again" lines of one finding group in the human output.
@@ -81,25 +83,6 @@ impl TraceError {
             TraceError::Other(_) => 1,
         }
     }
-}
-
-/// Refuses an `--exe` whose file is on this host but cannot be a program: not a regular file,
-/// over the size limit, a symlink loop, unreadable, not ELF. Reads at most 4 bytes of each, so
-/// it is safe before any signal handler is installed. A path that leads to no file on this
-/// host is fine: processes may run it inside their own root (containers).
-pub fn precheck(opts: &Settings) -> Result<(), TraceError> {
-    for path in &opts.exes {
-        match std::fs::metadata(path) {
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
-                ) => {}
-            Err(e) => return Err(TargetError::from_io(path, e).into()),
-            Ok(_) => ElfImage::precheck(path)?,
-        }
-    }
-    Ok(())
 }
 
 pub fn run(opts: Settings) -> Result<(), TraceError> {
@@ -345,13 +328,10 @@ async fn serve_metrics(
     metrics: &Arc<Metrics>,
     health: &Arc<Health>,
 ) -> Result<Server, TraceError> {
-    let listener =
-        tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| TraceError::MetricsAddr {
-                addr,
-                why: bind_failure(&e),
-            })?;
+    let listener = listen(addr).map_err(|e| TraceError::MetricsAddr {
+        addr,
+        why: bind_failure(&e),
+    })?;
     // Port 0 means any free port: say the one we got.
     let addr = listener.local_addr().unwrap_or(addr);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -407,20 +387,6 @@ async fn changed(paths: Option<&mut path_watch::PathWatch>) {
     match paths {
         Some(p) => p.changed().await,
         None => std::future::pending().await,
-    }
-}
-
-/// Why a listen address cannot be bound, in the words that say what to change.
-fn bind_failure(e: &std::io::Error) -> String {
-    match e.raw_os_error() {
-        Some(libc::EADDRINUSE) => "the port is in use (by another map-trace?); choose another".into(),
-        Some(libc::EADDRNOTAVAIL) => {
-            "the address is not on this host; use one of its own addresses, e.g. 127.0.0.1".into()
-        }
-        Some(libc::EACCES) => {
-            "permission denied (ports below 1024 need CAP_NET_BIND_SERVICE); choose a port above 1023".into()
-        }
-        _ => e.to_string(),
     }
 }
 
