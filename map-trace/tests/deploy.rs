@@ -292,7 +292,9 @@ fn a_hundred_deploys_leave_nothing_behind() {
         deploy(Deploy::CopyOver, &build.path, &path, 0);
         finish(start_now(&path, 1), "warm-up").unwrap_or_else(|e| panic!("{e}"));
     }
-    d.wait_metric("map_trace_probe_links", Duration::from_secs(10), |v| v > 0.0);
+    d.wait_metric("map_trace_probe_links", Duration::from_secs(10), |v| {
+        v > 0.0
+    });
     std::thread::sleep(Duration::from_millis(1500));
     let baseline = (
         fd_kinds(mt),

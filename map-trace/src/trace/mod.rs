@@ -6,6 +6,8 @@ pub mod exec_guard;
 pub mod kernel_features;
 pub mod path_watch;
 pub mod resolve;
+mod session;
+mod sink;
 mod startup;
 pub mod sweep;
 pub mod targets;
@@ -16,20 +18,19 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aya::Ebpf;
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
-use map_trace_common::event::{Finding, FindingKind, counter};
-use map_trace_common::probe::Role;
+use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 
 use crate::config::Settings;
 use crate::error::{MAX_MESSAGE_CHARS, TargetError, one_line};
-use crate::group::{Groups, Seen};
+use crate::group::Groups;
+use crate::metrics::Metrics;
 use crate::metrics::http::Health;
-use crate::metrics::{AttachFailure, Metrics, raise_to};
-use crate::report::{Clock, Report, Summary, TopFinding};
+use crate::report::{Clock, Summary, TopFinding};
 use crate::target::exe_match::{self, ExeSpec};
 use resolve::Resolver;
+use session::{Session, adopt, announce};
+use sink::{Sink, read_counters};
 pub use startup::precheck;
 use startup::{bind_failure, listen};
 use targets::Targets;
@@ -408,290 +409,4 @@ fn drain_execs(ring: &mut RingBuf<MapData>) -> Vec<u32> {
         }
     }
     pids
-}
-
-fn announce(a: &targets::Attached, metrics: &Metrics) {
-    let how = if a.shared {
-        format!("{} probes attached, shared by its executable", a.probes)
-    } else {
-        format!("{} probes attached", a.probes)
-    };
-    eprintln!(
-        "map-trace: tracing pid {} ({}): {}, {how}",
-        a.pid,
-        a.exe.display(),
-        a.description
-    );
-    for w in &a.warnings {
-        eprintln!("map-trace: warning: {w}");
-    }
-    metrics.process_attaches.inc();
-}
-
-/// Starts tracing a process found by the /proc scan or an exec notice, or a finding of a
-/// process whose notice was lost; failures are counted and said, never fatal.
-fn adopt(
-    targets: &mut Targets,
-    ebpf: &mut Ebpf,
-    resolver: &mut Resolver,
-    metrics: &Metrics,
-    pid: u32,
-    exec: bool,
-) {
-    let result = if exec {
-        targets.on_exec(ebpf, resolver, pid)
-    } else {
-        targets.add(ebpf, resolver, pid, false)
-    };
-    match result {
-        Ok(Some(a)) => announce(&a, metrics),
-        Ok(None) => {}
-        Err(e) => {
-            let reason = targets::failure_reason(&e);
-            // A process that ran a matching file and exited before it could be read is
-            // counted, but not worth a line each.
-            if reason != AttachFailure::ProcessGone {
-                let e = one_line(&e.to_string(), MAX_MESSAGE_CHARS);
-                eprintln!("map-trace: not tracing pid {pid}: {e}");
-            }
-            metrics
-                .attach_failures
-                .with_label_values(&[reason.label()])
-                .inc();
-        }
-    }
-}
-
-/// Everything the main loop works on.
-struct Session<'a, 's> {
-    ebpf: &'a mut Ebpf,
-    targets: &'a mut Targets,
-    metrics: &'a Metrics,
-    sink: Sink<'s>,
-}
-
-impl Session<'_, '_> {
-    /// An exec the guard holds: settle it, then look again at processes it displaced.
-    fn held(
-        &mut self,
-        h: exec_guard::Held,
-        ring: &mut RingBuf<MapData>,
-        out: &mut impl std::io::Write,
-    ) {
-        // Findings first: a retired binary's symbols go with it.
-        self.drain(ring, out, false);
-        for line in self.targets.on_held(self.ebpf, self.sink.resolver, h) {
-            eprintln!("map-trace: {line}");
-        }
-        self.readd();
-    }
-
-    fn rescan(
-        &mut self,
-        paths: Option<&mut path_watch::PathWatch>,
-        ring: &mut RingBuf<MapData>,
-        out: &mut impl std::io::Write,
-    ) {
-        self.drain(ring, out, false);
-        for line in self.targets.rescan(self.ebpf, self.sink.resolver) {
-            eprintln!("map-trace: warning: {line}");
-        }
-        if let Some(p) = paths {
-            p.set(&self.targets.names());
-        }
-    }
-
-    /// Processes detached because their file's probes were retired: traced again if they
-    /// still run a watched file.
-    fn readd(&mut self) {
-        for pid in self.targets.take_readd() {
-            adopt(
-                self.targets,
-                self.ebpf,
-                self.sink.resolver,
-                self.metrics,
-                pid,
-                false,
-            );
-        }
-    }
-
-    fn exec(&mut self, pid: u32) {
-        adopt(
-            self.targets,
-            self.ebpf,
-            self.sink.resolver,
-            self.metrics,
-            pid,
-            true,
-        );
-        self.readd();
-    }
-
-    fn exited(&mut self, pid: u32, ring: &mut RingBuf<MapData>, out: &mut impl std::io::Write) {
-        // Its last findings first: they need its symbols, which go with it.
-        self.drain(ring, out, false);
-        if self.targets.remove(self.ebpf, self.sink.resolver, pid) {
-            eprintln!("map-trace: pid {pid} exited: detached");
-            self.metrics.process_detaches.inc();
-            self.metrics
-                .processes_attached
-                .set(self.targets.processes() as i64);
-        }
-    }
-
-    fn drain(&mut self, ring: &mut RingBuf<MapData>, out: &mut impl std::io::Write, last: bool) {
-        let targets = &mut *self.targets;
-        let ebpf = &mut *self.ebpf;
-        let metrics = self.metrics;
-        self.sink.drain(ring, out, last, |resolver, r| {
-            // A process whose exec notice was lost still reaches us through its findings.
-            if !targets.is_traced(r.pid) && targets.watches_executables() {
-                adopt(targets, ebpf, resolver, metrics, r.pid, false);
-            }
-            let exe = targets
-                .exe_name(r.pid)
-                .or_else(|| targets.binary_name(r.binary))
-                .unwrap_or("unknown");
-            metrics
-                .findings
-                .with_label_values(&[r.kind.name(), r.op.name(), exe])
-                .inc();
-        });
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        self.metrics.last_poll.set(now);
-    }
-
-    /// Removes what exited processes left in the kernel, then passes the kernel's counters and
-    /// the table sizes on to the metrics.
-    fn update_metrics(&mut self) {
-        self.targets.reap(self.ebpf, self.sink.resolver);
-        let mut s = Summary::default();
-        read_counters(self.ebpf, &mut s);
-        let m = self.metrics;
-        for (role, n) in &s.hits {
-            raise_to(&m.probe_hits.with_label_values(&[role.name()]), *n);
-        }
-        let dropped = [
-            ("ring_buffer_full", s.findings_dropped),
-            ("exec_notices_lost", s.execs_dropped),
-            ("table_full", s.tables_full),
-            ("writes_unseen", s.writes_unseen),
-            ("undecodable", self.sink.summary.undecodable),
-        ];
-        for (reason, n) in dropped {
-            raise_to(&m.events_dropped.with_label_values(&[reason]), n);
-        }
-        raise_to(&m.stack_samples, s.stacks);
-        raise_to(&m.stack_samples_truncated, s.stacks_truncated);
-        let stacks_dropped = [
-            ("unreadable", s.stacks_unreadable),
-            ("evicted", self.sink.resolver.lost),
-        ];
-        for (reason, n) in stacks_dropped {
-            raise_to(&m.stack_samples_dropped.with_label_values(&[reason]), n);
-        }
-        raise_to(&m.writes_during_growth, s.writes_during_growth);
-        raise_to(&m.binaries_analysed, self.targets.analysed);
-        if let Some(c) = self.targets.guard_counts() {
-            use std::sync::atomic::Ordering::Relaxed;
-            let outcomes = [
-                ("redeploy", c.redeploys_held.load(Relaxed)),
-                ("denied", c.denied.load(Relaxed)),
-                ("unanswered", c.unanswered.load(Relaxed)),
-            ];
-            for (outcome, n) in outcomes {
-                raise_to(&m.exec_guard.with_label_values(&[outcome]), n);
-            }
-        }
-        m.processes_attached.set(self.targets.processes() as i64);
-        m.probe_links.set(self.targets.links() as i64);
-        m.finding_groups.set(self.sink.groups.len() as i64);
-        for (name, n) in sweep::entries(self.ebpf) {
-            m.bpf_map_entries.with_label_values(&[name]).set(n as i64);
-        }
-        m.bpf_map_entries
-            .with_label_values(&["stacks"])
-            .set(self.sink.resolver.stack_entries() as i64);
-    }
-}
-
-/// Where findings go: resolved, grouped, printed.
-struct Sink<'a> {
-    clock: &'a Clock,
-    format: Format,
-    summary: &'a mut Summary,
-    groups: &'a mut Groups,
-    resolver: &'a mut Resolver,
-}
-
-impl Sink<'_> {
-    /// Prints every finding waiting in the ring buffer; in human output, new groups in full and
-    /// repeats as rate-limited count updates (all pending ones with `last`).
-    fn drain(
-        &mut self,
-        ring: &mut RingBuf<MapData>,
-        out: &mut impl std::io::Write,
-        last: bool,
-        mut each: impl FnMut(&mut Resolver, &Report),
-    ) {
-        while let Some(item) = ring.next() {
-            let bytes: &[u8] = &item;
-            if bytes.len() < std::mem::size_of::<Finding>() {
-                self.summary.undecodable += 1;
-                continue;
-            }
-            // SAFETY: Finding is plain old data and the record is at least its size.
-            let f: Finding = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-            let Some(mut r) = Report::decode(&f, self.clock) else {
-                self.summary.undecodable += 1;
-                continue;
-            };
-            each(self.resolver, &r);
-            self.resolver.resolve(&mut r);
-            let seen = self.groups.record(&mut r);
-            let text = match (self.format, seen) {
-                (Format::Json, _) => r.to_json() + "\n",
-                (Format::Human, Seen::New | Seen::Overflow) => r.to_human(),
-                (Format::Human, Seen::Repeat) => continue,
-            };
-            let _ = out.write_all(text.as_bytes());
-        }
-        if self.format == Format::Human {
-            for r in self.groups.due_updates(std::time::SystemTime::now(), last) {
-                let _ = out.write_all(r.to_human_update().as_bytes());
-            }
-        }
-        let _ = out.flush();
-    }
-}
-
-fn read_counters(ebpf: &Ebpf, summary: &mut Summary) {
-    let Some(map) = ebpf.map("COUNTERS") else {
-        return;
-    };
-    let Ok(counters) = PerCpuArray::<_, u64>::try_from(map) else {
-        return;
-    };
-    let get = |i: u32| -> u64 { counters.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0) };
-    for role in Role::ALL {
-        summary.hits.insert(role, get(counter::HITS + role as u32));
-    }
-    for kind in FindingKind::ALL {
-        let n = get(counter::FINDINGS + kind as u32);
-        if n > 0 {
-            summary.findings.insert(kind, n);
-        }
-    }
-    summary.findings_dropped = get(counter::FINDINGS_DROPPED);
-    summary.tables_full =
-        get(counter::ITERS_FULL) + get(counter::MAPS_FULL) + get(counter::PENDING_FULL);
-    summary.writes_unseen = get(counter::WRITES_UNSEEN);
-    summary.writes_during_growth = get(counter::WRITES_DURING_GROWTH);
-    summary.stacks = get(counter::STACKS);
-    summary.stacks_truncated = get(counter::STACKS_TRUNCATED);
-    summary.stacks_unreadable = get(counter::STACKS_UNREADABLE);
-    summary.execs_dropped = get(counter::EXECS_DROPPED);
 }

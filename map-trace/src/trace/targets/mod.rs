@@ -12,15 +12,15 @@
 
 mod deploy;
 mod duty;
+mod exits;
 
 use std::collections::{HashMap, HashSet};
-use std::os::fd::{FromRawFd as _, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use aya::Ebpf;
 use aya::programs::uprobe::UProbeScope;
-use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 
@@ -280,7 +280,7 @@ impl Targets {
             return Ok(None);
         }
         // Watch for the exit before attaching, so a process that dies meanwhile is noticed.
-        let pidfd = pidfd_open(pid).map_err(|e| match e.raw_os_error() {
+        let pidfd = exits::pidfd_open(pid).map_err(|e| match e.raw_os_error() {
             Some(libc::ESRCH) => TraceError::Target(TargetError::PidMissing { pid }),
             _ => TraceError::Other(format!("pidfd_open({pid}): {e}")),
         })?;
@@ -468,26 +468,6 @@ impl Targets {
         }
     }
 
-    fn spawn_watch(&self, pid: u32, pidfd: OwnedFd) -> JoinHandle<()> {
-        let exits = self.exits.clone();
-        tokio::spawn(async move {
-            // A pidfd becomes readable when its process exits.
-            // SAFETY: the OwnedFd moves into the AsyncFd, which keeps it open until dropped.
-            match unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) } {
-                Ok(fd) => {
-                    let _ = fd.readable().await;
-                }
-                Err(_) => {
-                    // Cannot watch it: fall back to polling /proc for this one process.
-                    while Path::new(&format!("/proc/{pid}")).exists() {
-                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                    }
-                }
-            }
-            let _ = exits.send(pid);
-        })
-    }
-
     /// A process exec'd: trace it if an `--exe` names what it runs now; forget it if it was
     /// traced and now runs something else.
     pub fn on_exec(
@@ -516,28 +496,6 @@ impl Targets {
             }
         }
         self.add(ebpf, resolver, pid, false)
-    }
-
-    /// Marks for removal the kernel entries of processes that are gone but were never met
-    /// (they exited before their exec notice was read); `reap` removes them.
-    pub fn find_orphans(&mut self, ebpf: &Ebpf, resolver: &Resolver) {
-        let alive = |t: u32| Path::new(&format!("/proc/{t}")).exists();
-        let mut gone = sweep::orphans(ebpf, alive);
-        gone.extend(resolver.stack_tgids().into_iter().filter(|&t| !alive(t)));
-        gone.retain(|t| !self.procs.contains_key(t));
-        self.dead.extend(gone);
-    }
-
-    /// Removes the kernel entries (correlation state, stacks) of processes that exited since
-    /// the last call, in one pass over each table. A pid traced again meanwhile keeps its own.
-    pub fn reap(&mut self, ebpf: &mut Ebpf, resolver: &mut Resolver) {
-        self.dead.retain(|pid| !self.procs.contains_key(pid));
-        if self.dead.is_empty() {
-            return;
-        }
-        sweep::forget_processes(ebpf, &self.dead);
-        resolver.forget_stacks(&self.dead);
-        self.dead.clear();
     }
 
     /// Detaches a process that exited and removes everything kept for it. Its findings must
@@ -619,14 +577,4 @@ fn give_back_freed_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
-}
-
-fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
-    // SAFETY: plain syscall; on success the kernel returns a new fd we own.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh descriptor owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }

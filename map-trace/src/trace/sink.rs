@@ -1,0 +1,90 @@
+//! Where findings go: read from the ring buffer, resolved, grouped, printed; and the kernel's
+//! counters read into the summary.
+
+use aya::Ebpf;
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use map_trace_common::event::{Finding, FindingKind, counter};
+use map_trace_common::probe::Role;
+
+use super::Format;
+use super::resolve::Resolver;
+use crate::group::{Groups, Seen};
+use crate::report::{Clock, Report, Summary};
+
+/// Where findings go: resolved, grouped, printed.
+pub(super) struct Sink<'a> {
+    pub clock: &'a Clock,
+    pub format: Format,
+    pub summary: &'a mut Summary,
+    pub groups: &'a mut Groups,
+    pub resolver: &'a mut Resolver,
+}
+
+impl Sink<'_> {
+    /// Prints every finding waiting in the ring buffer; in human output, new groups in full and
+    /// repeats as rate-limited count updates (all pending ones with `last`).
+    pub(super) fn drain(
+        &mut self,
+        ring: &mut RingBuf<MapData>,
+        out: &mut impl std::io::Write,
+        last: bool,
+        mut each: impl FnMut(&mut Resolver, &Report),
+    ) {
+        while let Some(item) = ring.next() {
+            let bytes: &[u8] = &item;
+            if bytes.len() < std::mem::size_of::<Finding>() {
+                self.summary.undecodable += 1;
+                continue;
+            }
+            // SAFETY: Finding is plain old data and the record is at least its size.
+            let f: Finding = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+            let Some(mut r) = Report::decode(&f, self.clock) else {
+                self.summary.undecodable += 1;
+                continue;
+            };
+            each(self.resolver, &r);
+            self.resolver.resolve(&mut r);
+            let seen = self.groups.record(&mut r);
+            let text = match (self.format, seen) {
+                (Format::Json, _) => r.to_json() + "\n",
+                (Format::Human, Seen::New | Seen::Overflow) => r.to_human(),
+                (Format::Human, Seen::Repeat) => continue,
+            };
+            let _ = out.write_all(text.as_bytes());
+        }
+        if self.format == Format::Human {
+            for r in self.groups.due_updates(std::time::SystemTime::now(), last) {
+                let _ = out.write_all(r.to_human_update().as_bytes());
+            }
+        }
+        let _ = out.flush();
+    }
+}
+
+pub(super) fn read_counters(ebpf: &Ebpf, summary: &mut Summary) {
+    let Some(map) = ebpf.map("COUNTERS") else {
+        return;
+    };
+    let Ok(counters) = PerCpuArray::<_, u64>::try_from(map) else {
+        return;
+    };
+    let get = |i: u32| -> u64 { counters.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0) };
+    for role in Role::ALL {
+        summary.hits.insert(role, get(counter::HITS + role as u32));
+    }
+    for kind in FindingKind::ALL {
+        let n = get(counter::FINDINGS + kind as u32);
+        if n > 0 {
+            summary.findings.insert(kind, n);
+        }
+    }
+    summary.findings_dropped = get(counter::FINDINGS_DROPPED);
+    summary.tables_full =
+        get(counter::ITERS_FULL) + get(counter::MAPS_FULL) + get(counter::PENDING_FULL);
+    summary.writes_unseen = get(counter::WRITES_UNSEEN);
+    summary.writes_during_growth = get(counter::WRITES_DURING_GROWTH);
+    summary.stacks = get(counter::STACKS);
+    summary.stacks_truncated = get(counter::STACKS_TRUNCATED);
+    summary.stacks_unreadable = get(counter::STACKS_UNREADABLE);
+    summary.execs_dropped = get(counter::EXECS_DROPPED);
+}

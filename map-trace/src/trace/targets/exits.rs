@@ -1,0 +1,68 @@
+//! Exits: each traced process's pidfd reports its end, and what exited processes left in the
+//! kernel tables (their own, or those of processes that ran a watched file and were gone
+//! before they were met) is removed in batches.
+
+use std::os::fd::{FromRawFd as _, OwnedFd};
+use std::path::Path;
+
+use aya::Ebpf;
+use tokio::io::unix::AsyncFd;
+use tokio::task::JoinHandle;
+
+use super::Targets;
+use crate::trace::resolve::Resolver;
+use crate::trace::sweep;
+
+impl Targets {
+    pub(super) fn spawn_watch(&self, pid: u32, pidfd: OwnedFd) -> JoinHandle<()> {
+        let exits = self.exits.clone();
+        tokio::spawn(async move {
+            // A pidfd becomes readable when its process exits.
+            // SAFETY: the OwnedFd moves into the AsyncFd, which keeps it open until dropped.
+            match unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) } {
+                Ok(fd) => {
+                    let _ = fd.readable().await;
+                }
+                Err(_) => {
+                    // Cannot watch it: fall back to polling /proc for this one process.
+                    while Path::new(&format!("/proc/{pid}")).exists() {
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
+            }
+            let _ = exits.send(pid);
+        })
+    }
+
+    /// Marks for removal the kernel entries of processes that are gone but were never met
+    /// (they exited before their exec notice was read); `reap` removes them.
+    pub fn find_orphans(&mut self, ebpf: &Ebpf, resolver: &Resolver) {
+        let alive = |t: u32| Path::new(&format!("/proc/{t}")).exists();
+        let mut gone = sweep::orphans(ebpf, alive);
+        gone.extend(resolver.stack_tgids().into_iter().filter(|&t| !alive(t)));
+        gone.retain(|t| !self.procs.contains_key(t));
+        self.dead.extend(gone);
+    }
+
+    /// Removes the kernel entries (correlation state, stacks) of processes that exited since
+    /// the last call, in one pass over each table. A pid traced again meanwhile keeps its own.
+    pub fn reap(&mut self, ebpf: &mut Ebpf, resolver: &mut Resolver) {
+        self.dead.retain(|pid| !self.procs.contains_key(pid));
+        if self.dead.is_empty() {
+            return;
+        }
+        sweep::forget_processes(ebpf, &self.dead);
+        resolver.forget_stacks(&self.dead);
+        self.dead.clear();
+    }
+}
+
+pub(super) fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
+    // SAFETY: plain syscall; on success the kernel returns a new fd we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
