@@ -49,6 +49,7 @@ fn run() -> Result<(), String> {
     let workload = env_path("MAP_TRACE_BENCH_WORKLOAD")?;
     let race = env_path("MAP_TRACE_BENCH_RACE")?;
     let large = env_path("MAP_TRACE_BENCH_LARGE")?;
+    let hugo = env_path("MAP_TRACE_BENCH_HUGO")?;
     let daemon = env_path("MAP_TRACE_BENCH_DAEMON")?;
     let out = env_path("MAP_TRACE_BENCH_OUT")?;
     let target = GoTarget::analyze(&workload).map_err(|e| e.to_string())?;
@@ -70,6 +71,7 @@ fn run() -> Result<(), String> {
     let race_ns_per_request = service["race_ms"].as_f64().unwrap_or(0.0) * 1e6 / 20_000.0;
     let duty = duty_cycle_cost(&workload, &daemon, 400_000, race_ns_per_request)?;
     let attach = attach_time(&daemon, &large)?;
+    let memory = watching_memory(&daemon, &hugo)?;
 
     let report = json!({
         "go": target.version.to_string(),
@@ -79,6 +81,7 @@ fn run() -> Result<(), String> {
         "service": service,
         "duty_cycle": duty,
         "attach": attach,
+        "memory": memory,
     });
     print_table(&report);
     if let Some(dir) = out.parent() {
@@ -474,6 +477,48 @@ fn attach_time(daemon: &Path, large: &Path) -> Result<Value, String> {
     }))
 }
 
+/// The daemon's resident memory while it watches a large real binary (`--exe`): settled after
+/// the analysis, after one traced process of it, and the peak during the analysis.
+fn watching_memory(daemon: &Path, bin: &Path) -> Result<Value, String> {
+    let mut mt = Command::new(daemon)
+        .args(["--exe", bin.to_str().unwrap_or_default()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let lines = stderr_lines(&mut mt);
+    let line = wait_line(&lines, "probes attached");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let settled_kb = status_kb(mt.id(), "VmRSS:");
+    let ran = Command::new(bin)
+        .arg("version")
+        .output()
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let after_kb = status_kb(mt.id(), "VmRSS:");
+    let peak_kb = status_kb(mt.id(), "VmHWM:");
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(mt.id() as i32, libc::SIGTERM) };
+    let _ = mt.wait();
+    let line = line?;
+    if !ran.status.success() {
+        return Err(format!(
+            "{} version failed under map-trace: {}",
+            bin.display(),
+            ran.status
+        ));
+    }
+    let size = std::fs::metadata(bin).map(|m| m.len()).unwrap_or(0);
+    Ok(json!({
+        "binary": bin.display().to_string(),
+        "binary_mb": size as f64 / 1048576.0,
+        "rss_watching_mb": settled_kb as f64 / 1024.0,
+        "rss_after_a_process_mb": after_kb as f64 / 1024.0,
+        "peak_rss_mb": peak_kb as f64 / 1024.0,
+        "line": line,
+    }))
+}
+
 fn print_table(r: &Value) {
     println!(
         "map-trace overhead ({} {} maps, median of {} rounds)\n",
@@ -547,5 +592,14 @@ fn print_table(r: &Value) {
         a["start_to_attached_ms"].as_f64().unwrap_or(0.0),
         a["binary"].as_str().unwrap_or("?"),
         a["binary_mb"].as_f64().unwrap_or(0.0),
+    );
+    let m = &r["memory"];
+    println!(
+        "memory watching {} ({:.0} MB): RSS {:.1} MB settled, {:.1} MB after one traced process, peak {:.1} MB during the analysis",
+        m["binary"].as_str().unwrap_or("?"),
+        m["binary_mb"].as_f64().unwrap_or(0.0),
+        m["rss_watching_mb"].as_f64().unwrap_or(0.0),
+        m["rss_after_a_process_mb"].as_f64().unwrap_or(0.0),
+        m["peak_rss_mb"].as_f64().unwrap_or(0.0),
     );
 }

@@ -1,6 +1,6 @@
 //! Plan probes: which runtime functions to probe for each role, per map implementation.
 //!
-//! Each role gets the fewest functions that every path reaches (shared/docs/go-runtime-maps.md
+//! Each role gets the fewest functions that every path reaches (docs/go-runtime-maps.md
 //! §1.3): on Swiss builds reflect bypasses `runtime.mapIterStart`/`mapIterNext`/`mapdelete`/
 //! `mapclear`, so the probes sit on the `internal/runtime/maps` functions they all end in. Each
 //! map operation then costs one trap, never two.

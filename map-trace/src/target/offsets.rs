@@ -1,7 +1,7 @@
 //! Where the Go runtime keeps the fields the probes read, per Go version and map implementation.
 //!
 //! The built-in table was measured from the DWARF of real builds of every supported release
-//! (shared/docs/go-offsets-summary.txt) and is re-checked against DWARF by the fixture tests.
+//! (docs/go-offsets-summary.txt) and is re-checked against DWARF by the fixture tests.
 //! Binaries with DWARF use their own; stripped ones use the table.
 
 use serde::Serialize;
