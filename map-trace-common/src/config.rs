@@ -32,5 +32,9 @@ pub struct ProcConfig {
     pub type_size: u32,
     pub type_tflag: u32,
     pub type_kind: u32,
+    /// The byte that says a write is in progress (classic `hmap.flags`, Swiss `Map.writing`)
+    /// and the bits of it that do (classic `hashWriting` = 4; Swiss: any).
+    pub map_writing: u32,
+    pub writing_mask: u32,
     pub _pad: u32,
 }

@@ -12,15 +12,19 @@ pub enum FindingKind {
     DeleteOther = 2,
     /// The iterating goroutine cleared the map during its own range.
     Clear = 3,
+    /// A write began while another goroutine's write to the same map was in progress (the
+    /// map's own writing flag was set): Go's `fatal error: concurrent map writes`.
+    ConcurrentWrites = 4,
 }
 
 impl FindingKind {
-    pub const COUNT: usize = 4;
+    pub const COUNT: usize = 5;
     pub const ALL: [FindingKind; FindingKind::COUNT] = [
         FindingKind::ConcurrentWrite,
         FindingKind::Insert,
         FindingKind::DeleteOther,
         FindingKind::Clear,
+        FindingKind::ConcurrentWrites,
     ];
 
     pub fn from_u32(v: u32) -> Option<Self> {
@@ -33,12 +37,13 @@ impl FindingKind {
             FindingKind::Insert => "insert_during_iteration",
             FindingKind::DeleteOther => "delete_other_during_iteration",
             FindingKind::Clear => "clear_during_iteration",
+            FindingKind::ConcurrentWrites => "concurrent_writes",
         }
     }
 
     pub const fn severity(self) -> &'static str {
         match self {
-            FindingKind::ConcurrentWrite => "error",
+            FindingKind::ConcurrentWrite | FindingKind::ConcurrentWrites => "error",
             FindingKind::Insert | FindingKind::Clear => "warning",
             FindingKind::DeleteOther => "notice",
         }
@@ -52,11 +57,14 @@ pub enum Op {
     Assign = 0,
     Delete = 1,
     Clear = 2,
+    /// A write in progress whose entry was not kept: the map's writing flag said some goroutine
+    /// was writing, which one and how is unknown.
+    Unknown = 3,
 }
 
 impl Op {
-    pub const COUNT: usize = 3;
-    pub const ALL: [Op; Op::COUNT] = [Op::Assign, Op::Delete, Op::Clear];
+    pub const COUNT: usize = 4;
+    pub const ALL: [Op; Op::COUNT] = [Op::Assign, Op::Delete, Op::Clear, Op::Unknown];
 
     pub fn from_u32(v: u32) -> Option<Self> {
         Self::ALL.get(v as usize).copied()
@@ -67,11 +75,15 @@ impl Op {
             Op::Assign => "assign",
             Op::Delete => "delete",
             Op::Clear => "clear",
+            Op::Unknown => "unknown",
         }
     }
 }
 
-/// A write that overlapped an iteration, confirmed when the iteration took its next step.
+/// A write that overlapped an iteration, confirmed when the iteration took its next step; or,
+/// for `ConcurrentWrites`, a write that began while another goroutine's write was in progress:
+/// then the `writer_*` fields are the write that found the map busy and the `iterator_*` fields
+/// the write in progress (`other_op`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Finding {
@@ -101,6 +113,9 @@ pub struct Finding {
     /// The id of the executable whose probe reported it (its links' cookie), so a finding of
     /// a process that exited before the daemon met it still finds that binary's symbols.
     pub binary: u32,
+    /// `ConcurrentWrites`: the write in progress, `Op as u32`.
+    pub other_op: u32,
+    pub _pad: u32,
 }
 
 /// Indexes of the per-CPU `COUNTERS` array.

@@ -107,3 +107,30 @@ pub struct PendingAssign {
     pub ns: u64,
     pub stack: u64,
 }
+
+/// Slots of the `WRITERS` array: each map has four at `hash(tgid, map)`, one per writing
+/// goroutine by a hash of its `g`.
+pub const WRITER_SLOTS: u32 = 65536;
+
+/// The latest write of one goroutine to begin on a map, as its entry probe saw it: who, and where its stack walk
+/// starts, taken from registers (no memory read on the hot path). A later write or range step
+/// that finds the map's writing flag set names this writer and walks its stack then, while it
+/// is still inside its write (its callers' frames stay put). Plain stores from any CPU, no lock:
+/// `tgid` and `map` say whose the slot is now, and the walk checks that `sp` still lies in the
+/// goroutine's stack (a stack that moved is not walked).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Writer {
+    pub map: u64,
+    /// The writing goroutine's `g`, to read its id and stack bounds when it is named.
+    pub g: u64,
+    /// amd64: SP at the entry (where the return address is); arm64: LR (the return address).
+    pub ret: u64,
+    pub fp: u64,
+    pub ns: u64,
+    pub tgid: u32,
+    pub op: u32,
+    /// Classic: evacuation was in progress; both: this write grew the map.
+    pub growing: u32,
+    pub binary: u32,
+}

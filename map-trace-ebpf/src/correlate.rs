@@ -11,7 +11,6 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd, atomic_xsub};
 use aya_ebpf::EbpfContext as _;
 use aya_ebpf::helpers::{
     bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
-    bpf_probe_read_user_buf,
 };
 use aya_ebpf::programs::ProbeContext;
 use map_trace_common::config::{MAP_IMPL_CLASSIC, ProcConfig};
@@ -19,16 +18,10 @@ use map_trace_common::event::{Finding, FindingKind, Op, counter};
 use map_trace_common::probe::Role;
 use map_trace_common::state::*;
 
+use crate::keys::{Key, deletes_other_key};
 use crate::maps::{CONFIG, FINDINGS, ITERS, MAPS, PENDING, count};
-use crate::{goabi, stack};
+use crate::{goabi, inprogress, stack};
 
-/// `abi.Kind` of strings, and the mask of the kind byte.
-const KIND_STRING: u8 = 24;
-const KIND_MASK: u8 = 31;
-/// `abi.TFlagRegularMemory`: equality is plain byte equality over the type's size.
-const TFLAG_REGULAR_MEMORY: u8 = 1 << 3;
-/// Longest key compared byte by byte; longer keys are never classified.
-const KEY_BYTES: usize = 64;
 /// Don't wake the daemon per finding: it polls.
 const BPF_RB_NO_WAKEUP: u64 = 1;
 
@@ -38,6 +31,8 @@ pub struct Event {
     /// The executable's id (the link's cookie).
     pub binary: u32,
     pub goid: u64,
+    /// The goroutine's `g` (its register): tells one goroutine's writes from another's.
+    pub g: u64,
     pub now: u64,
     pub cfg: ProcConfig,
     /// Where this goroutine's stack walk would start; walked only when a stack is needed.
@@ -58,16 +53,18 @@ fn current_tgid() -> u32 {
 }
 
 #[inline(always)]
-fn full_event(ctx: &ProbeContext, tgid: u32) -> Option<Event> {
+pub fn full_event(ctx: &ProbeContext, tgid: u32) -> Option<Event> {
     // SAFETY: the context is the probe's own; the helper only reads the link's cookie.
     let binary = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
     // SAFETY: a map value of plain integers.
     let cfg = unsafe { *CONFIG.get(binary)? };
-    let goid = read_u64(goabi::g(ctx).checked_add(cfg.g_goid as u64)?)?;
+    let g = goabi::g(ctx);
+    let goid = read_u64(g.checked_add(cfg.g_goid as u64)?)?;
     Some(Event {
         tgid,
         binary,
         goid,
+        g,
         // SAFETY: no preconditions.
         now: unsafe { bpf_ktime_get_ns() },
         cfg,
@@ -75,16 +72,11 @@ fn full_event(ctx: &ProbeContext, tgid: u32) -> Option<Event> {
     })
 }
 
-/// A write or growth probe: counts the hit and returns the event only when `map` may have an
-/// iteration in progress. Most writes go to maps nobody is ranging over; they cost one lookup
-/// and never read the goroutine, the clock or the settings.
+/// A write or growth probe's event, only when `map` may have an iteration in progress. Most
+/// writes go to maps nobody is ranging over; they cost one lookup and never read the goroutine
+/// or the clock.
 #[inline(always)]
-pub fn write_event(ctx: &ProbeContext, role: Role, map: u64) -> Option<(Event, *mut MapState)> {
-    count(counter::HITS + role as u32);
-    if map == 0 {
-        return None;
-    }
-    let tgid = current_tgid();
+fn tracked(ctx: &ProbeContext, tgid: u32, map: u64) -> Option<(Event, *mut MapState)> {
     let ms = MAPS.get_ptr_mut(MapKey { tgid, _pad: 0, map })?;
     // SAFETY: valid map value pointer for the duration of the program.
     if unsafe { (*ms).live } == 0 {
@@ -94,13 +86,13 @@ pub fn write_event(ctx: &ProbeContext, role: Role, map: u64) -> Option<(Event, *
 }
 
 #[inline(always)]
-fn read_u64(addr: u64) -> Option<u64> {
+pub fn read_u64(addr: u64) -> Option<u64> {
     // SAFETY: bpf_probe_read_user faults safely on bad addresses.
     unsafe { bpf_probe_read_user(addr as *const u64) }.ok()
 }
 
 #[inline(always)]
-fn read_u8(addr: u64) -> Option<u8> {
+pub fn read_u8(addr: u64) -> Option<u8> {
     // SAFETY: as above.
     unsafe { bpf_probe_read_user(addr as *const u8) }.ok()
 }
@@ -154,26 +146,36 @@ fn map_state(e: &Event, map: u64, create: bool) -> Option<*mut MapState> {
 }
 
 /// What a step found, ready to become a `Finding`.
-struct Overlap {
-    kind: FindingKind,
-    op: Op,
-    writer: u64,
-    write_ns: u64,
-    writer_stack: u64,
-    growing: bool,
-    writes: u32,
+pub struct Overlap {
+    pub kind: FindingKind,
+    /// `Op as u32` (`Op::Unknown` for a write in progress whose entry was not kept).
+    pub op: u32,
+    pub writer: u64,
+    pub write_ns: u64,
+    pub writer_stack: u64,
+    pub growing: bool,
+    pub writes: u32,
 }
 
 /// The step's own context, shared by every finding it emits.
-struct StepContext {
-    map: u64,
-    map_type: u64,
+pub struct StepContext {
+    pub map: u64,
+    pub map_type: u64,
     /// The iterating goroutine's stack, captured once for all findings of the step.
-    stack: u64,
+    pub stack: u64,
+}
+
+/// Hands a finding to the daemon, or counts it lost.
+#[inline(always)]
+pub fn output(f: &Finding, kind: FindingKind) {
+    match FINDINGS.output::<Finding>(f, BPF_RB_NO_WAKEUP) {
+        Ok(()) => count(counter::FINDINGS + kind as u32),
+        Err(_) => count(counter::FINDINGS_DROPPED),
+    }
 }
 
 #[inline(always)]
-fn emit(e: &Event, step: &StepContext, o: Overlap) {
+pub fn emit(e: &Event, step: &StepContext, o: Overlap) {
     let f = Finding {
         write_ns: o.write_ns,
         step_ns: e.now,
@@ -185,15 +187,14 @@ fn emit(e: &Event, step: &StepContext, o: Overlap) {
         iterator_goid: e.goid,
         tgid: e.tgid,
         kind: o.kind as u32,
-        op: o.op as u32,
+        op: o.op,
         growing: o.growing as u32,
         writes: o.writes,
         binary: e.binary,
+        other_op: 0,
+        _pad: 0,
     };
-    match FINDINGS.output::<Finding>(&f, BPF_RB_NO_WAKEUP) {
-        Ok(()) => count(counter::FINDINGS + o.kind as u32),
-        Err(_) => count(counter::FINDINGS_DROPPED),
-    }
+    output(&f, o.kind);
 }
 
 /// Settles this goroutine's pending assign: it inserted if the map's count grew since. Called
@@ -226,7 +227,7 @@ fn resolve_pending(e: &Event) {
 /// `for … range m` begins (classic `mapiterinit`, Swiss `(*Iter).Init`). Probed only in the
 /// low-overhead mode: otherwise the first step marks the start.
 #[inline(always)]
-pub fn iter_start(e: &Event, map: u64, it: u64) {
+pub fn iter_start(e: &Event, map: u64, it: u64, map_type: u64) {
     resolve_pending(e);
     if map == 0 {
         return; // ranging over a nil map: no iteration at all
@@ -242,6 +243,7 @@ pub fn iter_start(e: &Event, map: u64, it: u64) {
     let key = iter_key(e, map);
     let replaces = ITERS.get_ptr_mut(key).is_some();
     begin_iteration(e, &key, ms, it, replaces);
+    inprogress::during_iteration(e, map, it, map_type);
 }
 
 /// Tracks an iteration from now on: writes before this point never overlap it. `replaces`: this
@@ -310,23 +312,33 @@ pub fn iter_step(e: &Event, it: u64) {
     };
     let ikey = iter_key(e, map);
     let existing = ITERS.get_ptr_mut(ikey);
-    if read_u64(it + e.cfg.iter_key as u64) == Some(0) {
+    let reported = match existing {
         // The first step of a range: iterators start zeroed and their key is never nil at a
         // later step, so this is where the iteration begins, with no probe on its start.
-        begin_iteration(e, &ikey, ms, it, existing.is_some());
-        return;
-    }
-    let Some(st) = existing else {
+        _ if read_u64(it + e.cfg.iter_key as u64) == Some(0) => {
+            begin_iteration(e, &ikey, ms, it, existing.is_some());
+            false
+        }
+        Some(st) => {
+            let reported = report_overlaps(e, map, it, ms, st);
+            // SAFETY: valid map value pointers for the duration of the program.
+            unsafe {
+                (*st).it = it;
+                (*ms).last_it = it;
+                (*ms).last_goid = e.goid;
+            }
+            reported
+        }
         // An iteration that began before we attached (or was swept): track it from here.
-        begin_iteration(e, &ikey, ms, it, false);
-        return;
+        None => {
+            begin_iteration(e, &ikey, ms, it, false);
+            false
+        }
     };
-    report_overlaps(e, map, it, ms, st);
-    // SAFETY: valid map value pointers for the duration of the program.
-    unsafe {
-        (*st).it = it;
-        (*ms).last_it = it;
-        (*ms).last_goid = e.goid;
+    // A write still in progress was recorded at its entry, and reported above if it was
+    // another goroutine's: once. (One call site: each inlined copy costs verification.)
+    if !reported {
+        inprogress::during_iteration(e, map, it, 0);
     }
 }
 
@@ -346,14 +358,17 @@ pub fn iter_end(e: &Event, it: u64) {
     let Some(st) = ITERS.get_ptr_mut(ikey) else {
         return;
     };
-    report_overlaps(e, map, it, ms, st);
+    if !report_overlaps(e, map, it, ms, st) {
+        inprogress::during_iteration(e, map, it, 0);
+    }
     end_iteration(&ikey, ms);
 }
 
 /// Emits a finding for each kind of write that overlapped the iteration `st` of `map` since it
-/// last reported (its previous step, or its start), and starts the next interval.
+/// last reported (its previous step, or its start), and starts the next interval. True when
+/// another goroutine's write was reported.
 #[inline(always)]
-fn report_overlaps(e: &Event, map: u64, it: u64, ms: *mut MapState, st: *mut IterState) {
+fn report_overlaps(e: &Event, map: u64, it: u64, ms: *mut MapState, st: *mut IterState) -> bool {
     // SAFETY: valid map value pointers for the duration of the program.
     unsafe {
         let seen = (*st).seen_seq;
@@ -387,7 +402,7 @@ fn report_overlaps(e: &Event, map: u64, it: u64, ms: *mut MapState, st: *mut Ite
                     0 => Op::Assign,
                     1 => Op::Delete,
                     _ => Op::Clear,
-                };
+                } as u32;
                 emit(
                     e,
                     &step,
@@ -403,9 +418,9 @@ fn report_overlaps(e: &Event, map: u64, it: u64, ms: *mut MapState, st: *mut Ite
                 );
             }
             let grew = flags & SELF_GREW != 0;
-            let own = |kind, op, w: SelfWrite, writes| Overlap {
+            let own = |kind, op: Op, w: SelfWrite, writes| Overlap {
                 kind,
-                op,
+                op: op as u32,
                 writer: e.goid,
                 write_ns: w.ns,
                 writer_stack: w.stack,
@@ -440,27 +455,20 @@ fn report_overlaps(e: &Event, map: u64, it: u64, ms: *mut MapState, st: *mut Ite
         (*st).seen_seq = now_seq;
         (*st).last_step_ns = e.now;
         (*ms).last_step_ns = e.now;
+        foreign > 0
     }
 }
 
-/// The key argument of a delete, as each runtime function passes it.
-pub enum Key {
-    /// `mapdelete_fast32`: the key value.
-    U32(u64),
-    /// `mapdelete_fast64`: the key value (also pointer keys).
-    U64(u64),
-    /// `mapdelete_faststr`: the string's data and length.
-    Str(u64, u64),
-    /// `mapdelete`, Swiss `(*Map).Delete`: a pointer to the key, and the map type.
-    Ptr(u64, u64),
-    /// Assign and clear: no key needed.
-    None,
-}
-
-/// A write (assign, delete, clear) to `map`.
+/// A write (assign, delete, clear) to `map` of type `map_type` begins.
 #[inline(always)]
-pub fn write(ctx: &ProbeContext, role: Role, map: u64, op: Op, key: Key) {
-    let Some((e, ms)) = write_event(ctx, role, map) else {
+pub fn write(ctx: &ProbeContext, role: Role, map: u64, map_type: u64, op: Op, key: Key) {
+    count(counter::HITS + role as u32);
+    if map == 0 {
+        return;
+    }
+    let tgid = current_tgid();
+    inprogress::write_begins(ctx, tgid, map, map_type, op);
+    let Some((e, ms)) = tracked(ctx, tgid, map) else {
         return;
     };
     let e = &e;
@@ -548,6 +556,8 @@ pub fn write(ctx: &ProbeContext, role: Role, map: u64, op: Op, key: Key) {
                 (*st).flags |= SELF_CLEARED;
                 (*st).cleared = this;
             }
+            // Only a write in progress seen by another probe is of unknown op.
+            Op::Unknown => {}
         }
     }
 }
@@ -556,7 +566,13 @@ pub fn write(ctx: &ProbeContext, role: Role, map: u64, op: Op, key: Key) {
 /// assign of this goroutine: mark that write as growing the map.
 #[inline(always)]
 pub fn grow(ctx: &ProbeContext, map: u64) {
-    let Some((e, ms)) = write_event(ctx, Role::Grow, map) else {
+    count(counter::HITS + Role::Grow as u32);
+    if map == 0 {
+        return;
+    }
+    let tgid = current_tgid();
+    inprogress::grows(tgid, goabi::g(ctx), map);
+    let Some((e, ms)) = tracked(ctx, tgid, map) else {
         return;
     };
     if e.cfg.map_impl != MAP_IMPL_CLASSIC {
@@ -580,111 +596,4 @@ pub fn grow(ctx: &ProbeContext, map: u64) {
             (*st).flags |= SELF_GREW;
         }
     }
-}
-
-/// True only when the deleted key is certainly not the key the iteration is visiting
-/// (`visiting`, from `visited_key`). Anything uncertain (floats, interfaces, structs with
-/// pointers, long keys, a moved iterator) is false: a missed notice costs less than a wrong one.
-#[inline(always)]
-fn deletes_other_key(e: &Event, visiting: Option<u64>, key: &Key) -> bool {
-    let Some(visited) = visiting.filter(|&k| k != 0) else {
-        return false;
-    };
-    match *key {
-        Key::U32(v) => {
-            // SAFETY: faults are caught by the helper.
-            let cur = unsafe { bpf_probe_read_user(visited as *const u32) };
-            cur.is_ok_and(|c| c != v as u32)
-        }
-        Key::U64(v) => read_u64(visited).is_some_and(|c| c != v),
-        Key::Str(ptr, len) => match (read_u64(visited), read_u64(visited + 8)) {
-            (Some(vptr), Some(vlen)) => strings_differ(vptr, vlen, ptr, len),
-            _ => false,
-        },
-        Key::Ptr(ptr, maptype) => {
-            let Some(kt) = read_u64(maptype + e.cfg.maptype_key as u64) else {
-                return false;
-            };
-            let (Some(size), Some(tflag), Some(kind)) = (
-                read_u64(kt + e.cfg.type_size as u64),
-                read_u8(kt + e.cfg.type_tflag as u64),
-                read_u8(kt + e.cfg.type_kind as u64),
-            ) else {
-                return false;
-            };
-            if kind & KIND_MASK == KIND_STRING {
-                match (
-                    read_u64(visited),
-                    read_u64(visited + 8),
-                    read_u64(ptr),
-                    read_u64(ptr + 8),
-                ) {
-                    (Some(a), Some(al), Some(b), Some(bl)) => strings_differ(a, al, b, bl),
-                    _ => false,
-                }
-            } else if tflag & TFLAG_REGULAR_MEMORY != 0 && size as usize <= KEY_BYTES {
-                bytes_differ(visited, ptr, size as usize)
-            } else {
-                false
-            }
-        }
-        Key::None => false,
-    }
-}
-
-#[inline(always)]
-fn strings_differ(a: u64, alen: u64, b: u64, blen: u64) -> bool {
-    if alen != blen {
-        return true;
-    }
-    if alen as usize > KEY_BYTES {
-        // Equal prefixes of long strings would prove nothing; unequal ones still do.
-        return bytes_differ(a, b, KEY_BYTES);
-    }
-    bytes_differ(a, b, alen as usize)
-}
-
-#[inline(always)]
-fn bytes_differ(a: u64, b: u64, len: usize) -> bool {
-    if len == 0 || len > KEY_BYTES {
-        return false;
-    }
-    // Compared a word at a time: a 64-step byte loop costs the verifier hundreds of ms per
-    // inlined copy, which is most of the time it takes to attach. Bytes past `len` stay zero
-    // in both buffers, so whole words compare exactly.
-    let mut x = [0u64; KEY_BYTES / 8];
-    let mut y = [0u64; KEY_BYTES / 8];
-    // SAFETY: byte views of the two word buffers, KEY_BYTES long.
-    let (xb, yb) = unsafe {
-        (
-            &mut *x.as_mut_ptr().cast::<[u8; KEY_BYTES]>(),
-            &mut *y.as_mut_ptr().cast::<[u8; KEY_BYTES]>(),
-        )
-    };
-    if !read_key(a, xb, len) || !read_key(b, yb, len) {
-        return false;
-    }
-    let mut differ = false;
-    for i in 0..KEY_BYTES / 8 {
-        if x[i] != y[i] {
-            differ = true;
-        }
-    }
-    differ
-}
-
-/// Reads `len` bytes of a key, bounding `len` in the very register the helper gets. Kernels
-/// before 6.8 ("bpf: Track spilled unbounded scalars") turn an unbounded scalar spilled to the
-/// stack into STACK_MISC, so a bounds check made on one reload of `len` does not cover the
-/// next: 6.1 rejected `delete_swiss` with "R2 min value is negative". The volatile reload
-/// keeps LLVM from dropping this check as redundant with the caller's.
-#[inline(always)]
-fn read_key(src: u64, buf: &mut [u8; KEY_BYTES], len: usize) -> bool {
-    // SAFETY: reads a local.
-    let len = unsafe { core::ptr::read_volatile(&len) };
-    if len == 0 || len > KEY_BYTES {
-        return false;
-    }
-    // SAFETY: faults are caught by the helper; len is bounded by KEY_BYTES.
-    unsafe { bpf_probe_read_user_buf(src as *const u8, &mut buf[..len]).is_ok() }
 }

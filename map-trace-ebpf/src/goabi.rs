@@ -141,3 +141,40 @@ pub fn return_address(s: &StackStart) -> Option<u64> {
 pub fn return_address(s: &StackStart) -> Option<u64> {
     Some(s.lr)
 }
+
+impl StackStart {
+    /// What a write's entry probe keeps of its stack start for a walk later, while that write
+    /// is still in progress: SP (amd64, where the return address is) or LR (arm64), and FP.
+    #[inline(always)]
+    pub fn saved(&self) -> (u64, u64) {
+        #[cfg(bpf_target_arch = "x86_64")]
+        let ret = self.sp;
+        #[cfg(bpf_target_arch = "aarch64")]
+        let ret = self.lr;
+        (ret, self.fp)
+    }
+
+    /// A stack start kept by `saved`.
+    #[inline(always)]
+    pub fn from_saved(ret: u64, fp: u64) -> StackStart {
+        StackStart {
+            #[cfg(bpf_target_arch = "x86_64")]
+            sp: ret,
+            #[cfg(bpf_target_arch = "aarch64")]
+            lr: ret,
+            fp,
+            inside: false,
+        }
+    }
+
+    /// Whether the saved start still lies in a goroutine stack `[lo, hi)`: a goroutine whose
+    /// stack was moved (copied to grow it) left the old one to be freed and reused.
+    #[inline(always)]
+    pub fn within(&self, lo: u64, hi: u64) -> bool {
+        #[cfg(bpf_target_arch = "x86_64")]
+        let sp_ok = self.sp >= lo && self.sp < hi;
+        #[cfg(bpf_target_arch = "aarch64")]
+        let sp_ok = true;
+        sp_ok && self.fp >= lo && self.fp < hi
+    }
+}

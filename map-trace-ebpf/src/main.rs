@@ -9,6 +9,8 @@
 
 mod correlate;
 mod goabi;
+mod inprogress;
+mod keys;
 mod maps;
 mod stack;
 
@@ -16,8 +18,9 @@ use aya_ebpf::EbpfContext as _;
 use aya_ebpf::helpers::{bpf_get_attach_cookie, bpf_get_current_pid_tgid};
 use aya_ebpf::macros::{raw_tracepoint, uprobe};
 use aya_ebpf::programs::{ProbeContext, RawTracePointContext};
-use correlate::{Key, event};
+use correlate::event;
 use goabi::arg;
+use keys::Key;
 use map_trace_common::event::Op;
 use map_trace_common::probe::Role;
 
@@ -25,7 +28,7 @@ use map_trace_common::probe::Role;
 #[uprobe]
 pub fn iter_start_classic(ctx: ProbeContext) -> u32 {
     if let Some(e) = event(&ctx, Role::IterStart) {
-        correlate::iter_start(&e, arg(&ctx, 1), arg(&ctx, 2));
+        correlate::iter_start(&e, arg(&ctx, 1), arg(&ctx, 2), arg(&ctx, 0));
     }
     0
 }
@@ -34,7 +37,7 @@ pub fn iter_start_classic(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn iter_start_swiss(ctx: ProbeContext) -> u32 {
     if let Some(e) = event(&ctx, Role::IterStart) {
-        correlate::iter_start(&e, arg(&ctx, 2), arg(&ctx, 0));
+        correlate::iter_start(&e, arg(&ctx, 2), arg(&ctx, 0), arg(&ctx, 1));
     }
     0
 }
@@ -66,7 +69,14 @@ pub fn iter_end(ctx: ProbeContext) -> u32 {
 /// `runtime.mapassign*(t, m, key)` (both implementations)
 #[uprobe]
 pub fn assign(ctx: ProbeContext) -> u32 {
-    correlate::write(&ctx, Role::Assign, arg(&ctx, 1), Op::Assign, Key::None);
+    correlate::write(
+        &ctx,
+        Role::Assign,
+        arg(&ctx, 1),
+        arg(&ctx, 0),
+        Op::Assign,
+        Key::None,
+    );
     0
 }
 
@@ -74,7 +84,14 @@ pub fn assign(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn delete_classic(ctx: ProbeContext) -> u32 {
     let key = Key::Ptr(arg(&ctx, 2), arg(&ctx, 0));
-    correlate::write(&ctx, Role::Delete, arg(&ctx, 1), Op::Delete, key);
+    correlate::write(
+        &ctx,
+        Role::Delete,
+        arg(&ctx, 1),
+        arg(&ctx, 0),
+        Op::Delete,
+        key,
+    );
     0
 }
 
@@ -82,7 +99,14 @@ pub fn delete_classic(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn delete_fast32(ctx: ProbeContext) -> u32 {
     let key = Key::U32(arg(&ctx, 2));
-    correlate::write(&ctx, Role::Delete, arg(&ctx, 1), Op::Delete, key);
+    correlate::write(
+        &ctx,
+        Role::Delete,
+        arg(&ctx, 1),
+        arg(&ctx, 0),
+        Op::Delete,
+        key,
+    );
     0
 }
 
@@ -90,7 +114,14 @@ pub fn delete_fast32(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn delete_fast64(ctx: ProbeContext) -> u32 {
     let key = Key::U64(arg(&ctx, 2));
-    correlate::write(&ctx, Role::Delete, arg(&ctx, 1), Op::Delete, key);
+    correlate::write(
+        &ctx,
+        Role::Delete,
+        arg(&ctx, 1),
+        arg(&ctx, 0),
+        Op::Delete,
+        key,
+    );
     0
 }
 
@@ -98,7 +129,14 @@ pub fn delete_fast64(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn delete_faststr(ctx: ProbeContext) -> u32 {
     let key = Key::Str(arg(&ctx, 2), arg(&ctx, 3));
-    correlate::write(&ctx, Role::Delete, arg(&ctx, 1), Op::Delete, key);
+    correlate::write(
+        &ctx,
+        Role::Delete,
+        arg(&ctx, 1),
+        arg(&ctx, 0),
+        Op::Delete,
+        key,
+    );
     0
 }
 
@@ -106,21 +144,42 @@ pub fn delete_faststr(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn delete_swiss(ctx: ProbeContext) -> u32 {
     let key = Key::Ptr(arg(&ctx, 2), arg(&ctx, 1));
-    correlate::write(&ctx, Role::Delete, arg(&ctx, 0), Op::Delete, key);
+    correlate::write(
+        &ctx,
+        Role::Delete,
+        arg(&ctx, 0),
+        arg(&ctx, 1),
+        Op::Delete,
+        key,
+    );
     0
 }
 
 /// classic `runtime.mapclear(t, h)`
 #[uprobe]
 pub fn clear_classic(ctx: ProbeContext) -> u32 {
-    correlate::write(&ctx, Role::Clear, arg(&ctx, 1), Op::Clear, Key::None);
+    correlate::write(
+        &ctx,
+        Role::Clear,
+        arg(&ctx, 1),
+        arg(&ctx, 0),
+        Op::Clear,
+        Key::None,
+    );
     0
 }
 
 /// Swiss `maps.(*Map).Clear(m, typ)`
 #[uprobe]
 pub fn clear_swiss(ctx: ProbeContext) -> u32 {
-    correlate::write(&ctx, Role::Clear, arg(&ctx, 0), Op::Clear, Key::None);
+    correlate::write(
+        &ctx,
+        Role::Clear,
+        arg(&ctx, 0),
+        arg(&ctx, 1),
+        Op::Clear,
+        Key::None,
+    );
     0
 }
 

@@ -19,15 +19,22 @@ const BPF_NOEXIST: u64 = 1;
 /// The `STACKS` key of the current stack, or 0 when it could not be captured.
 #[inline(always)]
 pub fn capture(e: &Event) -> u64 {
+    capture_from(e.tgid, &e.stack)
+}
+
+/// The `STACKS` key of the stack starting at `start` in process `tgid` (the current goroutine's,
+/// or another goroutine's still inside a write), or 0 when it could not be captured.
+#[inline(always)]
+pub fn capture_from(tgid: u32, start: &goabi::StackStart) -> u64 {
     let Some(s) = STACK_SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
     // SAFETY: a per-CPU map value; programs are not preempted on their CPU.
     let s = unsafe { &mut *s };
-    let mut h = hash_step(HASH_SEED, e.tgid as u64);
+    let mut h = hash_step(HASH_SEED, tgid as u64);
     let mut len = 0u32;
-    if !e.stack.inside {
-        let Some(ret) = goabi::return_address(&e.stack) else {
+    if !start.inside {
+        let Some(ret) = goabi::return_address(start) else {
             count(counter::STACKS_UNREADABLE);
             return 0;
         };
@@ -36,7 +43,7 @@ pub fn capture(e: &Event) -> u64 {
         len = 1;
     }
     count(counter::STACKS);
-    let mut fp = e.stack.fp;
+    let mut fp = start.fp;
     let first = len as usize;
     for i in 0..MAX_STACK_DEPTH {
         let slot = i + first;
@@ -61,7 +68,7 @@ pub fn capture(e: &Event) -> u64 {
     }
     s.len = len;
     s.flags = 0;
-    s.tgid = e.tgid;
+    s.tgid = tgid;
     if fp != 0 && len as usize == MAX_STACK_DEPTH {
         s.flags = STACK_TRUNCATED;
         count(counter::STACKS_TRUNCATED);

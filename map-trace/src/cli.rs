@@ -16,7 +16,9 @@ use crate::trace::Format;
     about = "Find Go map writes that overlap a map iteration or map growth, in running unmodified Go programs",
     long_about = "Attaches eBPF uprobes to the Go runtime's map functions of running processes and reports \
 writes that overlap an iteration: another goroutine writing while one ranges (a data race), and a \
-goroutine inserting, deleting other keys or clearing during its own range. Each finding names \
+goroutine inserting, deleting other keys or clearing during its own range; and writes that begin \
+while another goroutine's write to the same map is in progress (concurrent_writes). Each finding \
+names \
 the map type and both sides' stacks as function (file:line), stripped binaries included; \
 repeats of one finding are grouped under a stable finding_id with a count.\n\n\
 Examples:\n  sudo map-trace --pid 4242\n  sudo map-trace --exe /usr/local/bin/api --metrics-addr\n  \

@@ -27,13 +27,12 @@ pub fn finding_id(
             format!("{}|{}|{}", f.function, f.file, f.line)
         })
     };
-    let text = format!(
-        "{}\n{}\n{}\n{}",
-        kind.name(),
-        site(writer),
-        site(iterator),
-        map_type
-    );
+    let (mut a, mut b) = (site(writer), site(iterator));
+    // Two writers racing: A meeting B and B meeting A are the same bug.
+    if kind == FindingKind::ConcurrentWrites && b < a {
+        std::mem::swap(&mut a, &mut b);
+    }
+    let text = format!("{}\n{a}\n{b}\n{map_type}", kind.name());
     let mut h = HASH_SEED;
     for b in text.bytes() {
         h = hash_step(h, u64::from(b));
@@ -259,5 +258,26 @@ mod tests {
         assert_eq!(g.record(&mut report(0, 1_000_000, 1)), Seen::Overflow);
         assert_eq!(g.record(&mut report(0, 5, 1)), Seen::Repeat);
         assert_eq!(g.overflow, 1);
+    }
+
+    #[test]
+    fn two_writers_make_one_group_whichever_met_the_other() {
+        let f = |function: &str, line| Frame {
+            function: function.into(),
+            file: "/src/main.go".into(),
+            line,
+        };
+        let (a, b) = (f("main.a", 1), f("main.b", 2));
+        let k = FindingKind::ConcurrentWrites;
+        assert_eq!(
+            finding_id(k, Some(&a), Some(&b), "map[int]int"),
+            finding_id(k, Some(&b), Some(&a), "map[int]int")
+        );
+        // A range and a write are not interchangeable.
+        let k = FindingKind::ConcurrentWrite;
+        assert_ne!(
+            finding_id(k, Some(&a), Some(&b), "map[int]int"),
+            finding_id(k, Some(&b), Some(&a), "map[int]int")
+        );
     }
 }

@@ -130,9 +130,11 @@ impl Metrics {
             findings: counter_vec(
                 r,
                 "map_trace_findings_total",
-                "Map writes seen overlapping an iteration of the same Go map, by finding kind, \
-                 write operation and traced executable. Each one is a potential fatal \
-                 'concurrent map iteration and map write' or a silently skipped or repeated key.",
+                "Map writes seen overlapping an iteration of the same Go map, or another \
+                 goroutine's write to it (kind concurrent_writes), by finding kind, write \
+                 operation and traced executable. Each one is a potential fatal 'concurrent map \
+                 iteration and map write' or 'concurrent map writes', or a silently skipped or \
+                 repeated key.",
                 &["kind", "op", "exe"],
             ),
             probe_hits: counter_vec(

@@ -18,6 +18,9 @@ const HUMAN_FRAMES: usize = 8;
 pub struct Report {
     pub kind: FindingKind,
     pub op: Op,
+    /// `concurrent_writes`: the write that was in progress (its goroutine is `iterator_goid`,
+    /// its stack `iterator_stack`).
+    pub other_op: Option<Op>,
     pub map: u64,
     pub writer_goid: u64,
     pub iterator_goid: u64,
@@ -90,6 +93,10 @@ impl Report {
         Some(Report {
             kind: FindingKind::from_u32(f.kind)?,
             op: Op::from_u32(f.op)?,
+            other_op: match FindingKind::from_u32(f.kind)? {
+                FindingKind::ConcurrentWrites => Some(Op::from_u32(f.other_op)?),
+                _ => None,
+            },
             map: f.map,
             writer_goid: f.writer_goid,
             iterator_goid: f.iterator_goid,
@@ -117,31 +124,44 @@ impl Report {
             op: &'a str,
             map: String,
             writer_goid: u64,
-            iterator_goid: u64,
+            /// The range's side; for `concurrent_writes` the `other_*` fields instead.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            iterator_goid: Option<u64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            other_op: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            other_goid: Option<u64>,
             growing: bool,
             pid: u32,
             writes: u32,
             timestamp: String,
             map_type: &'a str,
             writer_stack: &'a [Frame],
-            iterator_stack: &'a [Frame],
+            #[serde(skip_serializing_if = "Option::is_none")]
+            iterator_stack: Option<&'a [Frame]>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            other_stack: Option<&'a [Frame]>,
             finding_id: &'a str,
             count: u64,
         }
+        let two_writers = self.other_op.is_some();
         serde_json::to_string(&Line {
             kind: self.kind.name(),
             severity: self.kind.severity(),
             op: self.op.name(),
             map: format!("{:#x}", self.map),
             writer_goid: self.writer_goid,
-            iterator_goid: self.iterator_goid,
+            iterator_goid: (!two_writers).then_some(self.iterator_goid),
+            other_op: self.other_op.map(Op::name),
+            other_goid: two_writers.then_some(self.iterator_goid),
             growing: self.growing,
             pid: self.pid,
             writes: self.writes,
             timestamp: humantime::format_rfc3339_millis(self.time).to_string(),
             map_type: &self.map_type,
             writer_stack: &self.writer_stack,
-            iterator_stack: &self.iterator_stack,
+            iterator_stack: (!two_writers).then_some(&self.iterator_stack[..]),
+            other_stack: two_writers.then_some(&self.iterator_stack[..]),
             finding_id: &self.finding_id,
             count: self.count,
         })
@@ -161,8 +181,36 @@ impl Report {
             humantime::format_rfc3339_millis(self.time),
             self.finding_id,
         );
+        if let Some(other) = self.other_op {
+            let mut who = format!("  {} by goroutine {}", self.op.name(), self.writer_goid);
+            if self.growing {
+                who.push_str("; the map was growing");
+            }
+            let _ = writeln!(s, "{who}");
+            write_frames(&mut s, &self.writer_stack);
+            match other {
+                Op::Unknown => {
+                    let _ = writeln!(
+                        s,
+                        "  while another goroutine's write was in progress (the map's writing flag was set; its start was not kept)"
+                    );
+                }
+                op => {
+                    let _ = writeln!(
+                        s,
+                        "  while goroutine {} {}s (in progress)",
+                        self.iterator_goid,
+                        op.name()
+                    );
+                }
+            }
+            write_frames(&mut s, &self.iterator_stack);
+            return s;
+        }
         let own = self.writer_goid == self.iterator_goid;
-        let mut who = if own {
+        let mut who = if self.op == Op::Unknown {
+            "  a write by another goroutine, in progress (the map's writing flag was set; its start was not kept)".to_string()
+        } else if own {
             format!(
                 "  {} by goroutine {} during its own range",
                 self.op.name(),
@@ -304,9 +352,15 @@ impl Summary {
                         |f| format!("{} ({})", f.function, f.location()),
                     )
                 };
+                // Two writers: the second site is the other write, not a range.
+                let second = if r.other_op.is_some() {
+                    "other"
+                } else {
+                    "range"
+                };
                 let _ = writeln!(
                     s,
-                    "  {:>6}\u{d7} {} {}  [{}]  first {}  last {}\n           write  {}\n           range  {}",
+                    "  {:>6}\u{d7} {} {}  [{}]  first {}  last {}\n           write  {}\n           {second}  {}",
                     r.count,
                     r.kind.name(),
                     r.map_type,
@@ -342,7 +396,50 @@ mod tests {
             growing: 1,
             writes: 1,
             binary: 0,
+            other_op: 0,
+            _pad: 0,
         }
+    }
+
+    #[test]
+    fn two_writers_are_named_as_the_write_and_the_other_write() {
+        let clock = Clock::at(SystemTime::UNIX_EPOCH, 0);
+        let mut f = finding(FindingKind::ConcurrentWrites as u32, Op::Delete as u32);
+        f.other_op = Op::Clear as u32;
+        let mut r = Report::decode(&f, &clock).unwrap();
+        let frame = |function: &str| Frame {
+            function: function.into(),
+            file: "/src/main.go".into(),
+            line: 7,
+        };
+        r.writer_stack = vec![frame("main.sweep")];
+        r.iterator_stack = vec![frame("main.reset")];
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(v["kind"], "concurrent_writes");
+        assert_eq!(v["severity"], "error");
+        assert_eq!(
+            (v["op"].clone(), v["writer_goid"].clone()),
+            ("delete".into(), 18.into())
+        );
+        assert_eq!(
+            (v["other_op"].clone(), v["other_goid"].clone()),
+            ("clear".into(), 7.into())
+        );
+        assert_eq!(v["other_stack"][0]["function"], "main.reset");
+        assert!(v.get("iterator_goid").is_none() && v.get("iterator_stack").is_none());
+        let h = r.to_human();
+        assert!(
+            h.contains("delete by goroutine 18; the map was growing"),
+            "{h}"
+        );
+        assert!(h.contains("while goroutine 7 clears (in progress)"), "{h}");
+        // A write in progress whose start was not kept is said to be unknown, not made up.
+        f.other_op = Op::Unknown as u32;
+        let r = Report::decode(&f, &clock).unwrap();
+        assert!(r.to_human().contains("its start was not kept"));
+        // Only concurrent_writes carries another op.
+        let r = Report::decode(&finding(0, 1), &clock).unwrap();
+        assert_eq!(r.other_op, None);
     }
 
     #[test]

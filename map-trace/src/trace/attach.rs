@@ -75,6 +75,12 @@ pub fn proc_config(t: &GoTarget) -> ProcConfig {
             s.iter_typ,
         ),
     };
+    // Classic writers toggle `hashWriting` (4) in `hmap.flags`; Swiss ones `Map.writing`
+    // (0 or 1) as a whole (docs/go-runtime-maps.md §3.1, §3.3, §6).
+    let (map_writing, writing_mask) = match &o.map {
+        MapOffsets::Classic(c) => (c.hmap_flags, HASH_WRITING),
+        MapOffsets::Swiss(s) => (s.map_writing, 0xff),
+    };
     // Offsets are struct field offsets well below 4 GiB; the eBPF side uses u32.
     let n = |v: u64| v as u32;
     ProcConfig {
@@ -89,9 +95,14 @@ pub fn proc_config(t: &GoTarget) -> ProcConfig {
         type_size: n(o.type_size),
         type_tflag: n(o.type_tflag),
         type_kind: n(o.type_kind),
+        map_writing: n(map_writing),
+        writing_mask: writing_mask as u32,
         _pad: 0,
     }
 }
+
+/// Classic `hashWriting`: "a goroutine is writing to the map" (runtime/map.go).
+const HASH_WRITING: u64 = 4;
 
 /// The tracepoint program that reports execs; loaded only when `--exe` needs it.
 pub const EXEC_PROGRAM: &str = "exec_notify";

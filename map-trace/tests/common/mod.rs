@@ -6,6 +6,7 @@
 pub mod daemon;
 pub mod markers;
 pub mod prometheus;
+pub mod run;
 pub mod scenarios;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,256 @@
+//! Writes in progress: who is writing each map right now.
+//!
+//! Every write's entry probe records itself in the map's `WRITERS` slot (registers only: the
+//! goroutine's `g`, where its stack walk starts, the op). A write is *in progress* while the
+//! map's own writing flag is set (classic `hmap.flags & hashWriting`, Swiss `Map.writing`),
+//! the very flag Go's runtime checks before it dies of `concurrent map writes` or `concurrent
+//! map iteration and map write`: read, not guessed. The runtime sets it after hashing, so it is
+//! clear at the entry of a well-behaved write and of every step of a well-behaved range. A later
+//! write or range step that finds it set names the slot's writer and walks that goroutine's
+//! stack then, while it is still inside its write, so both sides are reported.
+//!
+//! Correct code never trips this: writes under one lock, maps handed over through channels,
+//! copy-on-write maps and `sync.Map` never find another goroutine's write in progress.
+
+use aya_ebpf::EbpfContext as _;
+use aya_ebpf::helpers::bpf_get_attach_cookie;
+use aya_ebpf::programs::ProbeContext;
+use map_trace_common::config::{MAP_IMPL_CLASSIC, ProcConfig};
+use map_trace_common::event::{Finding, FindingKind, Op};
+use map_trace_common::state::{WRITER_SLOTS, Writer};
+
+use crate::correlate::{self, Event, Overlap, StepContext};
+use crate::goabi::{self, StackStart};
+use crate::maps::{CONFIG, WRITERS};
+use crate::stack;
+
+/// `runtime.g.stack.lo` and `.hi`, at the start of `g` in every supported release.
+const G_STACK_LO: u64 = 0;
+const G_STACK_HI: u64 = 8;
+
+/// Slots per map, each holding one goroutine's latest write: a goroutine's own next write must
+/// not overwrite the entry of the write in progress it is about to meet.
+const WAYS: u32 = 4;
+
+/// The first of a map's `WAYS` slots.
+#[inline(always)]
+fn group(tgid: u32, map: u64) -> u32 {
+    // Map headers are 8-byte aligned heap objects: multiply so neighbours spread.
+    let h = (map ^ ((tgid as u64) << 40)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    ((h >> 32) as u32) & (WRITER_SLOTS - 1) & !(WAYS - 1)
+}
+
+/// Where goroutine `g` records a write to the map whose slots start at `base`: the slot of
+/// its own previous write to it, else the oldest, so another goroutine's recent entry (the write
+/// that may be in progress) is the last to go.
+#[inline(always)]
+fn way(base: u32, tgid: u32, map: u64, g: u64) -> u32 {
+    let mut pick = base;
+    let mut oldest = u64::MAX;
+    for i in 0..WAYS {
+        let Some(w) = WRITERS.get(base | i) else {
+            continue;
+        };
+        let mine = w.tgid == tgid && w.map == map;
+        if mine && w.g == g {
+            return base | i;
+        }
+        // Another map's entry counts as oldest of all.
+        let age = if mine { w.ns } else { 0 };
+        if age < oldest {
+            oldest = age;
+            pick = base | i;
+        }
+    }
+    pick
+}
+
+/// Whether some goroutine is inside a write to `map` now.
+#[inline(always)]
+pub fn busy(cfg: &ProcConfig, map: u64) -> bool {
+    correlate::read_u8(map + cfg.map_writing as u64)
+        .is_some_and(|f| f & (cfg.writing_mask as u8) != 0)
+}
+
+/// A write to `map` begins (the entry probe of an assign, delete or clear): reports the write
+/// in progress it finds, if any, then records this one as the map's writer.
+#[inline(always)]
+pub fn write_begins(ctx: &ProbeContext, tgid: u32, map: u64, map_type: u64, op: Op) {
+    // SAFETY: the helper only reads the link's cookie.
+    let binary = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
+    // SAFETY: a map value of plain integers.
+    let Some(cfg) = (unsafe { CONFIG.get(binary) }) else {
+        return;
+    };
+    let g = goabi::g(ctx);
+    record(tgid, binary, g, map, op, ctx);
+    // Read last: the runtime's own check comes right after this probe returns, and a flag set
+    // between the two is a race Go sees and this does not.
+    if busy(cfg, map) {
+        report_writes(ctx, tgid, map, map_type, op, g);
+    }
+}
+
+/// Records the write of goroutine `g` beginning now as the map's latest from it.
+#[inline(always)]
+fn record(tgid: u32, binary: u32, g: u64, map: u64, op: Op, ctx: &ProbeContext) {
+    let Some(w) = WRITERS.get_ptr_mut(way(group(tgid, map), tgid, map, g)) else {
+        return;
+    };
+    let (ret, fp) = goabi::stack_start(ctx).saved();
+    // SAFETY: no preconditions. Orders the entries of one map's slots.
+    let ns = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+    // SAFETY: an array slot; plain stores, which a reader on another CPU may see half done:
+    // it checks `tgid`, `map` and the stack bounds before it trusts them.
+    unsafe {
+        (*w).map = map;
+        (*w).g = g;
+        (*w).ret = ret;
+        (*w).fp = fp;
+        (*w).ns = ns;
+        (*w).tgid = tgid;
+        (*w).op = op as u32;
+        (*w).growing = 0;
+        (*w).binary = binary;
+    }
+}
+
+/// The write of goroutine `g` to `map` grows it (a growth probe inside that write).
+#[inline(always)]
+pub fn grows(tgid: u32, g: u64, map: u64) {
+    let base = group(tgid, map);
+    for i in 0..WAYS {
+        if let Some(w) = WRITERS.get_ptr_mut(base | i) {
+            // SAFETY: as above.
+            unsafe {
+                if (*w).tgid == tgid && (*w).map == map && (*w).g == g {
+                    (*w).growing = 1;
+                }
+            }
+        }
+    }
+}
+
+/// The write in progress on `map` of another goroutine than `g`: the latest entry of another
+/// goroutine in the map's slots. None when they have since been taken by other maps' writers.
+#[inline(always)]
+fn other(tgid: u32, map: u64, g: u64) -> Option<Writer> {
+    let base = group(tgid, map);
+    let mut best: Option<Writer> = None;
+    for i in 0..WAYS {
+        let Some(w) = WRITERS.get(base | i) else {
+            continue;
+        };
+        let w = *w;
+        if w.tgid == tgid
+            && w.map == map
+            && w.g != g
+            && w.g != 0
+            && best.is_none_or(|b| w.ns > b.ns)
+        {
+            best = Some(w);
+        }
+    }
+    best
+}
+
+/// The named writer's goroutine id and its stack, walked now (0 when its stack has moved since
+/// its entry, or cannot be read).
+#[inline(always)]
+fn walk(e: &Event, w: &Writer) -> (u64, u64) {
+    let goid = correlate::read_u64(w.g + e.cfg.g_goid as u64).unwrap_or(0);
+    let start = StackStart::from_saved(w.ret, w.fp);
+    let bounds = (
+        correlate::read_u64(w.g + G_STACK_LO),
+        correlate::read_u64(w.g + G_STACK_HI),
+    );
+    let stack = match bounds {
+        (Some(lo), Some(hi)) if start.within(lo, hi) => stack::capture_from(e.tgid, &start),
+        _ => 0,
+    };
+    (goid, stack)
+}
+
+#[inline(always)]
+fn classic_growing(e: &Event, map: u64) -> bool {
+    e.cfg.map_impl == MAP_IMPL_CLASSIC
+        && correlate::read_u64(map + e.cfg.map_oldbuckets as u64).is_some_and(|old| old != 0)
+}
+
+/// `concurrent_writes`: this write found another goroutine's in progress.
+#[inline(always)]
+fn report_writes(ctx: &ProbeContext, tgid: u32, map: u64, map_type: u64, op: Op, g: u64) {
+    let Some(e) = correlate::full_event(ctx, tgid) else {
+        return;
+    };
+    let (other_goid, other_stack, other_op, other_growing) = match other(tgid, map, g) {
+        Some(w) => {
+            let (goid, stack) = walk(&e, &w);
+            (goid, stack, w.op, w.growing != 0)
+        }
+        // The flag says another goroutine is writing; its entry was not kept.
+        None => (0, 0, Op::Unknown as u32, false),
+    };
+    let f = Finding {
+        write_ns: e.now,
+        step_ns: e.now,
+        map,
+        map_type,
+        writer_stack: stack::capture(&e),
+        iterator_stack: other_stack,
+        writer_goid: e.goid,
+        iterator_goid: other_goid,
+        tgid,
+        kind: FindingKind::ConcurrentWrites as u32,
+        op: op as u32,
+        growing: (other_growing || classic_growing(&e, map)) as u32,
+        writes: 1,
+        binary: e.binary,
+        other_op,
+        _pad: 0,
+    };
+    correlate::output(&f, FindingKind::ConcurrentWrites);
+}
+
+/// A range over `map` starts, steps or ends (`it` its iterator) while another goroutine's write
+/// to it is in progress: `concurrent_write_during_iteration`, the writer named from its entry.
+/// Also when that write began before the range and when the range has a single step. True when
+/// it reported.
+///
+/// `map_type`: the map's type descriptor, or 0 to read it from the iterator (which holds it
+/// from the range's first step on; not yet at the start).
+#[inline(always)]
+pub fn during_iteration(e: &Event, map: u64, it: u64, map_type: u64) -> bool {
+    if !busy(&e.cfg, map) {
+        return false;
+    }
+    let (writer, writer_stack, op, growing) = match other(e.tgid, map, e.g) {
+        Some(w) => {
+            let (goid, stack) = walk(e, &w);
+            (goid, stack, w.op, w.growing != 0)
+        }
+        None => (0, 0, Op::Unknown as u32, false),
+    };
+    let step = StepContext {
+        map,
+        map_type: match map_type {
+            0 => correlate::read_u64(it + e.cfg.iter_typ as u64).unwrap_or(0),
+            t => t,
+        },
+        stack: stack::capture(e),
+    };
+    correlate::emit(
+        e,
+        &step,
+        Overlap {
+            kind: FindingKind::ConcurrentWrite,
+            op,
+            writer,
+            write_ns: e.now,
+            writer_stack,
+            growing: growing || classic_growing(e, map),
+            writes: 1,
+        },
+    );
+    true
+}

@@ -1,0 +1,132 @@
+//! Runs one scenario of testdata/go/scenarios under `map-trace --pid --format json` and collects
+//! what it reported.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use super::scenarios::kinds_of;
+use super::{Fixture, Reaped};
+
+/// Waits for a child with a deadline; returns its exit code (None: killed by a signal).
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> Result<Option<i32>, String> {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return Ok(status.code());
+        }
+        if start.elapsed() > limit {
+            return Err(format!("still running after {limit:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub struct Run {
+    pub kinds: BTreeSet<String>,
+    pub findings: Vec<serde_json::Value>,
+    pub stderr: String,
+}
+
+/// Runs one scenario under `map-trace --pid --format json`; the target must exit 0 and print ok.
+pub fn run_scenario(f: &Fixture, scenario: &str, args: &[&str]) -> Result<Run, String> {
+    run_scenario_expecting(f, scenario, args, |code, out, _| {
+        code == Some(0) && out.trim() == "ok"
+    })
+}
+
+/// Like `run_scenario`, with the target's acceptable outcomes given by `target_ok(code, stdout,
+/// stderr)`.
+pub fn run_scenario_expecting(
+    f: &Fixture,
+    scenario: &str,
+    args: &[&str],
+    target_ok: impl Fn(Option<i32>, &str, &str) -> bool,
+) -> Result<Run, String> {
+    let mut target = Reaped(
+        Command::new(&f.path)
+            .arg(scenario)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("spawn {}: {e}", f.path.display()))?,
+    );
+    let pid = target.0.id().to_string();
+    let mut tracer = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_map-trace"))
+            .args(["--pid", &pid, "--format", "json"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("spawn map-trace: {e}"))?,
+    );
+    // Relay map-trace's stderr, noting when it is attached.
+    let (tx, rx) = mpsc::channel();
+    let err = tracer.0.stderr.take().unwrap();
+    let relay = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if line.contains("probes attached") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let mut out = tracer.0.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+        drop(tracer);
+        return Err(format!(
+            "map-trace did not attach: {}",
+            relay.join().unwrap_or_default()
+        ));
+    }
+    target
+        .0
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"go\n")
+        .map_err(|e| e.to_string())?;
+    let code = wait_timeout(&mut target.0, Duration::from_secs(60))?;
+    let mut tout = String::new();
+    let _ = target.0.stdout.take().unwrap().read_to_string(&mut tout);
+    let mut terr = String::new();
+    let _ = target.0.stderr.take().unwrap().read_to_string(&mut terr);
+    if !target_ok(code, &tout, &terr) {
+        return Err(format!(
+            "target exited {code:?} under map-trace: {tout}{terr}"
+        ));
+    }
+    let tcode = wait_timeout(&mut tracer.0, Duration::from_secs(20))?;
+    let stderr = relay.join().unwrap_or_default();
+    let stdout = reader.join().unwrap_or_default();
+    if tcode != Some(0) {
+        return Err(format!("map-trace exited {tcode:?}: {stderr}"));
+    }
+    if !stderr.contains("exited") || !stderr.contains("summary") {
+        return Err(format!(
+            "map-trace did not report the exit and a summary: {stderr}"
+        ));
+    }
+    let findings: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).map_err(|e| format!("bad JSON line {l:?}: {e}")))
+        .collect::<Result<_, _>>()?;
+    let kinds = kinds_of(&findings);
+    Ok(Run {
+        kinds,
+        findings,
+        stderr,
+    })
+}
