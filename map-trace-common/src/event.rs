@@ -57,14 +57,11 @@ pub enum Op {
     Assign = 0,
     Delete = 1,
     Clear = 2,
-    /// A write in progress whose entry was not kept: the map's writing flag said some goroutine
-    /// was writing, which one and how is unknown.
-    Unknown = 3,
 }
 
 impl Op {
-    pub const COUNT: usize = 4;
-    pub const ALL: [Op; Op::COUNT] = [Op::Assign, Op::Delete, Op::Clear, Op::Unknown];
+    pub const COUNT: usize = 3;
+    pub const ALL: [Op; Op::COUNT] = [Op::Assign, Op::Delete, Op::Clear];
 
     pub fn from_u32(v: u32) -> Option<Self> {
         Self::ALL.get(v as usize).copied()
@@ -75,7 +72,6 @@ impl Op {
             Op::Assign => "assign",
             Op::Delete => "delete",
             Op::Clear => "clear",
-            Op::Unknown => "unknown",
         }
     }
 }
@@ -144,7 +140,10 @@ pub mod counter {
     pub const STACKS_UNREADABLE: u32 = STACKS_TRUNCATED + 1;
     /// Exec notices lost because their ring buffer was full (`--exe` only).
     pub const EXECS_DROPPED: u32 = STACKS_UNREADABLE + 1;
+    /// Writes in progress seen but not reported: the write ended before its stack could be read
+    /// and its call site had not been kept (its map was not yet seen shared at its start).
+    pub const IN_PROGRESS_UNNAMED: u32 = EXECS_DROPPED + 1;
     /// Findings emitted, by kind: `FINDINGS + kind`.
-    pub const FINDINGS: u32 = EXECS_DROPPED + 1;
+    pub const FINDINGS: u32 = IN_PROGRESS_UNNAMED + 1;
     pub const COUNT: u32 = FINDINGS + crate::event::FindingKind::COUNT as u32;
 }

@@ -126,11 +126,15 @@ pub struct Writer {
     pub g: u64,
     /// amd64: SP at the entry (where the return address is); arm64: LR (the return address).
     pub ret: u64,
+    /// The first two return addresses, read at the entry when the map is shared (0: not read):
+    /// the write's call site (through a runtime wrapper, on Swiss maps), right even when the
+    /// write has ended before its stack is walked.
+    pub pcs: [u64; 2],
     pub fp: u64,
     pub ns: u64,
     pub tgid: u32,
     pub op: u32,
-    /// Classic: evacuation was in progress; both: this write grew the map.
+    /// Both implementations: a growth probe fired inside this write.
     pub growing: u32,
-    pub binary: u32,
+    pub _pad: u32,
 }

@@ -148,7 +148,7 @@ fn map_state(e: &Event, map: u64, create: bool) -> Option<*mut MapState> {
 /// What a step found, ready to become a `Finding`.
 pub struct Overlap {
     pub kind: FindingKind,
-    /// `Op as u32` (`Op::Unknown` for a write in progress whose entry was not kept).
+    /// `Op as u32`.
     pub op: u32,
     pub writer: u64,
     pub write_ns: u64,
@@ -556,8 +556,6 @@ pub fn write(ctx: &ProbeContext, role: Role, map: u64, map_type: u64, op: Op, ke
                 (*st).flags |= SELF_CLEARED;
                 (*st).cleared = this;
             }
-            // Only a write in progress seen by another probe is of unknown op.
-            Op::Unknown => {}
         }
     }
 }

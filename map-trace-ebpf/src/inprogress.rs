@@ -16,13 +16,14 @@ use aya_ebpf::EbpfContext as _;
 use aya_ebpf::helpers::bpf_get_attach_cookie;
 use aya_ebpf::programs::ProbeContext;
 use map_trace_common::config::{MAP_IMPL_CLASSIC, ProcConfig};
-use map_trace_common::event::{Finding, FindingKind, Op};
+use map_trace_common::event::{Finding, FindingKind, Op, counter};
 use map_trace_common::state::{WRITER_SLOTS, Writer};
 
 use crate::correlate::{self, Event, Overlap, StepContext};
 use crate::goabi::{self, StackStart};
-use crate::maps::{CONFIG, WRITERS};
+use crate::maps::{CONFIG, WRITERS, count};
 use crate::stack;
+use map_trace_common::stack::MAX_STACK_DEPTH;
 
 /// `runtime.g.stack.lo` and `.hi`, at the start of `g` in every supported release.
 const G_STACK_LO: u64 = 0;
@@ -40,29 +41,43 @@ fn group(tgid: u32, map: u64) -> u32 {
     ((h >> 32) as u32) & (WRITER_SLOTS - 1) & !(WAYS - 1)
 }
 
-/// Where goroutine `g` records a write to the map whose slots start at `base`: the slot of
-/// its own previous write to it, else the oldest, so another goroutine's recent entry (the write
-/// that may be in progress) is the last to go.
+/// What one look at a map's slots found, for goroutine `g`'s write.
+struct Slots {
+    /// Where `g` records this write: its own slot for the map, else the oldest.
+    mine: u32,
+    /// Another goroutine has an entry for the map: only then can a write of it be in progress
+    /// (an entry is recorded before its write sets the map's flag), so only then is the flag
+    /// read (a user-memory read and a settings lookup the common, unshared map never pays).
+    shared: bool,
+}
+
 #[inline(always)]
-fn way(base: u32, tgid: u32, map: u64, g: u64) -> u32 {
-    let mut pick = base;
+fn look(base: u32, tgid: u32, map: u64, g: u64) -> Slots {
+    let mut own = None;
+    let mut oldest_at = base;
     let mut oldest = u64::MAX;
+    let mut shared = false;
     for i in 0..WAYS {
         let Some(w) = WRITERS.get(base | i) else {
             continue;
         };
-        let mine = w.tgid == tgid && w.map == map;
-        if mine && w.g == g {
-            return base | i;
+        let this_map = w.tgid == tgid && w.map == map;
+        if this_map && w.g == g {
+            own = Some(base | i);
+        } else if this_map && w.g != 0 {
+            shared = true;
         }
         // Another map's entry counts as oldest of all.
-        let age = if mine { w.ns } else { 0 };
+        let age = if this_map { w.ns } else { 0 };
         if age < oldest {
             oldest = age;
-            pick = base | i;
+            oldest_at = base | i;
         }
     }
-    pick
+    Slots {
+        mine: own.unwrap_or(oldest_at),
+        shared,
+    }
 }
 
 /// Whether some goroutine is inside a write to `map` now.
@@ -72,18 +87,23 @@ pub fn busy(cfg: &ProcConfig, map: u64) -> bool {
         .is_some_and(|f| f & (cfg.writing_mask as u8) != 0)
 }
 
-/// A write to `map` begins (the entry probe of an assign, delete or clear): reports the write
-/// in progress it finds, if any, then records this one as the map's writer.
+/// A write to `map` begins (the entry probe of an assign, delete or clear): records it as this
+/// goroutine's latest write to the map, then, if another goroutine writes the map too, reports
+/// the write of it in progress, if any.
 #[inline(always)]
 pub fn write_begins(ctx: &ProbeContext, tgid: u32, map: u64, map_type: u64, op: Op) {
+    let g = goabi::g(ctx);
+    let slots = look(group(tgid, map), tgid, map, g);
+    record(slots.mine, tgid, g, map, op, ctx, slots.shared);
+    if !slots.shared {
+        return;
+    }
     // SAFETY: the helper only reads the link's cookie.
     let binary = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
     // SAFETY: a map value of plain integers.
     let Some(cfg) = (unsafe { CONFIG.get(binary) }) else {
         return;
     };
-    let g = goabi::g(ctx);
-    record(tgid, binary, g, map, op, ctx);
     // Read last: the runtime's own check comes right after this probe returns, and a flag set
     // between the two is a race Go sees and this does not.
     if busy(cfg, map) {
@@ -91,13 +111,22 @@ pub fn write_begins(ctx: &ProbeContext, tgid: u32, map: u64, map_type: u64, op: 
     }
 }
 
-/// Records the write of goroutine `g` beginning now as the map's latest from it.
+/// Records the write of goroutine `g` beginning now in `slot`; with its call site when another
+/// goroutine writes the map too (`shared`), the only case where it may be named.
 #[inline(always)]
-fn record(tgid: u32, binary: u32, g: u64, map: u64, op: Op, ctx: &ProbeContext) {
-    let Some(w) = WRITERS.get_ptr_mut(way(group(tgid, map), tgid, map, g)) else {
+fn record(slot: u32, tgid: u32, g: u64, map: u64, op: Op, ctx: &ProbeContext, shared: bool) {
+    let Some(w) = WRITERS.get_ptr_mut(slot) else {
         return;
     };
-    let (ret, fp) = goabi::stack_start(ctx).saved();
+    let start = goabi::stack_start(ctx);
+    let (ret, fp) = start.saved();
+    let pcs = match shared {
+        true => [
+            goabi::return_address(&start).unwrap_or(0),
+            correlate::read_u64(fp + 8).unwrap_or(0),
+        ],
+        false => [0, 0],
+    };
     // SAFETY: no preconditions. Orders the entries of one map's slots.
     let ns = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
     // SAFETY: an array slot; plain stores, which a reader on another CPU may see half done:
@@ -106,12 +135,12 @@ fn record(tgid: u32, binary: u32, g: u64, map: u64, op: Op, ctx: &ProbeContext) 
         (*w).map = map;
         (*w).g = g;
         (*w).ret = ret;
+        (*w).pcs = pcs;
         (*w).fp = fp;
         (*w).ns = ns;
         (*w).tgid = tgid;
         (*w).op = op as u32;
         (*w).growing = 0;
-        (*w).binary = binary;
     }
 }
 
@@ -155,7 +184,9 @@ fn other(tgid: u32, map: u64, g: u64) -> Option<Writer> {
 }
 
 /// The named writer's goroutine id and its stack, walked now (0 when its stack has moved since
-/// its entry, or cannot be read).
+/// its entry, or cannot be read). Its frames are trusted only if it is still inside the same
+/// write once they are read (the map's flag still set, its slot unchanged): a write that ended
+/// meanwhile has let its frames be reused, and only its call site, kept at its entry, is kept.
 #[inline(always)]
 fn walk(e: &Event, w: &Writer) -> (u64, u64) {
     let goid = correlate::read_u64(w.g + e.cfg.g_goid as u64).unwrap_or(0);
@@ -165,10 +196,16 @@ fn walk(e: &Event, w: &Writer) -> (u64, u64) {
         correlate::read_u64(w.g + G_STACK_HI),
     );
     let stack = match bounds {
-        (Some(lo), Some(hi)) if start.within(lo, hi) => stack::capture_from(e.tgid, &start),
+        (Some(lo), Some(hi)) if start.within(lo, hi) => {
+            stack::capture_limited(e.tgid, &start, w.pcs[0], MAX_STACK_DEPTH)
+        }
         _ => 0,
     };
-    (goid, stack)
+    let same = other(e.tgid, w.map, e.g).is_some_and(|now| now.ns == w.ns && now.g == w.g);
+    if same && busy(&e.cfg, w.map) {
+        return (goid, stack);
+    }
+    (goid, stack::capture_pcs(e.tgid, &w.pcs))
 }
 
 #[inline(always)]
@@ -183,14 +220,17 @@ fn report_writes(ctx: &ProbeContext, tgid: u32, map: u64, map_type: u64, op: Op,
     let Some(e) = correlate::full_event(ctx, tgid) else {
         return;
     };
-    let (other_goid, other_stack, other_op, other_growing) = match other(tgid, map, g) {
-        Some(w) => {
-            let (goid, stack) = walk(&e, &w);
-            (goid, stack, w.op, w.growing != 0)
-        }
-        // The flag says another goroutine is writing; its entry was not kept.
-        None => (0, 0, Op::Unknown as u32, false),
+    let Some(w) = other(tgid, map, g) else {
+        return;
     };
+    let (other_goid, other_stack) = walk(&e, &w);
+    if other_stack == 0 {
+        // Better no finding than one whose other side names nothing, or frames read from a
+        // stack that has moved on.
+        count(counter::IN_PROGRESS_UNNAMED);
+        return;
+    }
+    let (other_op, other_growing) = (w.op, w.growing != 0);
     let f = Finding {
         write_ns: e.now,
         step_ns: e.now,
@@ -221,16 +261,19 @@ fn report_writes(ctx: &ProbeContext, tgid: u32, map: u64, map_type: u64, op: Op,
 /// from the range's first step on; not yet at the start).
 #[inline(always)]
 pub fn during_iteration(e: &Event, map: u64, it: u64, map_type: u64) -> bool {
+    // Array reads first: a map no other goroutine writes has no write of another in progress.
+    let Some(w) = other(e.tgid, map, e.g) else {
+        return false;
+    };
     if !busy(&e.cfg, map) {
         return false;
     }
-    let (writer, writer_stack, op, growing) = match other(e.tgid, map, e.g) {
-        Some(w) => {
-            let (goid, stack) = walk(e, &w);
-            (goid, stack, w.op, w.growing != 0)
-        }
-        None => (0, 0, Op::Unknown as u32, false),
-    };
+    let (writer, writer_stack) = walk(e, &w);
+    if writer_stack == 0 {
+        count(counter::IN_PROGRESS_UNNAMED);
+        return false;
+    }
+    let (op, growing) = (w.op, w.growing != 0);
     let step = StepContext {
         map,
         map_type: match map_type {

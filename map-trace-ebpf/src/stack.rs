@@ -26,6 +26,46 @@ pub fn capture(e: &Event) -> u64 {
 /// or another goroutine's still inside a write), or 0 when it could not be captured.
 #[inline(always)]
 pub fn capture_from(tgid: u32, start: &goabi::StackStart) -> u64 {
+    capture_limited(tgid, start, 0, MAX_STACK_DEPTH)
+}
+
+/// A stack of the given return addresses only (0s ignored), for a write whose frames can no
+/// longer be read; 0 when there are none.
+#[inline(always)]
+pub fn capture_pcs(tgid: u32, pcs: &[u64; 2]) -> u64 {
+    let Some(s) = STACK_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: a per-CPU map value; programs are not preempted on their CPU.
+    let s = unsafe { &mut *s };
+    let mut h = hash_step(HASH_SEED, tgid as u64);
+    let mut len = 0usize;
+    for &pc in pcs {
+        if pc != 0 && len < MAX_STACK_DEPTH {
+            s.pcs[len] = pc;
+            h = hash_step(h, pc);
+            len += 1;
+        }
+    }
+    if len == 0 {
+        return 0;
+    }
+    s.len = len as u32;
+    s.flags = 0;
+    s.tgid = tgid;
+    count(counter::STACKS);
+    let key = if h == 0 { 1 } else { h };
+    // SAFETY: only tests presence.
+    if unsafe { STACKS.get(key) }.is_none() {
+        let _ = STACKS.insert(key, s, BPF_NOEXIST);
+    }
+    key
+}
+
+/// `capture_from` with the first return address given (`first`, 0: read it) and at most
+/// `limit` frames.
+#[inline(always)]
+pub fn capture_limited(tgid: u32, start: &goabi::StackStart, first: u64, limit: usize) -> u64 {
     let Some(s) = STACK_SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
@@ -34,7 +74,11 @@ pub fn capture_from(tgid: u32, start: &goabi::StackStart) -> u64 {
     let mut h = hash_step(HASH_SEED, tgid as u64);
     let mut len = 0u32;
     if !start.inside {
-        let Some(ret) = goabi::return_address(start) else {
+        let ret = match first {
+            0 => goabi::return_address(start),
+            pc => Some(pc),
+        };
+        let Some(ret) = ret else {
             count(counter::STACKS_UNREADABLE);
             return 0;
         };
@@ -44,10 +88,10 @@ pub fn capture_from(tgid: u32, start: &goabi::StackStart) -> u64 {
     }
     count(counter::STACKS);
     let mut fp = start.fp;
-    let first = len as usize;
+    let first_slot = len as usize;
     for i in 0..MAX_STACK_DEPTH {
-        let slot = i + first;
-        if fp == 0 || slot >= MAX_STACK_DEPTH {
+        let slot = i + first_slot;
+        if fp == 0 || slot >= MAX_STACK_DEPTH || slot >= limit {
             break;
         }
         // SAFETY: faults are caught by the helper.

@@ -13,11 +13,12 @@ use prometheus::{
 };
 
 /// The `reason` label values of [`Metrics::events_dropped`].
-pub const DROP_REASONS: [&str; 5] = [
+pub const DROP_REASONS: [&str; 6] = [
     "ring_buffer_full",
     "exec_notices_lost",
     "table_full",
     "writes_unseen",
+    "in_progress_unnamed",
     "undecodable",
 ];
 /// The `reason` label values of [`Metrics::stack_samples_dropped`].

@@ -15,7 +15,7 @@ use common::scenarios::{Build, RACY, check_findings, go_minor};
 use common::{Fixture, check_all};
 
 /// Runs of one racy scenario before it counts as missed.
-const ATTEMPTS: usize = 5;
+const ATTEMPTS: usize = 8;
 
 /// Go's runtime killed it ("concurrent map …", exit 2), or it survived its two seconds (3).
 fn died_of_its_race_or_survived(code: Option<i32>, out: &str, err: &str) -> bool {

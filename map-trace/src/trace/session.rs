@@ -191,6 +191,7 @@ impl Session<'_, '_> {
             ("exec_notices_lost", s.execs_dropped),
             ("table_full", s.tables_full),
             ("writes_unseen", s.writes_unseen),
+            ("in_progress_unnamed", s.in_progress_unnamed),
             ("undecodable", self.sink.summary.undecodable),
         ];
         for (reason, n) in dropped {

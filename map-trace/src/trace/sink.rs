@@ -82,6 +82,7 @@ pub(super) fn read_counters(ebpf: &Ebpf, summary: &mut Summary) {
     summary.tables_full =
         get(counter::ITERS_FULL) + get(counter::MAPS_FULL) + get(counter::PENDING_FULL);
     summary.writes_unseen = get(counter::WRITES_UNSEEN);
+    summary.in_progress_unnamed = get(counter::IN_PROGRESS_UNNAMED);
     summary.writes_during_growth = get(counter::WRITES_DURING_GROWTH);
     summary.stacks = get(counter::STACKS);
     summary.stacks_truncated = get(counter::STACKS_TRUNCATED);

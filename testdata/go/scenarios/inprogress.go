@@ -57,7 +57,7 @@ func writersClearInsert() { // want:type map[uint64]int want:calls clearU64Map
 			if i == 1000 {
 				atomic.StoreInt32(&started, 1)
 			}
-			work(2000)
+			work(20000)
 		}
 	}()
 	for atomic.LoadInt32(&started) == 0 {
