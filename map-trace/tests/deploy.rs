@@ -153,29 +153,28 @@ fn first_deploy(how: Deploy, src: &Path, path: &Path) {
 fn start_now(path: &Path, n: usize) -> Vec<std::process::Child> {
     (0..n)
         .map(|_| {
-            let mut c = Command::new(path)
-                .arg(SCENARIO)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap_or_else(|e| panic!("spawn {}: {e}", path.display()));
+            let mut c = spawn(path);
             c.stdin.take().unwrap().write_all(b"\n").unwrap();
             c
         })
         .collect()
 }
 
-/// Starts a process of `path` that waits for its line on stdin before running the scenario,
-/// once the daemon has had time to see it.
-fn waiting(path: &Path) -> std::process::Child {
-    let c = Command::new(path)
+/// The scenario process, waiting for its line on stdin.
+fn spawn(path: &Path) -> std::process::Child {
+    Command::new(path)
         .arg(SCENARIO)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", path.display()));
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", path.display()))
+}
+
+/// Starts a process of `path` that waits for its line on stdin before running the scenario,
+/// once the daemon has had time to see it.
+fn waiting(path: &Path) -> std::process::Child {
+    let c = spawn(path);
     std::thread::sleep(Duration::from_millis(200));
     c
 }

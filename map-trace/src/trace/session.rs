@@ -107,26 +107,23 @@ impl Session<'_, '_> {
     /// still run a watched file.
     pub(super) fn readd(&mut self) {
         for pid in self.targets.take_readd() {
-            adopt(
-                self.targets,
-                self.ebpf,
-                self.sink.resolver,
-                self.metrics,
-                pid,
-                false,
-            );
+            self.adopt(pid, false);
         }
     }
 
-    pub(super) fn exec(&mut self, pid: u32) {
+    fn adopt(&mut self, pid: u32, exec: bool) {
         adopt(
             self.targets,
             self.ebpf,
             self.sink.resolver,
             self.metrics,
             pid,
-            true,
+            exec,
         );
+    }
+
+    pub(super) fn exec(&mut self, pid: u32) {
+        self.adopt(pid, true);
         self.readd();
     }
 
