@@ -38,14 +38,7 @@ impl Targets {
             if b.shared.is_none() {
                 continue;
             }
-            match attach::attach_binary(
-                ebpf,
-                &b.target,
-                b.id,
-                &b.fd_path(),
-                UProbeScope::AllProcesses,
-                self.mode,
-            ) {
+            match b.attach(ebpf, UProbeScope::AllProcesses, self.mode) {
                 Ok(l) => b.shared = Some(l),
                 Err(e) => errors.push(e.to_string()),
             }
@@ -59,7 +52,7 @@ impl Targets {
             }
             let scope = std::num::NonZeroU32::new(pid)
                 .map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
-            match attach::attach_binary(ebpf, &b.target, b.id, &b.fd_path(), scope, self.mode) {
+            match b.attach(ebpf, scope, self.mode) {
                 Ok(l) => p.links = l,
                 Err(e) => errors.push(format!("pid {pid}: {e}")),
             }

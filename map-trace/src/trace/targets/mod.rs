@@ -80,6 +80,16 @@ impl Binary {
         use std::os::fd::AsRawFd as _;
         PathBuf::from(format!("/proc/self/fd/{}", self.open.as_raw_fd()))
     }
+
+    /// Attaches every planned probe through the analysed file itself, for `scope`.
+    fn attach(
+        &self,
+        ebpf: &mut Ebpf,
+        scope: UProbeScope,
+        mode: IterationMode,
+    ) -> Result<Vec<Link>, AttachError> {
+        attach::attach_binary(ebpf, &self.target, self.id, &self.fd_path(), scope, mode)
+    }
 }
 
 struct Proc {
@@ -352,7 +362,7 @@ impl Targets {
             None => {
                 let scope = std::num::NonZeroU32::new(pid)
                     .map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
-                attach::attach_binary(ebpf, &b.target, b.id, &b.fd_path(), scope, self.mode)?
+                b.attach(ebpf, scope, self.mode)?
             }
         };
         resolver.add_process(pid, ProcessInfo::new(pid, b.info.clone(), bias));
@@ -438,14 +448,7 @@ impl Targets {
         }
         b.shared = Some(match self.suspended {
             true => Vec::new(),
-            false => attach::attach_binary(
-                ebpf,
-                &b.target,
-                b.id,
-                &b.fd_path(),
-                UProbeScope::AllProcesses,
-                self.mode,
-            )?,
+            false => b.attach(ebpf, UProbeScope::AllProcesses, self.mode)?,
         });
         for p in self.procs.values_mut().filter(|p| p.file == file) {
             attach::detach(ebpf, std::mem::take(&mut p.links));
