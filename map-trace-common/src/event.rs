@@ -15,16 +15,21 @@ pub enum FindingKind {
     /// A write began while another goroutine's write to the same map was in progress (the
     /// map's own writing flag was set): Go's `fatal error: concurrent map writes`.
     ConcurrentWrites = 4,
+    /// Go died of a map fatal error (`concurrent map writes`, `concurrent map read and map
+    /// write`, …): the runtime's message, the goroutine that noticed and every write in progress
+    /// in the process then. Carried by a `Fatal` record, not a `Finding`.
+    FatalMapError = 5,
 }
 
 impl FindingKind {
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 6;
     pub const ALL: [FindingKind; FindingKind::COUNT] = [
         FindingKind::ConcurrentWrite,
         FindingKind::Insert,
         FindingKind::DeleteOther,
         FindingKind::Clear,
         FindingKind::ConcurrentWrites,
+        FindingKind::FatalMapError,
     ];
 
     pub fn from_u32(v: u32) -> Option<Self> {
@@ -38,12 +43,15 @@ impl FindingKind {
             FindingKind::DeleteOther => "delete_other_during_iteration",
             FindingKind::Clear => "clear_during_iteration",
             FindingKind::ConcurrentWrites => "concurrent_writes",
+            FindingKind::FatalMapError => "fatal_map_error",
         }
     }
 
     pub const fn severity(self) -> &'static str {
         match self {
-            FindingKind::ConcurrentWrite | FindingKind::ConcurrentWrites => "error",
+            FindingKind::ConcurrentWrite
+            | FindingKind::ConcurrentWrites
+            | FindingKind::FatalMapError => "error",
             FindingKind::Insert | FindingKind::Clear => "warning",
             FindingKind::DeleteOther => "notice",
         }

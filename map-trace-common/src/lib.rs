@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod event;
+pub mod fatal;
 pub mod probe;
 pub mod stack;
 pub mod state;

@@ -19,10 +19,13 @@ pub enum Role {
     Grow = 5,
     /// An iteration runs to its end: the step function's "finished" exits (low-overhead mode).
     IterEnd = 6,
+    /// The runtime's fatal-error function (`runtime.fatal`): Go is about to die of a map
+    /// misuse it detected (or of another fatal error, which is not reported).
+    Fatal = 7,
 }
 
 impl Role {
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 8;
     pub const ALL: [Role; Role::COUNT] = [
         Role::IterStart,
         Role::IterStep,
@@ -31,6 +34,7 @@ impl Role {
         Role::Clear,
         Role::Grow,
         Role::IterEnd,
+        Role::Fatal,
     ];
 
     /// Stable name used in JSON output and metric labels.
@@ -43,6 +47,7 @@ impl Role {
             Role::Clear => "clear",
             Role::Grow => "grow",
             Role::IterEnd => "iter_end",
+            Role::Fatal => "fatal",
         }
     }
 }

@@ -122,6 +122,8 @@ pub const WRITER_SLOTS: u32 = 65536;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Writer {
     pub map: u64,
+    /// The map's type descriptor, for a write named when its process dies (`fatal`).
+    pub map_type: u64,
     /// The writing goroutine's `g`, to read its id and stack bounds when it is named.
     pub g: u64,
     /// amd64: SP at the entry (where the return address is); arm64: LR (the return address).

@@ -6,6 +6,7 @@ use crate::{config::ProcConfig, event::Finding, stack::UserStack, state};
 // bit pattern is valid and there are no uninitialised bytes.
 unsafe impl aya::Pod for ProcConfig {}
 unsafe impl aya::Pod for Finding {}
+unsafe impl aya::Pod for crate::fatal::Fatal {}
 unsafe impl aya::Pod for state::MapKey {}
 unsafe impl aya::Pod for state::MapState {}
 unsafe impl aya::Pod for state::IterKey {}

@@ -31,7 +31,7 @@ const G_STACK_HI: u64 = 8;
 
 /// Slots per map, each holding one goroutine's latest write: a goroutine's own next write must
 /// not overwrite the entry of the write in progress it is about to meet.
-const WAYS: u32 = 4;
+pub const WAYS: u32 = 4;
 
 /// The first of a map's `WAYS` slots.
 #[inline(always)]
@@ -83,8 +83,13 @@ fn look(base: u32, tgid: u32, map: u64, g: u64) -> Slots {
 /// Whether some goroutine is inside a write to `map` now.
 #[inline(always)]
 pub fn busy(cfg: &ProcConfig, map: u64) -> bool {
-    correlate::read_u8(map + cfg.map_writing as u64)
-        .is_some_and(|f| f & (cfg.writing_mask as u8) != 0)
+    flag_set(map, cfg.map_writing, cfg.writing_mask)
+}
+
+/// Whether the writing flag (at `offset` in the map header, bits `mask`) of `map` is set.
+#[inline(always)]
+pub fn flag_set(map: u64, offset: u32, mask: u32) -> bool {
+    correlate::read_u8(map + offset as u64).is_some_and(|f| f & (mask as u8) != 0)
 }
 
 /// A write to `map` begins (the entry probe of an assign, delete or clear): records it as this
@@ -94,7 +99,7 @@ pub fn busy(cfg: &ProcConfig, map: u64) -> bool {
 pub fn write_begins(ctx: &ProbeContext, tgid: u32, map: u64, map_type: u64, op: Op) {
     let g = goabi::g(ctx);
     let slots = look(group(tgid, map), tgid, map, g);
-    record(slots.mine, tgid, g, map, op, ctx, slots.shared);
+    record(slots.mine, tgid, g, (map, map_type), op, ctx, slots.shared);
     if !slots.shared {
         return;
     }
@@ -114,7 +119,15 @@ pub fn write_begins(ctx: &ProbeContext, tgid: u32, map: u64, map_type: u64, op: 
 /// Records the write of goroutine `g` beginning now in `slot`; with its call site when another
 /// goroutine writes the map too (`shared`), the only case where it may be named.
 #[inline(always)]
-fn record(slot: u32, tgid: u32, g: u64, map: u64, op: Op, ctx: &ProbeContext, shared: bool) {
+fn record(
+    slot: u32,
+    tgid: u32,
+    g: u64,
+    (map, map_type): (u64, u64),
+    op: Op,
+    ctx: &ProbeContext,
+    shared: bool,
+) {
     let Some(w) = WRITERS.get_ptr_mut(slot) else {
         return;
     };
@@ -133,6 +146,7 @@ fn record(slot: u32, tgid: u32, g: u64, map: u64, op: Op, ctx: &ProbeContext, sh
     // it checks `tgid`, `map` and the stack bounds before it trusts them.
     unsafe {
         (*w).map = map;
+        (*w).map_type = map_type;
         (*w).g = g;
         (*w).ret = ret;
         (*w).pcs = pcs;
@@ -163,7 +177,7 @@ pub fn grows(tgid: u32, g: u64, map: u64) {
 /// The write in progress on `map` of another goroutine than `g`: the latest entry of another
 /// goroutine in the map's slots. None when they have since been taken by other maps' writers.
 #[inline(always)]
-fn other(tgid: u32, map: u64, g: u64) -> Option<Writer> {
+pub fn other(tgid: u32, map: u64, g: u64) -> Option<Writer> {
     let base = group(tgid, map);
     let mut best: Option<Writer> = None;
     for i in 0..WAYS {
@@ -188,7 +202,7 @@ fn other(tgid: u32, map: u64, g: u64) -> Option<Writer> {
 /// write once they are read (the map's flag still set, its slot unchanged): a write that ended
 /// meanwhile has let its frames be reused, and only its call site, kept at its entry, is kept.
 #[inline(always)]
-fn walk(e: &Event, w: &Writer) -> (u64, u64) {
+pub fn walk(e: &Event, w: &Writer) -> (u64, u64) {
     let goid = correlate::read_u64(w.g + e.cfg.g_goid as u64).unwrap_or(0);
     let start = StackStart::from_saved(w.ret, w.fp);
     let bounds = (
@@ -209,7 +223,7 @@ fn walk(e: &Event, w: &Writer) -> (u64, u64) {
 }
 
 #[inline(always)]
-fn classic_growing(e: &Event, map: u64) -> bool {
+pub fn classic_growing(e: &Event, map: u64) -> bool {
     e.cfg.map_impl == MAP_IMPL_CLASSIC
         && correlate::read_u64(map + e.cfg.map_oldbuckets as u64).is_some_and(|old| old != 0)
 }

@@ -8,6 +8,7 @@
 #![no_main]
 
 mod correlate;
+mod fatal;
 mod goabi;
 mod inprogress;
 mod keys;
@@ -201,6 +202,16 @@ pub fn grow_swiss_map(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn grow_swiss_table(ctx: ProbeContext) -> u32 {
     correlate::grow(&ctx, arg(&ctx, 2));
+    0
+}
+
+/// `runtime.fatal(s string)`: Go is about to die of an error it detected; a map's is reported
+/// with every write in progress in the process.
+#[uprobe]
+pub fn fatal_error(ctx: ProbeContext) -> u32 {
+    if let Some(e) = event(&ctx, Role::Fatal) {
+        fatal::fatal(&e, arg(&ctx, 0), arg(&ctx, 1));
+    }
     0
 }
 

@@ -4,6 +4,7 @@ use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf};
 use map_trace_common::config::{MAX_BINARIES, ProcConfig};
 use map_trace_common::event::counter;
+use map_trace_common::fatal::Fatal;
 use map_trace_common::stack::{STACK_TABLE_ENTRIES, UserStack};
 use map_trace_common::state::{
     GoKey, IterKey, IterState, MapKey, MapState, PendingAssign, WRITER_SLOTS, Writer,
@@ -54,6 +55,15 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::C
 /// dropped here and counted (`FINDINGS_DROPPED`), never blocking the traced program.
 #[map]
 pub static FINDINGS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
+
+/// Go's map fatal errors (`fatal`): a crash each, so a few suffice; a full buffer drops the
+/// record and counts it with the findings lost.
+#[map]
+pub static FATALS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
+
+/// Where a `Fatal` record is assembled (bigger than the 512-byte BPF stack allows comfortably).
+#[map]
+pub static FATAL_SCRATCH: PerCpuArray<Fatal> = PerCpuArray::with_max_entries(1, 0);
 
 /// The tgid of every process that just exec'd, so the daemon can match `--exe` targets as they
 /// start instead of polling /proc. Execs are rare next to map operations; each one wakes it.

@@ -123,6 +123,7 @@ const CLASSIC: &[ProbeSpec] = &[
     ),
     // Growth state itself is read from hmap.oldbuckets at each write; this marks its start.
     spec(Role::Grow, "grow_classic", &["runtime.hashGrow"], &[]),
+    FATAL,
 ];
 
 const SWISS: &[ProbeSpec] = &[
@@ -205,7 +206,18 @@ const SWISS: &[ProbeSpec] = &[
         &["internal/runtime/maps.(*table).split"],
         &[],
     ),
+    FATAL,
 ];
+
+/// Every map check of Go 1.19–1.27 dies through `runtime.fatal`; Swiss builds reach it through
+/// `internal/runtime/maps.fatal`, `sync` through `sync.fatal` (one-call shims). Never hit while
+/// nothing crashes, so its cost at the entry (no stack-check prologue: it is nosplit) is moot.
+const FATAL: ProbeSpec = spec(
+    Role::Fatal,
+    "fatal_error",
+    &["runtime.fatal"],
+    &["internal/runtime/maps.fatal", "sync.fatal"],
+);
 
 pub fn catalog(map_impl: MapImpl) -> &'static [ProbeSpec] {
     match map_impl {

@@ -7,6 +7,7 @@ use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
 use aya::programs::{RawTracePoint, UProbe};
 use map_trace_common::config::{MAP_IMPL_CLASSIC, MAP_IMPL_SWISS, ProcConfig};
+use map_trace_common::probe::Role;
 
 use crate::plan::IterationMode;
 use crate::target::analysis::{GoTarget, ProbeTarget};
@@ -25,7 +26,7 @@ pub enum AttachError {
         #[source]
         source: Box<aya::programs::ProgramError>,
     },
-    #[error("attaching {program} to {symbol} at offset {offset:#x} of {path}: {source}")]
+    #[error("attaching {program} to {symbol} at offset {offset:#x} of {path}: {}", causes(.source))]
     Attach {
         program: &'static str,
         symbol: String,
@@ -169,7 +170,13 @@ pub fn attach_binary(
     mode: IterationMode,
 ) -> Result<Vec<Link>, AttachError> {
     let mut links = Vec::with_capacity(t.probes.len());
-    for probe in t.probes_for(mode) {
+    // The fatal-error program needs bpf_loop: a kernel without it goes on without that probe
+    // (said once at start-up).
+    let loops = super::kernel_features::has_loop();
+    for probe in t
+        .probes_for(mode)
+        .filter(|p| loops || p.role != Role::Fatal)
+    {
         match attach_one(ebpf, probe, binary, exe, scope) {
             Ok(link) => links.push(link),
             Err(e) => {
@@ -224,6 +231,22 @@ fn attach_one(
         program: probe.program,
         id,
     })
+}
+
+/// An error and its causes on one line ("`perf_event_open` failed: No such process"): aya's
+/// own message alone does not say why the kernel refused.
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 /// Whether an attach failed for lack of privilege (EACCES/EPERM somewhere in its causes).

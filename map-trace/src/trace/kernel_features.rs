@@ -91,6 +91,24 @@ pub fn present(f: Feature) -> bool {
     }
 }
 
+/// Whether the kernel has `bpf_loop` (Linux 5.17), which the fatal-error probe needs to scan
+/// every write in progress. Without it `fatal_map_error` is not reported; nothing else changes.
+pub fn has_loop() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        is_helper_supported(ProgramType::KProbe, BpfHelper::BPF_FUNC_loop).unwrap_or(true)
+    })
+}
+
+/// The start-up warning for a kernel without `bpf_loop`, or None.
+pub fn loop_warning(has_loop: bool, release: &str) -> Option<String> {
+    (!has_loop).then(|| {
+        format!(
+            "this kernel ({release}) lacks bpf_loop (Linux 5.17): Go's map fatal errors (fatal_map_error) are not reported; every other finding is"
+        )
+    })
+}
+
 /// The kernel release, for messages.
 pub fn release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -128,5 +146,9 @@ mod tests {
         // wrong, not the kernel.
         let gone = missing(present, true);
         assert!(gone.is_empty(), "{}", describe(&gone, &release()));
+        assert!(has_loop(), "bpf_loop: the fatal-error probe needs it");
+        assert_eq!(loop_warning(true, "6.18.0"), None);
+        let w = loop_warning(false, "5.15.0").unwrap();
+        assert!(w.contains("5.15.0") && w.contains("fatal_map_error"), "{w}");
     }
 }

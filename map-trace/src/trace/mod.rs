@@ -119,6 +119,11 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
             &kernel_features::release(),
         )));
     }
+    if let Some(w) =
+        kernel_features::loop_warning(kernel_features::has_loop(), &kernel_features::release())
+    {
+        eprintln!("map-trace: warning: {w}");
+    }
     let mut ebpf = attach::load()?;
     let stacks = BpfHashMap::try_from(
         ebpf.take_map("STACKS")
@@ -173,11 +178,8 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
         }
     }
 
-    let mut ring = RingBuf::try_from(
-        ebpf.take_map("FINDINGS")
-            .ok_or(attach::AttachError::Missing("FINDINGS"))?,
-    )
-    .map_err(|e| TraceError::Other(format!("ring buffer: {e}")))?;
+    let findings = ring(&mut ebpf, "FINDINGS")?;
+    let fatals = ring(&mut ebpf, "FATALS")?;
     let clock = Clock::now();
     let mut summary = Summary::default();
     let mut groups = Groups::new(UPDATE_EVERY);
@@ -216,6 +218,8 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
         targets: &mut targets,
         metrics: &metrics,
         sink: Sink {
+            findings,
+            fatals,
             clock: &clock,
             format: opts.format,
             summary: &mut summary,
@@ -229,12 +233,12 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
         }
         tokio::select! {
             _ = poll.tick() => {
-                session.drain(&mut ring, &mut out, false);
+                session.drain(&mut out, false);
                 health.beat();
             }
-            Some(h) = next_held(&mut held) => session.held(h, &mut ring, &mut out),
+            Some(h) = next_held(&mut held) => session.held(h, &mut out),
             // At once: a new release directory must be marked before a symlink flips to it.
-            () = changed(paths.as_mut()) => session.rescan(paths.as_mut(), &mut ring, &mut out),
+            () = changed(paths.as_mut()) => session.rescan(paths.as_mut(), &mut out),
             ready = next_exec(&mut execs) => {
                 if let Ok(mut guard) = ready {
                     let pids = drain_execs(guard.get_inner_mut());
@@ -260,7 +264,7 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
                     d.on
                 } else {
                     // Findings of the on part first, then nothing is attached.
-                    session.drain(&mut ring, &mut out, false);
+                    session.drain(&mut out, false);
                     session.targets.suspend(session.ebpf);
                     d.period - d.on
                 };
@@ -272,17 +276,17 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
                 sweep::sweep(session.ebpf, crate::report::monotonic_ns());
                 session.targets.find_orphans(session.ebpf, session.sink.resolver);
                 // Also a backstop for changes inotify cannot see (another mount namespace).
-                session.rescan(paths.as_mut(), &mut ring, &mut out);
+                session.rescan(paths.as_mut(), &mut out);
             }
             _ = sigint.recv() => break Stop::Signal("SIGINT"),
             _ = sigterm.recv() => break Stop::Signal("SIGTERM"),
             _ = &mut deadline => break Stop::Duration,
-            Some(pid) = exits.recv() => session.exited(pid, &mut ring, &mut out),
+            Some(pid) = exits.recv() => session.exited(pid, &mut out),
         }
     };
     // Findings emitted just before a target died (e.g. of Go's own fatal error) are still in
     // the ring buffer: drain it before detaching.
-    session.drain(&mut ring, &mut out, true);
+    session.drain(&mut out, true);
     session.update_metrics();
     read_counters(&ebpf, &mut summary);
     summary.stacks_lost = resolver.lost;
@@ -399,6 +403,14 @@ async fn next_exec(
         Some(fd) => fd.readable_mut().await,
         None => std::future::pending().await,
     }
+}
+
+/// A ring buffer of the eBPF object, taken from it.
+fn ring(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<RingBuf<MapData>, TraceError> {
+    let map = ebpf
+        .take_map(name)
+        .ok_or(attach::AttachError::Missing(name))?;
+    RingBuf::try_from(map).map_err(|e| TraceError::Other(format!("ring buffer {name}: {e}")))
 }
 
 fn drain_execs(ring: &mut RingBuf<MapData>) -> Vec<u32> {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use map_trace_common::stack::UserStack;
 
-use crate::report::Report;
+use crate::report::{Report, trim_runtime};
 use crate::symbolize::{Frame, Symbolizer};
 use crate::target::analysis::GoTarget;
 use crate::target::bytes::Backing;
@@ -133,10 +133,21 @@ impl Resolver {
         };
         r.writer_stack = stacks.get(p, r.pid, r.writer_stack_key);
         r.iterator_stack = stacks.get(p, r.pid, r.iterator_stack_key);
-        r.map_type = match p {
-            Some(p) => p.map_type(r.map_type_addr),
+        let map_type = |addr| match p {
+            Some(p) => p.map_type(addr),
             None => "map[?]? (unknown process)".into(),
         };
+        r.map_type = map_type(r.map_type_addr);
+        if let Some(c) = r.crash.as_deref_mut() {
+            for w in &mut c.writes {
+                w.stack = stacks.get(p, r.pid, w.stack_key);
+                w.map_type = map_type(w.map_type_addr);
+            }
+            if c.writes.is_empty() {
+                r.map_type = "map[?]? (no write in progress named)".into();
+            }
+            trim_runtime(&mut r.iterator_stack);
+        }
     }
 }
 

@@ -2,7 +2,6 @@
 //! by the guard, a watched path changed, a metrics tick.
 
 use aya::Ebpf;
-use aya::maps::{MapData, RingBuf};
 
 use super::resolve::Resolver;
 use super::sink::{Sink, read_counters};
@@ -74,14 +73,9 @@ pub(super) struct Session<'a, 's> {
 
 impl Session<'_, '_> {
     /// An exec the guard holds: settle it, then look again at processes it displaced.
-    pub(super) fn held(
-        &mut self,
-        h: exec_guard::Held,
-        ring: &mut RingBuf<MapData>,
-        out: &mut impl std::io::Write,
-    ) {
+    pub(super) fn held(&mut self, h: exec_guard::Held, out: &mut impl std::io::Write) {
         // Findings first: a retired binary's symbols go with it.
-        self.drain(ring, out, false);
+        self.drain(out, false);
         for line in self.targets.on_held(self.ebpf, self.sink.resolver, h) {
             eprintln!("map-trace: {line}");
         }
@@ -91,10 +85,9 @@ impl Session<'_, '_> {
     pub(super) fn rescan(
         &mut self,
         paths: Option<&mut path_watch::PathWatch>,
-        ring: &mut RingBuf<MapData>,
         out: &mut impl std::io::Write,
     ) {
-        self.drain(ring, out, false);
+        self.drain(out, false);
         for line in self.targets.rescan(self.ebpf, self.sink.resolver) {
             eprintln!("map-trace: warning: {line}");
         }
@@ -127,14 +120,9 @@ impl Session<'_, '_> {
         self.readd();
     }
 
-    pub(super) fn exited(
-        &mut self,
-        pid: u32,
-        ring: &mut RingBuf<MapData>,
-        out: &mut impl std::io::Write,
-    ) {
+    pub(super) fn exited(&mut self, pid: u32, out: &mut impl std::io::Write) {
         // Its last findings first: they need its symbols, which go with it.
-        self.drain(ring, out, false);
+        self.drain(out, false);
         if self.targets.remove(self.ebpf, self.sink.resolver, pid) {
             eprintln!("map-trace: pid {pid} exited: detached");
             self.metrics.process_detaches.inc();
@@ -144,16 +132,11 @@ impl Session<'_, '_> {
         }
     }
 
-    pub(super) fn drain(
-        &mut self,
-        ring: &mut RingBuf<MapData>,
-        out: &mut impl std::io::Write,
-        last: bool,
-    ) {
+    pub(super) fn drain(&mut self, out: &mut impl std::io::Write, last: bool) {
         let targets = &mut *self.targets;
         let ebpf = &mut *self.ebpf;
         let metrics = self.metrics;
-        self.sink.drain(ring, out, last, |resolver, r| {
+        self.sink.drain(out, last, |resolver, r| {
             // A process whose exec notice was lost still reaches us through its findings.
             if !targets.is_traced(r.pid) && targets.watches_executables() {
                 adopt(targets, ebpf, resolver, metrics, r.pid, false);
@@ -164,7 +147,7 @@ impl Session<'_, '_> {
                 .unwrap_or("unknown");
             metrics
                 .findings
-                .with_label_values(&[r.kind.name(), r.op.name(), exe])
+                .with_label_values(&[r.kind.name(), r.op_label(), exe])
                 .inc();
         });
         let now = std::time::SystemTime::now()

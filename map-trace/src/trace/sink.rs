@@ -4,6 +4,7 @@
 use aya::Ebpf;
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use map_trace_common::event::{Finding, FindingKind, counter};
+use map_trace_common::fatal::Fatal;
 use map_trace_common::probe::Role;
 
 use super::Format;
@@ -13,6 +14,9 @@ use crate::report::{Clock, Report, Summary};
 
 /// Where findings go: resolved, grouped, printed.
 pub(super) struct Sink<'a> {
+    /// Findings, and Go's map fatal errors (`fatal_error`).
+    pub findings: RingBuf<MapData>,
+    pub fatals: RingBuf<MapData>,
     pub clock: &'a Clock,
     pub format: Format,
     pub summary: &'a mut Summary,
@@ -25,20 +29,12 @@ impl Sink<'_> {
     /// repeats as rate-limited count updates (all pending ones with `last`).
     pub(super) fn drain(
         &mut self,
-        ring: &mut RingBuf<MapData>,
         out: &mut impl std::io::Write,
         last: bool,
         mut each: impl FnMut(&mut Resolver, &Report),
     ) {
-        while let Some(item) = ring.next() {
-            let bytes: &[u8] = &item;
-            if bytes.len() < std::mem::size_of::<Finding>() {
-                self.summary.undecodable += 1;
-                continue;
-            }
-            // SAFETY: Finding is plain old data and the record is at least its size.
-            let f: Finding = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-            let Some(mut r) = Report::decode(&f, self.clock) else {
+        while let Some(r) = self.next() {
+            let Some(mut r) = r else {
                 self.summary.undecodable += 1;
                 continue;
             };
@@ -47,6 +43,8 @@ impl Sink<'_> {
             let seen = self.groups.record(&mut r);
             let text = match (self.format, seen) {
                 (Format::Json, _) => r.to_json() + "\n",
+                // A crash is printed in full every time: each is a process lost.
+                (Format::Human, _) if r.crash.is_some() => r.to_human(),
                 (Format::Human, Seen::New | Seen::Overflow) => r.to_human(),
                 (Format::Human, Seen::Repeat) => continue,
             };
@@ -59,6 +57,23 @@ impl Sink<'_> {
         }
         let _ = out.flush();
     }
+
+    /// The next record of either ring, findings first (a crash ends its process: what led to
+    /// it comes before it): Some(None) for one that does not decode.
+    fn next(&mut self) -> Option<Option<Report>> {
+        if let Some(item) = self.findings.next() {
+            return Some(decode::<Finding>(&item).and_then(|f| Report::decode(&f, self.clock)));
+        }
+        let item = self.fatals.next()?;
+        Some(decode::<Fatal>(&item).and_then(|f| Report::decode_fatal(&f, self.clock)))
+    }
+}
+
+/// A record of plain old data, if it is at least that long.
+fn decode<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
+    // SAFETY: T is plain old data (every bit pattern valid) and the record is at least its size.
+    (bytes.len() >= std::mem::size_of::<T>())
+        .then(|| unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })
 }
 
 pub(super) fn read_counters(ebpf: &Ebpf, summary: &mut Summary) {

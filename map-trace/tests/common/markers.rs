@@ -1,4 +1,4 @@
-//! The `want:` marker comments of testdata/go/scenarios: which source lines, functions and map
+//! The `want:` marker comments (`want:write`, `want:range`, `want:read`, `want:type`, `want:calls`) of testdata/go/scenarios: which source lines, functions and map
 //! types each scenario's findings must name. Read from the copy of the sources each fixture was
 //! built from, honouring the files' `//go:build` lines.
 
@@ -17,6 +17,8 @@ pub struct Site {
 pub struct Expected {
     pub writes: BTreeSet<Site>,
     pub ranges: BTreeSet<Site>,
+    /// Reads Go dies at ("concurrent map read and map write"), named by `fatal_map_error`.
+    pub reads: BTreeSet<Site>,
     pub types: BTreeSet<String>,
 }
 
@@ -116,6 +118,9 @@ impl Markers {
                     "want:range" => {
                         fm.expected.ranges.insert(site());
                     }
+                    "want:read" => {
+                        fm.expected.reads.insert(site());
+                    }
                     "want:type" => {
                         fm.expected.types.insert(arg.to_string());
                     }
@@ -141,6 +146,7 @@ impl Markers {
             };
             out.writes.extend(fm.expected.writes.iter().cloned());
             out.ranges.extend(fm.expected.ranges.iter().cloned());
+            out.reads.extend(fm.expected.reads.iter().cloned());
             out.types.extend(fm.expected.types.iter().cloned());
             todo.extend(fm.calls.iter().cloned());
         }

@@ -27,7 +27,11 @@ pub fn wait_timeout(child: &mut Child, limit: Duration) -> Result<Option<i32>, S
 pub struct Run {
     pub kinds: BTreeSet<String>,
     pub findings: Vec<serde_json::Value>,
+    /// map-trace's stderr.
     pub stderr: String,
+    /// The target's exit code (None: killed by a signal) and stderr.
+    pub target_code: Option<i32>,
+    pub target_stderr: String,
 }
 
 /// Runs one scenario under `map-trace --pid --format json`; the target must exit 0 and print ok.
@@ -128,5 +132,7 @@ pub fn run_scenario_expecting(
         kinds,
         findings,
         stderr,
+        target_code: code,
+        target_stderr: terr,
     })
 }

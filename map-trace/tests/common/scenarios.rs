@@ -12,6 +12,7 @@ pub const INSERT: &str = "insert_during_iteration";
 pub const DELETE_OTHER: &str = "delete_other_during_iteration";
 pub const CLEAR: &str = "clear_during_iteration";
 pub const WRITES: &str = "concurrent_writes";
+pub const FATAL: &str = "fatal_map_error";
 
 /// Each scenario of testdata/go/scenarios and the exact kinds it must produce.
 pub const EXPECTED: &[(&str, &[&str])] = &[
@@ -40,13 +41,138 @@ pub const EXPECTED: &[(&str, &[&str])] = &[
     ("sync_map", &[]),
 ];
 
-/// Real races with a write in progress (testdata/go/scenarios/inprogress.go), which Go's own
-/// runtime usually kills (exit 2, "concurrent map …") or which exit 3 after two seconds.
-pub const RACY: &[(&str, &[&str])] = &[
-    ("writers_clear_insert", &[WRITES]),
-    ("range_during_write", &[CW]),
-    ("writers_grow_delete", &[WRITES]),
+/// A real race with a write in progress (testdata/go/scenarios/inprogress.go), which Go's own
+/// runtime usually kills (exit 2, "fatal error: concurrent map …") or which exits 3 after two
+/// seconds.
+pub struct Racy {
+    pub name: &'static str,
+    /// Kinds a run must report besides `fatal_map_error` (which it reports exactly when Go
+    /// died of the race).
+    pub kinds: &'static [&'static str],
+    /// Go must die of it, and its `fatal_map_error` name the write in progress.
+    pub dies_naming_writer: bool,
+    /// On classic maps some finding must say the map was growing (evacuating).
+    pub growing_on_classic: bool,
+}
+
+pub const RACY: &[Racy] = &[
+    Racy {
+        name: "writers_clear_insert",
+        kinds: &[WRITES],
+        dies_naming_writer: false,
+        growing_on_classic: false,
+    },
+    Racy {
+        name: "range_during_write",
+        kinds: &[CW],
+        dies_naming_writer: false,
+        growing_on_classic: false,
+    },
+    Racy {
+        name: "writers_grow_delete",
+        kinds: &[WRITES],
+        dies_naming_writer: false,
+        // Classic maps evacuate their old buckets over the writes after a growth: the delete
+        // races a map that is growing. (Swiss growth lasts microseconds inside one insert.)
+        growing_on_classic: true,
+    },
+    Racy {
+        name: "read_during_write",
+        kinds: &[],
+        dies_naming_writer: true,
+        growing_on_classic: false,
+    },
 ];
+
+/// Go's runtime killed it ("concurrent map …", exit 2), or it survived its two seconds (3).
+pub fn racy_target_ok(code: Option<i32>, out: &str, err: &str) -> bool {
+    (code == Some(2) && fatal_message(err).is_some())
+        || (code == Some(3) && out.contains("survived"))
+}
+
+/// Whether a run showed all a racy scenario is there to show (else it is run again: each is a
+/// race, and a real race recurs).
+pub fn racy_complete(
+    racy: &Racy,
+    classic: bool,
+    findings: &[serde_json::Value],
+    target_stderr: &str,
+) -> bool {
+    let kinds = kinds_of(findings);
+    let died = fatal_message(target_stderr).is_some();
+    let writer_named = findings.iter().any(|v| {
+        v["kind"] == FATAL
+            && v["writes_in_progress"]
+                .as_array()
+                .is_some_and(|w| !w.is_empty())
+    });
+    let growing = findings.iter().any(|v| v["growing"] == true);
+    racy.kinds.iter().all(|k| kinds.contains(*k))
+        && (!racy.dies_naming_writer || (died && writer_named))
+        && (!(racy.growing_on_classic && classic) || growing)
+}
+
+/// What `racy_complete` looks for, as fixed strings each of which some JSON line of the run
+/// must contain: how a VM's /init tells a complete run without parsing JSON.
+pub fn racy_patterns(racy: &Racy, classic: bool) -> Vec<String> {
+    let mut p: Vec<String> = racy
+        .kinds
+        .iter()
+        .map(|k| format!("\"kind\":\"{k}\""))
+        .collect();
+    if racy.dies_naming_writer {
+        p.push("\"writes_in_progress\":[{".into());
+    }
+    if racy.growing_on_classic && classic {
+        p.push("\"growing\":true".into());
+    }
+    p
+}
+
+/// The checks of one racy run (its last attempt): complete (growth seen where it must be),
+/// exactly the scenario's kinds plus a
+/// `fatal_map_error` exactly when Go died of the race, carrying the message Go printed, and
+/// the marked sites.
+pub fn check_racy(
+    build: &Build,
+    racy: &Racy,
+    classic: bool,
+    findings: &[serde_json::Value],
+    log: &str,
+    target_stderr: &str,
+) -> Vec<String> {
+    let (name, scenario) = (build.name, racy.name);
+    let died = fatal_message(target_stderr);
+    let mut bad = Vec::new();
+    if !racy_complete(racy, classic, findings, target_stderr) {
+        bad.push(format!(
+            "{name} {scenario}: not seen in any attempt (Go's runtime: {died:?}): {findings:?}"
+        ));
+    }
+    let mut kinds = racy.kinds.to_vec();
+    if died.is_some() {
+        kinds.push(FATAL);
+    }
+    bad.extend(check_findings(build, scenario, &kinds, findings, log));
+    for v in findings.iter().filter(|v| v["kind"] == FATAL) {
+        if v["message"].as_str() != died {
+            bad.push(format!(
+                "{name} {scenario}: message {} but Go printed {died:?}",
+                v["message"]
+            ));
+        }
+    }
+    bad
+}
+
+/// The map message Go died of, from the target's stderr ("fatal error: concurrent map …").
+pub fn fatal_message(stderr: &str) -> Option<&str> {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("fatal error: "))
+        .filter(|m| m.contains(" map"))
+        .map(str::trim)
+}
 
 /// Scenarios that exist only from some Go release on (they use newer APIs), as (name, minor).
 pub const SINCE: &[(&str, u32, &[&str])] = &[("reflect_self_clear", 21, &[CLEAR])];
@@ -96,6 +222,36 @@ pub fn site_of(stack: &serde_json::Value) -> Result<Site, String> {
     })
 }
 
+/// What a stack of a finding must name.
+#[derive(Clone, Copy)]
+enum Side {
+    Write,
+    Range,
+    Read,
+}
+
+/// A finding's stacks and what each must name: two writers name two writes; a crash names the
+/// goroutine Go names by what it was doing (`other_op`) and each write in progress.
+fn sides_of(v: &serde_json::Value) -> Vec<(String, Side)> {
+    let mut sides = Vec::new();
+    if v.get("writer_stack").is_some() {
+        sides.push(("writer_stack".to_string(), Side::Write));
+    }
+    if v["kind"] == WRITES {
+        sides.push(("other_stack".into(), Side::Write));
+    } else if v["kind"] == FATAL {
+        let noticed = match v["other_op"].as_str() {
+            Some("range") => Side::Range,
+            Some("write") => Side::Write,
+            _ => Side::Read,
+        };
+        sides.push(("other_stack".into(), noticed));
+    } else {
+        sides.push(("iterator_stack".into(), Side::Range));
+    }
+    sides
+}
+
 /// Every finding names a marked write line, a marked range statement and a marked map type,
 /// and every marker is named by some finding. `build` names the fixture in messages.
 pub fn check_sites(
@@ -105,28 +261,28 @@ pub fn check_sites(
     exp: &Expected,
 ) -> Vec<String> {
     let mut bad = Vec::new();
-    let (mut writes, mut ranges, mut types) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+    let (mut writes, mut ranges, mut reads) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+    let mut types = BTreeSet::new();
     for v in findings {
         let ty = v["map_type"].as_str().unwrap_or_default().to_string();
-        if !exp.types.contains(&ty) {
-            bad.push(format!(
-                "{build} {scenario}: map type {ty:?}, expected one of {:?}",
-                exp.types
-            ));
+        // A crash with no write in progress named has no map to name.
+        let unnamed = v["kind"] == FATAL && v.get("writer_stack").is_none();
+        if !unnamed {
+            if !exp.types.contains(&ty) {
+                bad.push(format!(
+                    "{build} {scenario}: map type {ty:?}, expected one of {:?}",
+                    exp.types
+                ));
+            }
+            types.insert(ty);
         }
-        types.insert(ty);
-        // Two writers: both sides are writes; there is no range.
-        let sides: [(&str, bool); 2] = if v["kind"] == WRITES {
-            [("writer_stack", true), ("other_stack", true)]
-        } else {
-            [("writer_stack", true), ("iterator_stack", false)]
-        };
-        for (key, is_write) in sides {
-            let (want, got) = match is_write {
-                true => (&exp.writes, &mut writes),
-                false => (&exp.ranges, &mut ranges),
+        for (key, side) in sides_of(v) {
+            let (want, got) = match side {
+                Side::Write => (&exp.writes, &mut writes),
+                Side::Range => (&exp.ranges, &mut ranges),
+                Side::Read => (&exp.reads, &mut reads),
             };
-            match site_of(&v[key]) {
+            match site_of(&v[key.as_str()]) {
                 Ok(site) if want.contains(&site) => {
                     got.insert(site);
                 }
@@ -145,6 +301,7 @@ pub fn check_sites(
         for (what, want, got) in [
             ("write", &exp.writes, &writes),
             ("range", &exp.ranges, &ranges),
+            ("read", &exp.reads, &reads),
         ] {
             for missing in want.difference(got) {
                 bad.push(format!(
@@ -156,6 +313,54 @@ pub fn check_sites(
             bad.push(format!(
                 "{build} {scenario}: no finding names type {missing}"
             ));
+        }
+    }
+    bad
+}
+
+/// A `fatal_map_error`'s fields: the message, the goroutine Go names, every write in progress
+/// (another goroutine each, the first mirrored in the writer fields).
+fn check_crash_fields(name: &str, scenario: &str, v: &serde_json::Value) -> Vec<String> {
+    let mut bad = Vec::new();
+    let mut need = vec![
+        "severity",
+        "message",
+        "other_op",
+        "other_goid",
+        "other_stack",
+        "pid",
+        "timestamp",
+        "map_type",
+        "writes_in_progress",
+        "writes_in_progress_unnamed",
+        "finding_id",
+        "count",
+    ];
+    let writes = v["writes_in_progress"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if !writes.is_empty() {
+        need.extend(["op", "map", "writer_goid", "writer_stack"]);
+        if v["writer_goid"] != writes[0]["goid"] || v["writer_stack"] != writes[0]["stack"] {
+            bad.push(format!(
+                "{name} {scenario}: writer fields are not the first write in progress: {v}"
+            ));
+        }
+    }
+    for key in need {
+        if v.get(key).is_none() {
+            bad.push(format!("{name} {scenario}: crash lacks {key}: {v}"));
+        }
+    }
+    for w in &writes {
+        if w["goid"] == v["other_goid"] {
+            bad.push(format!(
+                "{name} {scenario}: the goroutine Go names is its own write in progress: {v}"
+            ));
+        }
+        if let Err(e) = site_of(&w["stack"]) {
+            bad.push(format!("{name} {scenario}: write in progress: {e}: {v}"));
         }
     }
     bad
@@ -196,6 +401,10 @@ pub fn check_findings(
         ));
     }
     for v in findings {
+        if v["kind"] == FATAL {
+            bad.extend(check_crash_fields(name, scenario, v));
+            continue;
+        }
         let two_writers = v["kind"] == WRITES;
         let sides: &[&str] = if two_writers {
             &["other_op", "other_goid", "other_stack"]

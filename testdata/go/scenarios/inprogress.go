@@ -20,6 +20,7 @@ func init() {
 	scenarios["writers_clear_insert"] = writersClearInsert
 	scenarios["range_during_write"] = rangeDuringWrite
 	scenarios["writers_grow_delete"] = writersGrowDelete
+	scenarios["read_during_write"] = readDuringWrite
 	scenarios["mutex_writers"] = mutexWriters
 	scenarios["handoff_writers"] = handoffWriters
 	scenarios["cow_atomic"] = cowAtomic
@@ -110,6 +111,36 @@ func rangeDuringWrite() { // want:type map[main.bigKey]int
 		}
 	}
 	fmt.Println("survived")
+	os.Exit(3)
+}
+
+// readDuringWrite: a goroutine reads while another updates a map with 256 KB keys until Go
+// dies of "concurrent map read and map write", which names the reader only.
+//
+//go:noinline
+func readDuringWrite() { // want:type map[main.bigKey]int
+	m := make(map[bigKey]int)
+	var keys [4]bigKey
+	for i := range keys {
+		keys[i][0] = byte(i)
+		m[keys[i]] = i
+	}
+	var writing int32
+	go func() {
+		atomic.StoreInt32(&writing, 1)
+		for i := 0; ; i++ {
+			m[keys[i%4]] = i // want:write main.readDuringWrite.func1
+		}
+	}()
+	for atomic.LoadInt32(&writing) == 0 {
+		runtime.Gosched()
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	s := 0
+	for time.Now().Before(deadline) {
+		s += m[keys[1]] // want:read main.readDuringWrite
+	}
+	fmt.Println("survived", s)
 	os.Exit(3)
 }
 

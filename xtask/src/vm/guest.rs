@@ -10,6 +10,11 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
+use super::scenarios::{Racy, racy_patterns};
+
+/// Attempts at one racy scenario: each is a real race, which Go's own check wins some runs.
+pub const RACY_ATTEMPTS: u32 = 4;
+
 /// A Go scenarios binary and the scenarios to run on it.
 pub struct GuestFixture {
     /// The manifest's name, e.g. `go1.27.3-arm64-default`; the file is `/fx/<name>`.
@@ -20,6 +25,10 @@ pub struct GuestFixture {
     pub minor: u32,
     /// Each scenario with the finding kinds it must produce.
     pub scenarios: Vec<(&'static str, &'static [&'static str])>,
+    /// Real races (writes in progress, Go's map fatal errors), each run until complete.
+    pub racy: Vec<&'static Racy>,
+    /// Classic maps (growth is an evacuation that writes can overlap).
+    pub classic: bool,
 }
 
 pub struct Plan {
@@ -67,6 +76,23 @@ fn init_script(plan: &Plan) -> String {
             let _ = writeln!(s, "  run {n} {} {scenario}", f.name);
         }
     }
+    for f in &plan.fixtures {
+        for racy in &f.racy {
+            n += 1;
+            // Single quotes: the patterns hold double quotes and brackets, never a single quote.
+            let patterns: Vec<String> = racy_patterns(racy, f.classic)
+                .iter()
+                .map(|p| format!("'{p}'"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "  racy {n} {} {} {RACY_ATTEMPTS} {}",
+                f.name,
+                racy.name,
+                patterns.join(" ")
+            );
+        }
+    }
     s.push_str("else\n  mark ATTACH-FAILED $(now)\nfi\n");
     s.push_str(STOP_DAEMON);
     let (fixture, scenario) = &plan.pid_run;
@@ -106,9 +132,9 @@ O=/tmp/out
 mkdir -p $O
 uname -a > $O/uname
 echo go > /tmp/go
-# run N FIXTURE SCENARIO: the target reads "go" and runs at once; the daemon's probes are
-# attached to its file already. timeout execs the target in its own pid, so $! is the pid
-# findings carry.
+# run N FIXTURE SCENARIO [RUNS]: the target reads "go" and runs at once; the daemon's probes
+# are attached to its file already. timeout execs the target in its own pid, so $! is the pid
+# findings carry. One line per run goes to $O/RUNS (default runs).
 run() {
   t=$(now)
   timeout __TARGET_TIMEOUT__ /fx/$2 $3 < /tmp/go > $O/run-$2-$3.out 2> $O/run-$2-$3.err &
@@ -117,8 +143,26 @@ run() {
   rc=$?
   # Its findings are drained before the daemon says it exited.
   if await "pid $p exited" $O/daemon.err 1 __EXIT_WAIT__; then seen=1; else seen=0; fi
-  echo "$1 $p $2 $3 $rc $seen $t $(now)" >> $O/runs
+  echo "$1 $p $2 $3 $rc $seen $t $(now)" >> $O/${4:-runs}
   mark RUN $1 $2 $3 exit=$rc
+}
+# racy N FIXTURE SCENARIO ATTEMPTS PATTERN...: run a real race until some finding line of its
+# pid contains each fixed-string PATTERN, at most ATTEMPTS times (lines go to $O/racy-runs; the
+# outputs of the last attempt are kept).
+racy() {
+  n=$1; f=$2; sc=$3; a=$4
+  shift 4
+  i=0
+  while [ $i -lt $a ]; do
+    i=$((i+1))
+    run $n $f $sc racy-runs
+    p=$(tail -n 1 $O/racy-runs | cut -d' ' -f2)
+    ok=1
+    for pat in "$@"; do
+      grep -F "\"pid\":$p," $O/daemon.out | grep -q -F -- "$pat" || ok=0
+    done
+    [ $ok = 1 ] && break
+  done
 }
 # pid_run FIXTURE SCENARIO: map-trace --pid --low-overhead on a target that waits on a fifo
 # until attached.
@@ -191,6 +235,8 @@ mod tests {
                     source_dir: "/s".into(),
                     minor: 21,
                     scenarios: vec![("self_insert", &[]), ("rwmutex", &[])],
+                    racy: vec![],
+                    classic: true,
                 },
                 GuestFixture {
                     name: "go1.27.3-arm64-default".into(),
@@ -198,6 +244,8 @@ mod tests {
                     source_dir: "/s".into(),
                     minor: 27,
                     scenarios: vec![("self_clear", &[])],
+                    racy: super::super::scenarios::RACY.iter().collect(),
+                    classic: false,
                 },
             ],
             pid_run: ("go1.27.3-arm64-default".into(), "cross_delete_u64"),
@@ -210,6 +258,13 @@ mod tests {
         assert!(s.contains("  run 1 go1.21.13-arm64-default self_insert\n"));
         assert!(s.contains("  run 3 go1.27.3-arm64-default self_clear\n"));
         assert!(s.contains("pid_run /fx/go1.27.3-arm64-default cross_delete_u64\n"));
+        // Racy scenarios after the others, each with the fixed strings a complete run shows.
+        assert!(s.contains(
+            "  racy 4 go1.27.3-arm64-default writers_clear_insert 4 '\"kind\":\"concurrent_writes\"'\n"
+        ));
+        assert!(s.contains(
+            "  racy 7 go1.27.3-arm64-default read_during_write 4 '\"writes_in_progress\":[{'\n"
+        ));
         assert!(!s.contains("__"), "a placeholder is left: {s}");
         assert!(s.trim_end().ends_with("poweroff -f"));
     }

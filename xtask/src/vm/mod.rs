@@ -64,6 +64,7 @@ struct ManifestFixture {
     go_version: String,
     arch: String,
     variant: String,
+    map_impl: String,
     source_dir: PathBuf,
 }
 
@@ -179,7 +180,9 @@ fn plan_for(arch: VmArch, fixtures: &[ManifestFixture]) -> (Plan, Vec<Outcome>) 
             missing.extend(
                 scenarios::scenarios_for(minor)
                     .into_iter()
-                    .map(|(s, _)| Outcome {
+                    .map(|(s, _)| s)
+                    .chain(scenarios::RACY.iter().map(|r| r.name))
+                    .map(|s| Outcome {
                         label: format!("{name} {s}"),
                         problems: vec![format!(
                             "fixture scenarios/{name} is not built; run `cargo xtask fixtures`"
@@ -196,6 +199,8 @@ fn plan_for(arch: VmArch, fixtures: &[ManifestFixture]) -> (Plan, Vec<Outcome>) 
             source_dir: f.source_dir.clone(),
             minor,
             scenarios: scenarios::scenarios_for(minor),
+            racy: scenarios::RACY.iter().collect(),
+            classic: f.map_impl == "classic",
         });
     }
     (plan, missing)

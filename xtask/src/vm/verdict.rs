@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::panic::AssertUnwindSafe;
 
 use super::guest::{GuestFixture, Plan};
-use super::scenarios::{Build, check_findings};
+use super::scenarios::{Build, check_findings, check_racy, racy_target_ok};
 use super::serial::Console;
 
 pub struct Outcome {
@@ -29,7 +29,8 @@ struct Run {
     exit_seen: bool,
 }
 
-/// `n pid fixture scenario exit-code exited-seen start end` → (fixture, scenario) → Run.
+/// `n pid fixture scenario exit-code exited-seen start end` → (fixture, scenario) → Run (the
+/// last line of each: a racy scenario's last attempt).
 fn parse_runs(text: &str) -> BTreeMap<(String, String), Run> {
     text.lines()
         .filter_map(|l| {
@@ -169,6 +170,7 @@ fn daemon_runs(plan: &Plan, console: &Console, everywhere: &[String]) -> Vec<Out
             });
         }
     }
+    outcomes.extend(racy_runs(plan, console, &daemon, &mut by_pid));
     if !by_pid.is_empty() {
         let pids: Vec<String> = by_pid.keys().map(u64::to_string).collect();
         outcomes.push(Outcome {
@@ -178,6 +180,76 @@ fn daemon_runs(plan: &Plan, console: &Console, everywhere: &[String]) -> Vec<Out
                 pids.join(", ")
             )],
         });
+    }
+    outcomes
+}
+
+/// The racy scenarios (`racy` in the guest): every attempt's pid is claimed, the last one is
+/// judged as tests/writes_in_progress.rs judges a host run.
+fn racy_runs(
+    plan: &Plan,
+    console: &Console,
+    daemon: &[String],
+    by_pid: &mut BTreeMap<u64, Vec<serde_json::Value>>,
+) -> Vec<Outcome> {
+    let text = console.text("racy-runs");
+    let attempts: Vec<((String, String), Run)> = text
+        .lines()
+        .filter_map(|l| parse_runs(l).into_iter().next())
+        .collect();
+    let mut outcomes = Vec::new();
+    for f in &plan.fixtures {
+        for racy in &f.racy {
+            let key = (f.name.clone(), racy.name.to_string());
+            let mine: Vec<&Run> = attempts
+                .iter()
+                .filter(|(k, _)| *k == key)
+                .map(|(_, r)| r)
+                .collect();
+            let mut problems = daemon.to_vec();
+            let Some(last) = mine.last() else {
+                problems.push("did not run (see serial.log)".into());
+                outcomes.push(Outcome {
+                    label: format!("{} {}", f.name, racy.name),
+                    problems,
+                });
+                continue;
+            };
+            for r in &mine[..mine.len() - 1] {
+                by_pid.remove(&r.pid);
+            }
+            let findings = by_pid.remove(&last.pid).unwrap_or_default();
+            let out = console.text(&run_file(f, racy.name, "out"));
+            let err = console.text(&run_file(f, racy.name, "err"));
+            if !racy_target_ok(Some(last.exit), &out, &err) {
+                problems.push(format!(
+                    "target (pid {}) exited {} under map-trace: {out}{err}",
+                    last.pid, last.exit
+                ));
+            }
+            if !last.exit_seen {
+                problems.push(format!(
+                    "map-trace never said pid {} exited: not traced, or its findings not drained",
+                    last.pid
+                ));
+            }
+            let build = Build {
+                name: &f.name,
+                source_dir: &f.source_dir,
+                minor: f.minor,
+            };
+            let log = "(map-trace's stderr: guest/daemon.err)";
+            problems.extend(
+                std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    check_racy(&build, racy, f.classic, &findings, log, &err)
+                }))
+                .unwrap_or_else(|_| vec![format!("{}: cannot read the want: markers", f.name)]),
+            );
+            outcomes.push(Outcome {
+                label: format!("{} {} ({} attempt(s))", f.name, racy.name, mine.len()),
+                problems,
+            });
+        }
     }
     outcomes
 }
@@ -278,6 +350,11 @@ mod tests {
                     ("break_then_write", &[]),
                     ("cross_delete_u64", &[CW]),
                 ],
+                racy: crate::vm::scenarios::RACY
+                    .iter()
+                    .filter(|r| r.name == "read_during_write")
+                    .collect(),
+                classic: false,
             }],
             pid_run: (fixture.into(), "rwmutex"),
         };
@@ -305,7 +382,21 @@ mod tests {
         }
         put("daemon.rc", "0\n");
         put("daemon.err", "map-trace summary: 1 finding(s)\n");
-        put("daemon.out", "{\"kind\":\"x\",\"pid\":999}\n");
+        put(
+            "daemon.out",
+            "{\"kind\":\"x\",\"pid\":999}\n{\"kind\":\"concurrent_writes\",\"pid\":30}\n",
+        );
+        // Two attempts at the race: the first's findings are claimed, the last is judged.
+        put(
+            "racy-runs",
+            &format!(
+                "6 30 {fixture} read_during_write 2 1 5 6\n6 31 {fixture} read_during_write 3 1 6 7\n"
+            ),
+        );
+        put(
+            &format!("run-{fixture}-read_during_write.out"),
+            "survived 0\n",
+        );
         put("pid-run", "20 1 2\n");
         put("pid-target.out", "ok\n");
         put("pid-target.rc", "0\n");
@@ -333,13 +424,20 @@ mod tests {
         assert!(
             problems(&format!("{fixture} cross_delete_u64")).contains("never said pid 13 exited")
         );
-        assert!(problems("findings of no scenario process").contains("999"));
-        assert_eq!(outcomes.len(), 7);
+        let no_scenario = problems("findings of no scenario process");
+        assert!(
+            no_scenario.contains("999") && !no_scenario.contains("30"),
+            "{no_scenario}"
+        );
+        let racy = problems(&format!("{fixture} read_during_write (2 attempt(s))"));
+        assert!(racy.contains("not seen in any attempt"), "{racy}");
+        assert!(!racy.contains("exited 3"), "{racy}");
+        assert_eq!(outcomes.len(), 8);
 
         console.done = false;
         let outcomes = judge(&plan, &console, "killed at the deadline");
         let planned = outcomes.iter().filter(|o| o.label.starts_with(fixture));
-        assert!(planned.clone().count() == 6);
+        assert!(planned.clone().count() == 7);
         assert!(
             planned
                 .clone()

@@ -1,11 +1,15 @@
 //! Findings as users see them: one block (or one JSON line) per finding, and the exit summary.
 
-use std::collections::BTreeMap;
+mod crash;
+mod summary;
+
+pub use crash::{Crash, InProgress, trim_runtime};
+pub use summary::{Summary, TopFinding};
+
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
 use map_trace_common::event::{Finding, FindingKind, Op};
-use map_trace_common::probe::Role;
 use serde::Serialize;
 
 use crate::symbolize::Frame;
@@ -42,6 +46,9 @@ pub struct Report {
     pub finding_id: String,
     /// Occurrences of the group so far, this one included.
     pub count: u64,
+    /// `fatal_map_error` only: what the crash carried. The writer side above is then its first
+    /// write in progress (if any), the iterator side the goroutine Go named.
+    pub crash: Option<Box<Crash>>,
 }
 
 /// Converts kernel monotonic timestamps (`bpf_ktime_get_ns`) to wall-clock time.
@@ -113,7 +120,16 @@ impl Report {
             iterator_stack: Vec::new(),
             finding_id: String::new(),
             count: 0,
+            crash: None,
         })
+    }
+
+    /// The op for the findings metric: a crash with no write in progress named has none.
+    pub fn op_label(&self) -> &'static str {
+        match &self.crash {
+            Some(c) if c.writes.is_empty() => "none",
+            _ => self.op.name(),
+        }
     }
 
     pub fn to_json(&self) -> String {
@@ -121,10 +137,18 @@ impl Report {
         struct Line<'a> {
             kind: &'a str,
             severity: &'a str,
-            op: &'a str,
-            map: String,
-            writer_goid: u64,
-            /// The range's side; for `concurrent_writes` the `other_*` fields instead.
+            /// `fatal_map_error`: the runtime's message.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            message: Option<&'a str>,
+            /// The writer side; absent for a crash without a write in progress named.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            op: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            map: Option<String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            writer_goid: Option<u64>,
+            /// The range's side; for `concurrent_writes` and `fatal_map_error` the `other_*`
+            /// fields instead.
             #[serde(skip_serializing_if = "Option::is_none")]
             iterator_goid: Option<u64>,
             #[serde(skip_serializing_if = "Option::is_none")]
@@ -136,32 +160,45 @@ impl Report {
             writes: u32,
             timestamp: String,
             map_type: &'a str,
-            writer_stack: &'a [Frame],
+            #[serde(skip_serializing_if = "Option::is_none")]
+            writer_stack: Option<&'a [Frame]>,
             #[serde(skip_serializing_if = "Option::is_none")]
             iterator_stack: Option<&'a [Frame]>,
             #[serde(skip_serializing_if = "Option::is_none")]
             other_stack: Option<&'a [Frame]>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            writes_in_progress: Option<&'a [InProgress]>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            writes_in_progress_unnamed: Option<u32>,
             finding_id: &'a str,
             count: u64,
         }
-        let two_writers = self.other_op.is_some();
+        let crash = self.crash.as_deref();
+        let writer = crash.is_none_or(|c| !c.writes.is_empty());
+        let other = self.other_op.is_some() || crash.is_some();
         serde_json::to_string(&Line {
             kind: self.kind.name(),
             severity: self.kind.severity(),
-            op: self.op.name(),
-            map: format!("{:#x}", self.map),
-            writer_goid: self.writer_goid,
-            iterator_goid: (!two_writers).then_some(self.iterator_goid),
-            other_op: self.other_op.map(Op::name),
-            other_goid: two_writers.then_some(self.iterator_goid),
+            message: crash.map(|c| c.message.as_str()),
+            op: writer.then(|| self.op.name()),
+            map: writer.then(|| format!("{:#x}", self.map)),
+            writer_goid: writer.then_some(self.writer_goid),
+            iterator_goid: (!other).then_some(self.iterator_goid),
+            other_op: match crash {
+                Some(c) => Some(c.noticed_by()),
+                None => self.other_op.map(Op::name),
+            },
+            other_goid: other.then_some(self.iterator_goid),
             growing: self.growing,
             pid: self.pid,
             writes: self.writes,
             timestamp: humantime::format_rfc3339_millis(self.time).to_string(),
             map_type: &self.map_type,
-            writer_stack: &self.writer_stack,
-            iterator_stack: (!two_writers).then_some(&self.iterator_stack[..]),
-            other_stack: two_writers.then_some(&self.iterator_stack[..]),
+            writer_stack: writer.then_some(&self.writer_stack[..]),
+            iterator_stack: (!other).then_some(&self.iterator_stack[..]),
+            other_stack: other.then_some(&self.iterator_stack[..]),
+            writes_in_progress: crash.map(|c| &c.writes[..]),
+            writes_in_progress_unnamed: crash.map(|c| c.unnamed),
             finding_id: &self.finding_id,
             count: self.count,
         })
@@ -181,6 +218,10 @@ impl Report {
             humantime::format_rfc3339_millis(self.time),
             self.finding_id,
         );
+        if let Some(c) = &self.crash {
+            c.write_human(&mut s, self.iterator_goid, &self.iterator_stack);
+            return s;
+        }
         if let Some(other) = self.other_op {
             let mut who = format!("  {} by goroutine {}", self.op.name(), self.writer_goid);
             if self.growing {
@@ -238,7 +279,7 @@ impl Report {
     }
 }
 
-fn write_frames(s: &mut String, frames: &[Frame]) {
+pub(crate) fn write_frames(s: &mut String, frames: &[Frame]) {
     if frames.is_empty() {
         let _ = writeln!(s, "    (stack not captured)");
         return;
@@ -254,119 +295,6 @@ fn write_frames(s: &mut String, frames: &[Frame]) {
     }
     if frames.len() > HUMAN_FRAMES {
         let _ = writeln!(s, "    … {} more", frames.len() - HUMAN_FRAMES);
-    }
-}
-
-/// Totals for the exit summary.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Summary {
-    pub findings: BTreeMap<FindingKind, u64>,
-    pub hits: BTreeMap<Role, u64>,
-    pub findings_dropped: u64,
-    pub tables_full: u64,
-    pub writes_unseen: u64,
-    /// Writes in progress seen but not reported: ended before they could be named.
-    pub in_progress_unnamed: u64,
-    pub writes_during_growth: u64,
-    pub undecodable: u64,
-    /// Stacks walked in the kernel; of those, cut at the depth bound; not captured at all
-    /// (first frame unreadable); evicted from the stack table before they were read.
-    pub stacks: u64,
-    pub stacks_truncated: u64,
-    pub stacks_unreadable: u64,
-    /// Exec notices lost (`--exe`): a process they announced is picked up by its first finding.
-    pub execs_dropped: u64,
-    pub stacks_lost: u64,
-    /// Occurrences not grouped because the group table was full.
-    pub ungrouped: u64,
-    /// The most frequent finding groups: their latest occurrence, with id and count.
-    pub top: Vec<TopFinding>,
-}
-
-/// One line of the exit summary's list of most frequent findings.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TopFinding {
-    pub latest: Report,
-    pub first: SystemTime,
-    pub last: SystemTime,
-}
-
-impl Summary {
-    pub fn to_human(&self) -> String {
-        let mut s = String::new();
-        let total: u64 = self.findings.values().sum();
-        let _ = write!(s, "map-trace summary: {total} finding(s)");
-        if total > 0 {
-            let by: Vec<String> = self
-                .findings
-                .iter()
-                .map(|(k, n)| format!("{} {n}", k.name()))
-                .collect();
-            let _ = write!(s, " ({})", by.join(", "));
-        }
-        s.push('\n');
-        let hits: Vec<String> = Role::ALL
-            .iter()
-            .map(|r| format!("{} {}", r.name(), self.hits.get(r).copied().unwrap_or(0)))
-            .collect();
-        let _ = writeln!(s, "  probes hit: {}", hits.join(", "));
-        let _ = writeln!(s, "  writes to growing maps: {}", self.writes_during_growth);
-        let _ = writeln!(
-            s,
-            "  lost: {} finding(s) (ring buffer full), {} table insert(s) (tables full), {} write(s) overwritten before a step examined them, {} write(s) in progress that ended before they could be named, {} undecodable record(s)",
-            self.findings_dropped,
-            self.tables_full,
-            self.writes_unseen,
-            self.in_progress_unnamed,
-            self.undecodable
-        );
-        let _ = writeln!(
-            s,
-            "  stacks: {} captured, {} truncated at {} frames, {} unreadable, {} lost before they were read",
-            self.stacks,
-            self.stacks_truncated,
-            map_trace_common::stack::MAX_STACK_DEPTH,
-            self.stacks_unreadable,
-            self.stacks_lost
-        );
-        if self.ungrouped > 0 {
-            let _ = writeln!(
-                s,
-                "  {} occurrence(s) not grouped (group table full)",
-                self.ungrouped
-            );
-        }
-        if !self.top.is_empty() {
-            let _ = writeln!(s, "  top findings:");
-            for t in &self.top {
-                let r = &t.latest;
-                let site = |frames: &[Frame]| {
-                    frames.first().map_or_else(
-                        || "?".to_string(),
-                        |f| format!("{} ({})", f.function, f.location()),
-                    )
-                };
-                // Two writers: the second site is the other write, not a range.
-                let second = if r.other_op.is_some() {
-                    "other"
-                } else {
-                    "range"
-                };
-                let _ = writeln!(
-                    s,
-                    "  {:>6}\u{d7} {} {}  [{}]  first {}  last {}\n           write  {}\n           {second}  {}",
-                    r.count,
-                    r.kind.name(),
-                    r.map_type,
-                    r.finding_id,
-                    humantime::format_rfc3339_millis(t.first),
-                    humantime::format_rfc3339_millis(t.last),
-                    site(&r.writer_stack),
-                    site(&r.iterator_stack),
-                );
-            }
-        }
-        s
     }
 }
 

@@ -1,0 +1,151 @@
+//! Go's map fatal errors, as the probe on the runtime's fatal-error path sees them: the
+//! runtime's message, the goroutine that noticed (the side Go prints) and every write in
+//! progress in that process at that moment (the side it does not). One record per crash, on
+//! the `FATALS` ring buffer.
+
+/// Bytes of the runtime's message kept. The longest map message Go has,
+/// "small map with no empty slot (concurrent map writes?)", is 54.
+pub const FATAL_MESSAGE_LEN: usize = 64;
+
+/// Writes in progress named per crash; more are counted in `Fatal::writers_more`.
+pub const FATAL_WRITERS: usize = 4;
+
+/// One write in progress when the process died.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FatalWriter {
+    pub map: u64,
+    /// The map's type descriptor, as the write's entry probe saw it.
+    pub map_type: u64,
+    pub goid: u64,
+    /// `STACKS` key (never 0 here: a write whose stack could not be named is counted instead).
+    pub stack: u64,
+    /// `Op as u32`.
+    pub op: u32,
+    /// A growth probe fired inside this write, or (classic) the map was evacuating.
+    pub growing: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fatal {
+    /// `bpf_ktime_get_ns` at the fatal call.
+    pub ns: u64,
+    /// The goroutine that called the runtime's fatal-error function, and its stack (`STACKS`
+    /// key; 0: not captured).
+    pub goid: u64,
+    pub stack: u64,
+    pub tgid: u32,
+    /// The executable's id (its links' cookie), as in `Finding::binary`.
+    pub binary: u32,
+    /// Bytes of `message` that hold the message (at most `FATAL_MESSAGE_LEN`), and its full
+    /// length in the runtime.
+    pub message_len: u32,
+    pub message_full_len: u32,
+    /// Entries of `writers` filled.
+    pub writers: u32,
+    /// Writes in progress beyond `FATAL_WRITERS`, not named.
+    pub writers_more: u32,
+    /// Writes in progress seen but not named: they ended before their stack could be read and
+    /// their call site had not been kept.
+    pub writers_unnamed: u32,
+    pub _pad: u32,
+    pub message: [u8; FATAL_MESSAGE_LEN],
+    pub writer: [FatalWriter; FATAL_WRITERS],
+}
+
+impl Default for Fatal {
+    fn default() -> Self {
+        Fatal {
+            ns: 0,
+            goid: 0,
+            stack: 0,
+            tgid: 0,
+            binary: 0,
+            message_len: 0,
+            message_full_len: 0,
+            writers: 0,
+            writers_more: 0,
+            writers_unnamed: 0,
+            _pad: 0,
+            message: [0; FATAL_MESSAGE_LEN],
+            writer: [FatalWriter::default(); FATAL_WRITERS],
+        }
+    }
+}
+
+impl Fatal {
+    /// The message bytes that were read.
+    pub fn message(&self) -> &[u8] {
+        &self.message[..(self.message_len as usize).min(FATAL_MESSAGE_LEN)]
+    }
+
+    /// The writes in progress that were named.
+    pub fn writers(&self) -> &[FatalWriter] {
+        &self.writer[..(self.writers as usize).min(FATAL_WRITERS)]
+    }
+}
+
+/// Whether a runtime fatal message (its first `len` bytes) is about a map: every map message Go
+/// 1.19–1.27 has contains " map" ("concurrent map writes", "concurrent map read and map write",
+/// "concurrent map iteration and map write", "concurrent map clone and map write", "small map
+/// with no empty slot (concurrent map writes?)"); none of its other fatal messages does (see
+/// docs/go-runtime-maps.md §6). The probe reports only these. Written as one bounded loop over
+/// the fixed buffer, so the eBPF verifier takes it as it is.
+pub fn is_map_message(message: &[u8; FATAL_MESSAGE_LEN], len: usize) -> bool {
+    let mut i = 0;
+    while i + 4 <= FATAL_MESSAGE_LEN {
+        if i + 4 <= len
+            && message[i] == b' '
+            && message[i + 1] == b'm'
+            && message[i + 2] == b'a'
+            && message[i + 3] == b'p'
+        {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> bool {
+        let mut m = [0u8; FATAL_MESSAGE_LEN];
+        let n = text.len().min(FATAL_MESSAGE_LEN);
+        m[..n].copy_from_slice(&text.as_bytes()[..n]);
+        is_map_message(&m, n)
+    }
+
+    #[test]
+    fn map_messages_and_only_those() {
+        for m in [
+            "concurrent map writes",
+            "concurrent map read and map write",
+            "concurrent map iteration and map write",
+            "concurrent map clone and map write",
+            "small map with no empty slot (concurrent map writes?)",
+        ] {
+            assert!(check(m), "{m}");
+        }
+        for m in [
+            "all goroutines are asleep - deadlock!",
+            "sync: unlock of unlocked mutex",
+            "sync: RUnlock of unlocked RWMutex",
+            "concurrent ma",
+            "",
+        ] {
+            assert!(!check(m), "{m}");
+        }
+    }
+
+    #[test]
+    fn only_the_bytes_read_count() {
+        let mut m = [0u8; FATAL_MESSAGE_LEN];
+        m[..21].copy_from_slice(b"concurrent map writes");
+        assert!(!is_map_message(&m, 12));
+        assert!(is_map_message(&m, 14));
+    }
+}
