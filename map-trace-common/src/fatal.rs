@@ -24,7 +24,17 @@ pub struct FatalWriter {
     pub op: u32,
     /// A growth probe fired inside this write, or (classic) the map was evacuating.
     pub growing: u32,
+    /// 1: the map's writing flag was still set when this write was named (its whole stack
+    /// walked); 0: it began at most `FATAL_RECENT_NS` before the crash and had ended by then
+    /// (its call site only, kept at its entry).
+    pub in_progress: u32,
+    pub _pad: u32,
 }
+
+/// How long before the crash a write that had ended by the time it was looked at may have
+/// begun to be named: a writer in a tight loop is between two writes (or in map-trace's own
+/// probe) most of the time, though Go's check met its flag set.
+pub const FATAL_RECENT_NS: u64 = 200_000;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -112,8 +112,14 @@ pub struct PendingAssign {
 /// goroutine by a hash of its `g`.
 pub const WRITER_SLOTS: u32 = 65536;
 
+/// CPUs whose latest writes are noted in `RECENT` (the fatal-error probe looks there first);
+/// writes on CPUs past this are found by its full scan of `WRITERS` only.
+pub const RECENT_CPUS: u32 = 256;
+/// Latest writes noted per CPU (a power of two).
+pub const RECENT_PER_CPU: u32 = 16;
+
 /// The latest write of one goroutine to begin on a map, as its entry probe saw it: who, and where its stack walk
-/// starts, taken from registers (no memory read on the hot path). A later write or range step
+/// starts, taken from registers, and its call site (one stack read on amd64). A later write or range step
 /// that finds the map's writing flag set names this writer and walks its stack then, while it
 /// is still inside its write (its callers' frames stay put). Plain stores from any CPU, no lock:
 /// `tgid` and `map` say whose the slot is now, and the walk checks that `sp` still lies in the
@@ -128,9 +134,9 @@ pub struct Writer {
     pub g: u64,
     /// amd64: SP at the entry (where the return address is); arm64: LR (the return address).
     pub ret: u64,
-    /// The first two return addresses, read at the entry when the map is shared (0: not read):
-    /// the write's call site (through a runtime wrapper, on Swiss maps), right even when the
-    /// write has ended before its stack is walked.
+    /// The first two return addresses, read at the entry (the second only when the map is
+    /// shared; 0: not read): the write's call site (through a runtime wrapper, on Swiss
+    /// deletes and clears), right even when the write has ended before its stack is walked.
     pub pcs: [u64; 2],
     pub fp: u64,
     pub ns: u64,

@@ -5,37 +5,44 @@
 //!
 //! The probe sits on `runtime.fatal`, which every map check of Go 1.19–1.27 calls (Swiss
 //! builds through `internal/runtime/maps.fatal`, a one-call shim). It costs nothing while
-//! nothing crashes. At a crash it scans all of `WRITERS` (in a `bpf_loop`, Linux 5.17+) for
-//! entries of this process whose map's writing flag is set, and walks each one's stack as
-//! `inprogress` does for a live race.
+//! nothing crashes. At a crash it looks at the latest writes to begin on each CPU (`RECENT`,
+//! in a `bpf_loop`, Linux 5.17+): each of this process, by another goroutine, whose map's
+//! writing flag is still set, is walked at once, as `inprogress` walks a live race's writer.
+//! Microseconds count: a writer leaves its write soon after Go's check, and its frames are
+//! then no longer trusted.
 
 use core::ffi::c_void;
 
 use aya_ebpf::helpers::{bpf_loop, bpf_probe_read_user_buf};
+use map_trace_common::config::ProcConfig;
 use map_trace_common::event::{FindingKind, counter};
 use map_trace_common::fatal::{
-    FATAL_MESSAGE_LEN, FATAL_WRITERS, Fatal, FatalWriter, is_map_message,
+    FATAL_MESSAGE_LEN, FATAL_RECENT_NS, FATAL_WRITERS, Fatal, FatalWriter, is_map_message,
 };
-use map_trace_common::state::WRITER_SLOTS;
+use map_trace_common::state::{RECENT_CPUS, RECENT_PER_CPU, WRITER_SLOTS, Writer};
 
 use crate::correlate::Event;
 use crate::inprogress::{self, WAYS};
-use crate::maps::{FATAL_SCRATCH, FATALS, WRITERS, count};
+use crate::maps::{FATAL_SCRATCH, FATALS, RECENT, WRITERS, count};
 use crate::stack;
 
-/// What the scan of `WRITERS` needs and finds. On the BPF stack: `bpf_loop` hands its callback
-/// a pointer to the caller's stack only.
+/// What the search needs and finds. On the BPF stack: `bpf_loop` hands its callback a pointer
+/// to the caller's stack only.
 #[repr(C)]
 struct Scan {
+    cfg: ProcConfig,
     /// The goroutine that is dying (its own write, if any, is not "another" write).
     g: u64,
+    /// When it called the runtime's fatal-error function.
+    now: u64,
     tgid: u32,
-    map_writing: u32,
-    writing_mask: u32,
-    /// Entries of `slots` filled; writes in progress beyond them.
-    found: u32,
+    /// Writes in progress named (in `FATAL_SCRATCH`), found but not named (ended before their
+    /// stacks could be read), and found past `FATAL_WRITERS`.
+    named: u32,
+    unnamed: u32,
     more: u32,
-    _pad: u32,
+    /// The slots of the writes found so far (`named + unnamed` of them), so a slot noted more
+    /// than once in `RECENT` is looked at once.
     slots: [u32; FATAL_WRITERS],
 }
 
@@ -66,54 +73,30 @@ pub fn fatal(e: &Event, ptr: u64, len: u64) {
     rec.message_full_len = len.min(u32::MAX as u64) as u32;
     rec.stack = stack::capture(e);
     let mut scan = Scan {
+        cfg: e.cfg,
         g: e.g,
+        now: e.now,
         tgid: e.tgid,
-        map_writing: e.cfg.map_writing,
-        writing_mask: e.cfg.writing_mask,
-        found: 0,
+        named: 0,
+        unnamed: 0,
         more: 0,
-        _pad: 0,
-        slots: [0; FATAL_WRITERS],
+        slots: [u32::MAX; FATAL_WRITERS],
     };
-    // SAFETY: the callback is a BPF subprogram reading `scan`, which outlives the call.
+    // One callback at one call site: the verifier checks a stack walk in a callback once per
+    // call site, and four walks unrolled here took the 6.1 verifier minutes.
+    // SAFETY: the callback is a BPF subprogram reading and writing `scan`, which outlives the
+    // call.
     unsafe {
         bpf_loop(
-            WRITER_SLOTS / WAYS,
-            scan_group as *mut c_void,
+            RECENT_CPUS * RECENT_PER_CPU,
+            look as *mut c_void,
             (&mut scan as *mut Scan).cast(),
             0,
         );
     }
+    rec.writers = scan.named;
+    rec.writers_unnamed = scan.unnamed;
     rec.writers_more = scan.more;
-    rec.writers_unnamed = 0;
-    let mut named = 0usize;
-    for i in 0..FATAL_WRITERS {
-        if i >= scan.found as usize {
-            break;
-        }
-        // SAFETY: an array slot of plain integers.
-        let Some(w) = WRITERS.get(scan.slots[i]).copied() else {
-            continue;
-        };
-        let (goid, stack) = inprogress::walk(e, &w);
-        if stack == 0 {
-            rec.writers_unnamed += 1;
-            count(counter::IN_PROGRESS_UNNAMED);
-            continue;
-        }
-        if let Some(slot) = rec.writer.get_mut(named) {
-            *slot = FatalWriter {
-                map: w.map,
-                map_type: w.map_type,
-                goid,
-                stack,
-                op: w.op,
-                growing: (w.growing != 0 || inprogress::classic_growing(e, w.map)) as u32,
-            };
-            named += 1;
-        }
-    }
-    rec.writers = named as u32;
     // Wake the daemon: the process is about to exit, and it reads this before it forgets it.
     match FATALS.output::<Fatal>(&*rec, 0) {
         Ok(()) => count(counter::FINDINGS + FindingKind::FatalMapError as u32),
@@ -121,43 +104,99 @@ pub fn fatal(e: &Event, ptr: u64, len: u64) {
     }
 }
 
-/// One group of `WAYS` slots (`index`): records the slot of each map of the dying process whose
-/// latest write by another goroutine is still in progress (its writing flag set).
+/// Entry `index` of `RECENT`: if its slot holds a write of the dying process by another
+/// goroutine, the latest to its map, that is still in progress (its map's writing flag set)
+/// or began at most `FATAL_RECENT_NS` before the crash, that write is named.
 #[inline(never)]
-extern "C" fn scan_group(index: u32, ctx: *mut c_void) -> i64 {
+extern "C" fn look(index: u32, ctx: *mut c_void) -> i64 {
     // SAFETY: `ctx` is the caller's `Scan` (see `fatal`).
     let s = unsafe { &mut *(ctx as *mut Scan) };
-    let base = (index * WAYS) & (WRITER_SLOTS - 1);
-    for a in 0..WAYS {
-        let Some(w) = WRITERS.get(base | a) else {
-            continue;
-        };
-        let mine = |tgid: u32, g: u64| tgid == s.tgid && g != 0 && g != s.g;
-        if !mine(w.tgid, w.g) {
-            continue;
-        }
-        // A map's entries share its group: only its latest one can be the write in progress.
-        let mut latest = true;
-        for b in 0..WAYS {
-            if let Some(o) = WRITERS.get(base | b)
-                && b != a
-                && mine(o.tgid, o.g)
-                && o.map == w.map
-                && (o.ns > w.ns || (o.ns == w.ns && b > a))
-            {
-                latest = false;
-            }
-        }
-        if !latest || !inprogress::flag_set(w.map, s.map_writing, s.writing_mask) {
-            continue;
-        }
-        match s.slots.get_mut(s.found as usize) {
-            Some(slot) => {
-                *slot = base | a;
-                s.found += 1;
-            }
-            None => s.more += 1,
+    let Some(&entry) = RECENT.get(index) else {
+        return 1;
+    };
+    if entry == 0 {
+        return 0;
+    }
+    let slot = (entry - 1) & (WRITER_SLOTS - 1);
+    // SAFETY: an array slot of plain integers.
+    let Some(w) = WRITERS.get(slot).copied() else {
+        return 0;
+    };
+    if w.tgid != s.tgid || w.g == 0 || w.g == s.g || seen(s, slot) || !latest(s, slot, &w) {
+        return 0;
+    }
+    let busy = inprogress::busy(&s.cfg, w.map);
+    if !busy && s.now.saturating_sub(w.ns) > FATAL_RECENT_NS {
+        return 0;
+    }
+    let found = (s.named + s.unnamed) as usize;
+    match s.slots.get_mut(found) {
+        Some(at) => *at = slot,
+        None => {
+            s.more += 1;
+            return 0;
         }
     }
+    let (goid, stack) = match busy {
+        true => inprogress::walk_from(s.tgid, s.g, &s.cfg, &w),
+        false => (
+            inprogress::goid_of(&s.cfg, &w),
+            stack::capture_pcs(s.tgid, &w.pcs),
+        ),
+    };
+    if stack == 0 {
+        s.unnamed += 1;
+        count(counter::IN_PROGRESS_UNNAMED);
+        return 0;
+    }
+    let Some(rec) = FATAL_SCRATCH.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: a per-CPU map value; programs are not preempted on their CPU.
+    let rec = unsafe { &mut *rec };
+    if let Some(out) = rec.writer.get_mut(s.named as usize) {
+        *out = FatalWriter {
+            map: w.map,
+            map_type: w.map_type,
+            goid,
+            stack,
+            op: w.op,
+            growing: (w.growing != 0 || inprogress::classic_growing_in(&s.cfg, w.map)) as u32,
+            in_progress: busy as u32,
+            _pad: 0,
+        };
+        s.named += 1;
+    }
     0
+}
+
+/// Whether `slot` was looked at already (a slot is noted again at each write that reuses it).
+#[inline(always)]
+fn seen(s: &Scan, slot: u32) -> bool {
+    let mut seen = false;
+    for &at in &s.slots {
+        seen |= at == slot;
+    }
+    seen
+}
+
+/// Whether `w`, in `slot`, is the latest entry of another goroutine for its map: a map's
+/// entries share its group of `WAYS` slots, and only the latest can be the write in progress.
+#[inline(always)]
+fn latest(s: &Scan, slot: u32, w: &Writer) -> bool {
+    let base = slot & !(WAYS - 1);
+    let mut latest = true;
+    for b in 0..WAYS {
+        if let Some(o) = WRITERS.get(base | b)
+            && base | b != slot
+            && o.tgid == s.tgid
+            && o.g != 0
+            && o.g != s.g
+            && o.map == w.map
+            && o.ns > w.ns
+        {
+            latest = false;
+        }
+    }
+    latest
 }

@@ -1,7 +1,8 @@
 //! Writes in progress: who is writing each map right now.
 //!
-//! Every write's entry probe records itself in the map's `WRITERS` slot (registers only: the
-//! goroutine's `g`, where its stack walk starts, the op). A write is *in progress* while the
+//! Every write's entry probe records itself in the map's `WRITERS` slot (the goroutine's `g`,
+//! where its stack walk starts and the op, from registers; its call site, one stack read on
+//! amd64) and notes the slot among its CPU's latest (`RECENT`, for `fatal`). A write is *in progress* while the
 //! map's own writing flag is set (classic `hmap.flags & hashWriting`, Swiss `Map.writing`),
 //! the very flag Go's runtime checks before it dies of `concurrent map writes` or `concurrent
 //! map iteration and map write`: read, not guessed. The runtime sets it after hashing, so it is
@@ -17,11 +18,11 @@ use aya_ebpf::helpers::bpf_get_attach_cookie;
 use aya_ebpf::programs::ProbeContext;
 use map_trace_common::config::{MAP_IMPL_CLASSIC, ProcConfig};
 use map_trace_common::event::{Finding, FindingKind, Op, counter};
-use map_trace_common::state::{WRITER_SLOTS, Writer};
+use map_trace_common::state::{RECENT_CPUS, RECENT_PER_CPU, WRITER_SLOTS, Writer};
 
 use crate::correlate::{self, Event, Overlap, StepContext};
 use crate::goabi::{self, StackStart};
-use crate::maps::{CONFIG, WRITERS, count};
+use crate::maps::{CONFIG, RECENT, RECENT_AT, WRITERS, count};
 use crate::stack;
 use map_trace_common::stack::MAX_STACK_DEPTH;
 
@@ -53,7 +54,9 @@ struct Slots {
 
 #[inline(always)]
 fn look(base: u32, tgid: u32, map: u64, g: u64) -> Slots {
-    let mut own = None;
+    // Plain integers, no Option: LLVM may keep an Option's unset payload in a register it
+    // never wrote, which the verifier refuses to see spilled (`!read_ok`).
+    let mut own = u32::MAX;
     let mut oldest_at = base;
     let mut oldest = u64::MAX;
     let mut shared = false;
@@ -63,7 +66,7 @@ fn look(base: u32, tgid: u32, map: u64, g: u64) -> Slots {
         };
         let this_map = w.tgid == tgid && w.map == map;
         if this_map && w.g == g {
-            own = Some(base | i);
+            own = base | i;
         } else if this_map && w.g != 0 {
             shared = true;
         }
@@ -75,7 +78,7 @@ fn look(base: u32, tgid: u32, map: u64, g: u64) -> Slots {
         }
     }
     Slots {
-        mine: own.unwrap_or(oldest_at),
+        mine: if own == u32::MAX { oldest_at } else { own },
         shared,
     }
 }
@@ -83,13 +86,8 @@ fn look(base: u32, tgid: u32, map: u64, g: u64) -> Slots {
 /// Whether some goroutine is inside a write to `map` now.
 #[inline(always)]
 pub fn busy(cfg: &ProcConfig, map: u64) -> bool {
-    flag_set(map, cfg.map_writing, cfg.writing_mask)
-}
-
-/// Whether the writing flag (at `offset` in the map header, bits `mask`) of `map` is set.
-#[inline(always)]
-pub fn flag_set(map: u64, offset: u32, mask: u32) -> bool {
-    correlate::read_u8(map + offset as u64).is_some_and(|f| f & (mask as u8) != 0)
+    correlate::read_u8(map + cfg.map_writing as u64)
+        .is_some_and(|f| f & (cfg.writing_mask as u8) != 0)
 }
 
 /// A write to `map` begins (the entry probe of an assign, delete or clear): records it as this
@@ -133,13 +131,16 @@ fn record(
     };
     let start = goabi::stack_start(ctx);
     let (ret, fp) = start.saved();
-    let pcs = match shared {
-        true => [
-            goabi::return_address(&start).unwrap_or(0),
-            correlate::read_u64(fp + 8).unwrap_or(0),
-        ],
-        false => [0, 0],
-    };
+    // The call site always (one read on amd64, a register on arm64): a write that has ended
+    // by the time it is named — a crash's writer is named microseconds after Go's check —
+    // still has it. Its caller's too on a shared map, where live races are named.
+    let pcs = [
+        goabi::return_address(&start).unwrap_or(0),
+        match shared {
+            true => correlate::read_u64(fp + 8).unwrap_or(0),
+            false => 0,
+        },
+    ];
     // SAFETY: no preconditions. Orders the entries of one map's slots.
     let ns = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
     // SAFETY: an array slot; plain stores, which a reader on another CPU may see half done:
@@ -155,6 +156,30 @@ fn record(
         (*w).tgid = tgid;
         (*w).op = op as u32;
         (*w).growing = 0;
+    }
+    note_recent(slot);
+}
+
+/// Notes `slot` among this CPU's latest writes (`RECENT`).
+#[inline(always)]
+fn note_recent(slot: u32) {
+    // SAFETY: no preconditions.
+    let cpu = unsafe { aya_ebpf::helpers::bpf_get_smp_processor_id() };
+    let Some(at) = RECENT_AT.get_ptr_mut(0) else {
+        return;
+    };
+    if cpu >= RECENT_CPUS {
+        return;
+    }
+    // SAFETY: per-CPU value; programs are not preempted on their CPU.
+    let i = unsafe {
+        let i = *at;
+        *at = i.wrapping_add(1);
+        i
+    };
+    if let Some(e) = RECENT.get_ptr_mut(cpu * RECENT_PER_CPU + (i & (RECENT_PER_CPU - 1))) {
+        // SAFETY: an array slot of this CPU's own; a u32 store.
+        unsafe { *e = slot + 1 };
     }
 }
 
@@ -203,7 +228,19 @@ pub fn other(tgid: u32, map: u64, g: u64) -> Option<Writer> {
 /// meanwhile has let its frames be reused, and only its call site, kept at its entry, is kept.
 #[inline(always)]
 pub fn walk(e: &Event, w: &Writer) -> (u64, u64) {
-    let goid = correlate::read_u64(w.g + e.cfg.g_goid as u64).unwrap_or(0);
+    walk_from(e.tgid, e.g, &e.cfg, w)
+}
+
+/// The writing goroutine's id (0: unreadable).
+#[inline(always)]
+pub fn goid_of(cfg: &ProcConfig, w: &Writer) -> u64 {
+    correlate::read_u64(w.g + cfg.g_goid as u64).unwrap_or(0)
+}
+
+/// `walk`, for goroutine `g` of process `tgid` with settings `cfg`.
+#[inline(always)]
+pub fn walk_from(tgid: u32, g: u64, cfg: &ProcConfig, w: &Writer) -> (u64, u64) {
+    let goid = goid_of(cfg, w);
     let start = StackStart::from_saved(w.ret, w.fp);
     let bounds = (
         correlate::read_u64(w.g + G_STACK_LO),
@@ -211,21 +248,27 @@ pub fn walk(e: &Event, w: &Writer) -> (u64, u64) {
     );
     let stack = match bounds {
         (Some(lo), Some(hi)) if start.within(lo, hi) => {
-            stack::capture_limited(e.tgid, &start, w.pcs[0], MAX_STACK_DEPTH)
+            stack::capture_limited(tgid, &start, w.pcs[0], MAX_STACK_DEPTH)
         }
         _ => 0,
     };
-    let same = other(e.tgid, w.map, e.g).is_some_and(|now| now.ns == w.ns && now.g == w.g);
-    if same && busy(&e.cfg, w.map) {
+    let same = other(tgid, w.map, g).is_some_and(|now| now.ns == w.ns && now.g == w.g);
+    if same && busy(cfg, w.map) {
         return (goid, stack);
     }
-    (goid, stack::capture_pcs(e.tgid, &w.pcs))
+    (goid, stack::capture_pcs(tgid, &w.pcs))
 }
 
 #[inline(always)]
 pub fn classic_growing(e: &Event, map: u64) -> bool {
-    e.cfg.map_impl == MAP_IMPL_CLASSIC
-        && correlate::read_u64(map + e.cfg.map_oldbuckets as u64).is_some_and(|old| old != 0)
+    classic_growing_in(&e.cfg, map)
+}
+
+/// Classic maps: evacuation is in progress (`hmap.oldbuckets` set).
+#[inline(always)]
+pub fn classic_growing_in(cfg: &ProcConfig, map: u64) -> bool {
+    cfg.map_impl == MAP_IMPL_CLASSIC
+        && correlate::read_u64(map + cfg.map_oldbuckets as u64).is_some_and(|old| old != 0)
 }
 
 /// `concurrent_writes`: this write found another goroutine's in progress.

@@ -7,7 +7,8 @@ use map_trace_common::event::counter;
 use map_trace_common::fatal::Fatal;
 use map_trace_common::stack::{STACK_TABLE_ENTRIES, UserStack};
 use map_trace_common::state::{
-    GoKey, IterKey, IterState, MapKey, MapState, PendingAssign, WRITER_SLOTS, Writer,
+    GoKey, IterKey, IterState, MapKey, MapState, PendingAssign, RECENT_CPUS, RECENT_PER_CPU,
+    WRITER_SLOTS, Writer,
 };
 
 /// Binary id → runtime offsets of that executable, written by the daemon before attaching. The
@@ -33,6 +34,17 @@ pub static PENDING: HashMap<GoKey, PendingAssign> = HashMap::with_max_entries(16
 /// lock or allocation. A slot taken by another map's writer since is recognised by its key.
 #[map]
 pub static WRITERS: Array<Writer> = Array::with_max_entries(WRITER_SLOTS, 0);
+
+/// `RECENT_PER_CPU` entries per CPU: the `WRITERS` slots (+1; 0 is empty) of the latest writes
+/// to begin on that CPU, so the fatal-error probe reaches a write in progress within
+/// microseconds instead of after its millisecond scan of all of `WRITERS`, by when the writer
+/// may have moved on. Plain stores of the CPU's own entries; read only at a crash.
+#[map]
+pub static RECENT: Array<u32> = Array::with_max_entries(RECENT_CPUS * RECENT_PER_CPU, 0);
+
+/// Where this CPU writes next in its `RECENT` entries.
+#[map]
+pub static RECENT_AT: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
 /// Stack key → return addresses, for the daemon to symbolize. LRU: stacks no finding refers to
 /// any more age out on their own.

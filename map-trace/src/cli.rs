@@ -17,8 +17,10 @@ use crate::trace::Format;
     long_about = "Attaches eBPF uprobes to the Go runtime's map functions of running processes and reports \
 writes that overlap an iteration: another goroutine writing while one ranges (a data race), and a \
 goroutine inserting, deleting other keys or clearing during its own range; and writes that begin \
-while another goroutine's write to the same map is in progress (concurrent_writes). Each finding \
-names \
+while another goroutine's write to the same map is in progress (concurrent_writes). When Go dies \
+of a map error (concurrent map writes, concurrent map read and map write, ...) it reports the \
+runtime's message, the goroutine Go names and every write in progress Go does not name \
+(fatal_map_error). Each finding names \
 the map type and both sides' stacks as function (file:line), stripped binaries included; \
 repeats of one finding are grouped under a stable finding_id with a count.\n\n\
 Examples:\n  sudo map-trace --pid 4242\n  sudo map-trace --exe /usr/local/bin/api --metrics-addr\n  \

@@ -132,10 +132,11 @@ impl Metrics {
                 r,
                 "map_trace_findings_total",
                 "Map writes seen overlapping an iteration of the same Go map, or another \
-                 goroutine's write to it (kind concurrent_writes), by finding kind, write \
-                 operation and traced executable. Each one is a potential fatal 'concurrent map \
-                 iteration and map write' or 'concurrent map writes', or a silently skipped or \
-                 repeated key.",
+                 goroutine's write to it (kind concurrent_writes), and Go's map fatal errors \
+                 (kind fatal_map_error, op none when no write in progress was named), by \
+                 finding kind, write operation and traced executable. Each one is a potential \
+                 fatal 'concurrent map iteration and map write' or 'concurrent map writes', or a \
+                 silently skipped or repeated key.",
                 &["kind", "op", "exe"],
             ),
             probe_hits: counter_vec(

@@ -98,9 +98,20 @@ fn json_has_the_documented_fields() {
         "delete",
         "clear",
         "grow",
+        "fatal",
     ] {
         assert!(roles.contains(&role), "no {role} probe in {roles:?}");
     }
+    // runtime.fatal is nosplit: no stack-check prologue to skip, so the probe is at its entry.
+    let fatal = probes.iter().find(|p| p["role"] == "fatal").unwrap();
+    assert_eq!(fatal["symbol"], "runtime.fatal", "{fatal}");
+    assert_eq!(fatal["attach_offset"], "0x0", "{fatal}");
+    assert!(
+        fatal["via"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|s| s == "internal/runtime/maps.fatal")),
+        "{fatal}"
+    );
     for p in probes {
         for key in ["symbol", "address", "file_offset", "attach_offset"] {
             let s = p[key]

@@ -13,7 +13,13 @@
 mod common;
 
 use common::run::run_scenario_expecting;
-use common::scenarios::{Build, RACY, check_racy, go_minor, racy_complete, racy_target_ok};
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::scenarios::{
+    Build, RACY, check_findings, check_racy, fatal_message, go_minor, racy_complete, racy_target_ok,
+};
 use common::{Fixture, check_all};
 
 /// Runs of one racy scenario before it counts as missed.
@@ -104,4 +110,116 @@ fn writes_in_progress_in_low_overhead_mode() {
     assert!(builds.len() >= 4, "builds: {}", builds.len());
     let failures = check_all(&builds, |f| check(f, &["--low-overhead"]));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn writes_in_progress_on_stripped_pie_and_cgo_builds() {
+    common::require_root("attaches uprobes");
+    // Classic and Swiss: pclntab-only symbols, a load bias, and a C runtime beside Go's.
+    let builds: Vec<Fixture> = common::fixtures_of("scenarios")
+        .into_iter()
+        .filter(|f| {
+            f.arch == "x86_64"
+                && ["stripped", "pie", "cgo"].contains(&f.variant.as_str())
+                && ["1.23.", "1.27."]
+                    .iter()
+                    .any(|v| f.go_version.starts_with(v))
+        })
+        .collect();
+    assert_eq!(
+        builds.len(),
+        6,
+        "stripped, PIE and cgo builds of go1.23 and go1.27"
+    );
+    let failures = check_all(&builds, |f| check(f, &[]));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `--exe` with a duty cycle: processes started in the on parts die of their race with a
+/// `fatal_map_error` naming the reader and the writer; those in the off parts go unreported
+/// (counted by nothing: the probes are simply not there), never misreported.
+#[test]
+fn crashes_are_reported_under_exe_with_a_duty_cycle() {
+    common::require_root("attaches uprobes");
+    let f = common::fixtures_of("scenarios")
+        .into_iter()
+        .find(|f| f.arch == "x86_64" && f.variant == "default" && f.go_version.starts_with("1.27"))
+        .expect("go1.27 amd64 scenarios fixture");
+    // A file of this test's own: --exe traces every process of a file.
+    let dir = std::env::temp_dir().join(format!("map-trace-crash-duty-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("scenarios");
+    std::fs::copy(&f.path, &path).unwrap();
+    let mut d = common::daemon::Daemon::start(
+        &[
+            "--exe",
+            path.to_str().unwrap(),
+            "--format",
+            "json",
+            "--duty-cycle",
+            "500ms/1s",
+        ],
+        false,
+    );
+    d.wait_line("probes attached for every process", Duration::from_secs(60));
+    let _alone = ONE_RACE.lock().unwrap_or_else(|p| p.into_inner());
+    let start = std::time::Instant::now();
+    let (mut runs, mut died) = (0, 0);
+    while start.elapsed() < Duration::from_secs(4) {
+        let mut c = Command::new(&path)
+            .arg("read_during_write")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        let out = c.wait_with_output().unwrap();
+        let (stdout, err) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(
+            racy_target_ok(out.status.code(), &stdout, &err),
+            "target: {:?} {err}",
+            out.status
+        );
+        died += usize::from(fatal_message(&err).is_some());
+        runs += 1;
+    }
+    let (code, out, err) = d.terminate();
+    assert_eq!(code, Some(0), "{err}");
+    let found: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON {l:?}: {e}")))
+        .collect();
+    let build = Build {
+        name: &f.name,
+        source_dir: &f.source_dir,
+        minor: go_minor(&f.go_version),
+    };
+    let racy = RACY.iter().find(|r| r.name == "read_during_write").unwrap();
+    assert!(
+        racy_complete(
+            racy,
+            false,
+            &found,
+            "fatal error: concurrent map read and map write"
+        ),
+        "no crash named its writer in {runs} runs ({died} died):\n{err}"
+    );
+    let kinds: Vec<&str> = found.iter().map(|v| v["kind"].as_str().unwrap()).collect();
+    assert!(kinds.iter().all(|k| *k == "fatal_map_error"), "{kinds:?}");
+    assert!(
+        found.len() <= died,
+        "{} crashes reported of {died}",
+        found.len()
+    );
+    let bad = check_findings(&build, racy.name, &["fatal_map_error"], &found, &err);
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    eprintln!(
+        "{} crashes reported of {died} in {runs} runs at a 50% duty cycle",
+        found.len()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -14,6 +14,8 @@ use crate::symbolize::Frame;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Crash {
     pub message: String,
+    /// What the goroutine Go names was doing: `read`, `range`, `write` or `clone`.
+    pub noticed: &'static str,
     /// Writes in progress named, the first also being the report's writer side.
     pub writes: Vec<InProgress>,
     /// Writes in progress seen but not named (ended before they could be, or past the bound).
@@ -29,6 +31,9 @@ pub struct InProgress {
     #[serde(serialize_with = "hex")]
     pub map: u64,
     pub growing: bool,
+    /// The map's writing flag was still set when it was named (its whole stack walked);
+    /// false: it began just before the crash and had ended by then (its call site only).
+    pub in_progress: bool,
     pub map_type: String,
     pub stack: Vec<Frame>,
     #[serde(skip)]
@@ -46,18 +51,34 @@ fn hex<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
 }
 
 impl Crash {
-    /// What the goroutine Go named was doing, from the runtime's message.
+    /// What the goroutine Go names was doing.
     pub fn noticed_by(&self) -> &'static str {
-        let m = &self.message;
-        if m.contains("iteration") {
-            "range"
-        } else if m.contains("read") {
-            "read"
-        } else if m.contains("clone") {
-            "clone"
-        } else {
-            "write"
+        self.noticed
+    }
+
+    /// Refines `noticed` from that goroutine's stack, runtime frames included: Swiss ranges
+    /// die of "concurrent map read and map write" too, when a step re-reads a key of a grown
+    /// table (`(*Iter).Next` → `getWithKey`).
+    pub fn noticed_in(&mut self, frames: &[Frame]) {
+        let stepping = frames.iter().any(|f| {
+            f.function == "runtime.mapiternext" || f.function.ends_with("maps.(*Iter).Next")
+        });
+        if stepping {
+            self.noticed = "range";
         }
+    }
+}
+
+/// What the goroutine that noticed was doing, by the runtime's message.
+fn noticed_from(message: &str) -> &'static str {
+    if message.contains("iteration") {
+        "range"
+    } else if message.contains("read") {
+        "read"
+    } else if message.contains("clone") {
+        "clone"
+    } else {
+        "write"
     }
 }
 
@@ -73,6 +94,7 @@ impl Report {
                     goid: w.goid,
                     map: w.map,
                     growing: w.growing != 0,
+                    in_progress: w.in_progress != 0,
                     map_type: String::new(),
                     stack: Vec::new(),
                     stack_key: w.stack,
@@ -106,6 +128,7 @@ impl Report {
             finding_id: String::new(),
             count: 0,
             crash: Some(Box::new(Crash {
+                noticed: noticed_from(&message),
                 message,
                 writes,
                 unnamed: f.writers_more + f.writers_unnamed,
@@ -132,8 +155,12 @@ impl Crash {
             );
         }
         for w in &self.writes {
+            let what = match w.in_progress {
+                true => "the write in progress",
+                false => "a write that began just before and had ended (call site only)",
+            };
             let mut who = format!(
-                "  map-trace adds the write in progress: {} by goroutine {} to {}",
+                "  map-trace adds {what}: {} by goroutine {} to {}",
                 w.op.name(),
                 w.goid,
                 w.map_type
@@ -210,6 +237,8 @@ mod tests {
             stack: 1,
             op: Op::Delete as u32,
             growing: 1,
+            in_progress: 1,
+            _pad: 0,
         };
         let f = fatal("concurrent map read and map write", &[w]);
         let mut r = Report::decode_fatal(&f, &clock).unwrap();
@@ -235,6 +264,7 @@ mod tests {
         assert_eq!(v["other_stack"][0]["line"], 20);
         assert_eq!(v["writes_in_progress"][0]["op"], "delete");
         assert_eq!(v["writes_in_progress"][0]["map"], "0xc000010000");
+        assert_eq!(v["writes_in_progress"][0]["in_progress"], true);
         assert_eq!(v["writes_in_progress"][0]["stack"][0]["line"], 30);
         assert_eq!(v["writes_in_progress_unnamed"], 0);
         assert!(v.get("iterator_goid").is_none() && v.get("iterator_stack").is_none());
@@ -290,6 +320,16 @@ mod tests {
             side("small map with no empty slot (concurrent map writes?)"),
             "write"
         );
+        // A Swiss range that re-reads a key of a grown table dies of a "read".
+        let f = fatal("concurrent map read and map write", &[]);
+        let mut r = Report::decode_fatal(&f, &clock).unwrap();
+        let c = r.crash.as_mut().unwrap();
+        c.noticed_in(&[
+            frame("internal/runtime/maps.(*Map).getWithKey", 1),
+            frame("internal/runtime/maps.(*Iter).Next", 2),
+            frame("main.stats", 18),
+        ]);
+        assert_eq!(c.noticed_by(), "range");
         let long = "concurrent map writes ".repeat(4);
         let r = Report::decode_fatal(&fatal(&long, &[]), &clock).unwrap();
         assert!(r.crash.unwrap().message.ends_with('…'));

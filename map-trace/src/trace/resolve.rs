@@ -146,6 +146,7 @@ impl Resolver {
             if c.writes.is_empty() {
                 r.map_type = "map[?]? (no write in progress named)".into();
             }
+            c.noticed_in(&r.iterator_stack);
             trim_runtime(&mut r.iterator_stack);
         }
     }

@@ -114,22 +114,17 @@ func rangeDuringWrite() { // want:type map[main.bigKey]int
 	os.Exit(3)
 }
 
-// readDuringWrite: a goroutine reads while another updates a map with 256 KB keys until Go
+// readDuringWrite: a goroutine reads while another updates the map in a tight loop, until Go
 // dies of "concurrent map read and map write", which names the reader only.
 //
 //go:noinline
-func readDuringWrite() { // want:type map[main.bigKey]int
-	m := make(map[bigKey]int)
-	var keys [4]bigKey
-	for i := range keys {
-		keys[i][0] = byte(i)
-		m[keys[i]] = i
-	}
+func readDuringWrite() { // want:type map[uint64]int
+	m := u64Map(1 << 16)
 	var writing int32
 	go func() {
 		atomic.StoreInt32(&writing, 1)
-		for i := 0; ; i++ {
-			m[keys[i%4]] = i // want:write main.readDuringWrite.func1
+		for i := uint64(0); ; i++ {
+			m[i&(1<<16-1)] = int(i) // want:write main.readDuringWrite.func1
 		}
 	}()
 	for atomic.LoadInt32(&writing) == 0 {
@@ -138,7 +133,7 @@ func readDuringWrite() { // want:type map[main.bigKey]int
 	deadline := time.Now().Add(2 * time.Second)
 	s := 0
 	for time.Now().Before(deadline) {
-		s += m[keys[1]] // want:read main.readDuringWrite
+		s += m[12345] // want:read main.readDuringWrite
 	}
 	fmt.Println("survived", s)
 	os.Exit(3)

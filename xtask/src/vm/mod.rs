@@ -55,6 +55,8 @@ const PID_SCENARIO: &str = "cross_delete_u64";
 /// still far from hanging the whole test when a guest wedges.
 const BASE_DEADLINE: Duration = Duration::from_secs(150);
 const PER_RUN_DEADLINE: Duration = Duration::from_secs(2);
+/// Each attempt at a racy scenario: up to its two seconds of racing, more under TCG.
+const PER_RACY_ATTEMPT_DEADLINE: Duration = Duration::from_secs(6);
 
 #[derive(Deserialize)]
 struct ManifestFixture {
@@ -241,10 +243,14 @@ fn run_vm(vm: &Vm, fixtures: &[ManifestFixture], daemon: &Path) -> Result<VmRepo
     fs::write(&initrd, initramfs(&plan, vm.arch, daemon)?)?;
     fs::write(dir.join("init"), guest::render(&plan))?;
     let package = fs::read_to_string(vm.package_file()).unwrap_or_default();
-    let deadline = BASE_DEADLINE + PER_RUN_DEADLINE * runs as u32;
+    let racy: usize = plan.fixtures.iter().map(|f| f.racy.len()).sum();
+    let deadline = BASE_DEADLINE
+        + PER_RUN_DEADLINE * runs as u32
+        + PER_RACY_ATTEMPT_DEADLINE * (racy as u32 * guest::RACY_ATTEMPTS);
     println!(
-        "==> VM {name} ({}): {runs} scenario runs under one daemon + 1 --pid --low-overhead run, deadline {}s",
+        "==> VM {name} ({}): {runs} scenario runs and {racy} racy ones (up to {} attempts each) under one daemon + 1 --pid --low-overhead run, deadline {}s",
         package.trim(),
+        guest::RACY_ATTEMPTS,
         deadline.as_secs()
     );
     let boot = qemu::boot(
