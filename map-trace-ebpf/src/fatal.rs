@@ -6,10 +6,11 @@
 //! The probe sits on `runtime.fatal`, which every map check of Go 1.19–1.27 calls (Swiss
 //! builds through `internal/runtime/maps.fatal`, a one-call shim). It costs nothing while
 //! nothing crashes. At a crash it looks at the latest writes to begin on each CPU (`RECENT`,
-//! in a `bpf_loop`, Linux 5.17+): each of this process, by another goroutine, whose map's
-//! writing flag is still set, is walked at once, as `inprogress` walks a live race's writer.
-//! Microseconds count: a writer leaves its write soon after Go's check, and its frames are
-//! then no longer trusted.
+//! in a `bpf_loop`, Linux 5.17+) for writes of this process by other goroutines whose map's
+//! writing flag is still set, or that began just before; the first one still in progress is
+//! walked as `inprogress` walks a live race's writer, the others are named by their call
+//! sites. Microseconds count: a writer leaves its write soon after Go's check, and its frames
+//! are then no longer trusted.
 
 use core::ffi::c_void;
 
@@ -36,13 +37,13 @@ struct Scan {
     /// When it called the runtime's fatal-error function.
     now: u64,
     tgid: u32,
-    /// Writes in progress named (in `FATAL_SCRATCH`), found but not named (ended before their
-    /// stacks could be read), and found past `FATAL_WRITERS`.
-    named: u32,
-    unnamed: u32,
+    /// Entries of `slots` filled, and writes found past them.
+    found: u32,
     more: u32,
-    /// The slots of the writes found so far (`named + unnamed` of them), so a slot noted more
-    /// than once in `RECENT` is looked at once.
+    /// Bit i: the write in `slots[i]` was still in progress (its map's flag set) when found.
+    busy: u32,
+    _pad: u32,
+    /// The slots of the writes found, in the order found.
     slots: [u32; FATAL_WRITERS],
 }
 
@@ -77,13 +78,16 @@ pub fn fatal(e: &Event, ptr: u64, len: u64) {
         g: e.g,
         now: e.now,
         tgid: e.tgid,
-        named: 0,
-        unnamed: 0,
+        found: 0,
         more: 0,
+        busy: 0,
+        _pad: 0,
         slots: [u32::MAX; FATAL_WRITERS],
     };
-    // One callback at one call site: the verifier checks a stack walk in a callback once per
-    // call site, and four walks unrolled here took the 6.1 verifier minutes.
+    // The callback only finds writes: a stack walk in a callback is more than the 6.1
+    // verifier can take (its loop is not pruned there), so the first write found — the one
+    // most likely still in progress — is walked here, and any others are named by their call
+    // sites, kept at their entries.
     // SAFETY: the callback is a BPF subprogram reading and writing `scan`, which outlives the
     // call.
     unsafe {
@@ -94,8 +98,44 @@ pub fn fatal(e: &Event, ptr: u64, len: u64) {
             0,
         );
     }
-    rec.writers = scan.named;
-    rec.writers_unnamed = scan.unnamed;
+    let (mut named, mut unnamed) = (0usize, 0u32);
+    for i in 0..FATAL_WRITERS {
+        if i as u32 >= scan.found {
+            break;
+        }
+        // SAFETY: an array slot of plain integers.
+        let Some(w) = WRITERS.get(scan.slots[i]).copied() else {
+            continue;
+        };
+        let busy = scan.busy & (1 << i) != 0;
+        let (goid, stack) = match i == 0 && busy {
+            true => inprogress::walk_from(e.tgid, e.g, &e.cfg, &w),
+            false => (
+                inprogress::goid_of(&e.cfg, &w),
+                stack::capture_pcs(e.tgid, &w.pcs),
+            ),
+        };
+        if stack == 0 {
+            unnamed += 1;
+            count(counter::IN_PROGRESS_UNNAMED);
+            continue;
+        }
+        if let Some(out) = rec.writer.get_mut(named) {
+            *out = FatalWriter {
+                map: w.map,
+                map_type: w.map_type,
+                goid,
+                stack,
+                op: w.op,
+                growing: (w.growing != 0 || inprogress::classic_growing_in(&e.cfg, w.map)) as u32,
+                in_progress: busy as u32,
+                _pad: 0,
+            };
+            named += 1;
+        }
+    }
+    rec.writers = named as u32;
+    rec.writers_unnamed = unnamed;
     rec.writers_more = scan.more;
     // Wake the daemon: the process is about to exit, and it reads this before it forgets it.
     match FATALS.output::<Fatal>(&*rec, 0) {
@@ -106,7 +146,7 @@ pub fn fatal(e: &Event, ptr: u64, len: u64) {
 
 /// Entry `index` of `RECENT`: if its slot holds a write of the dying process by another
 /// goroutine, the latest to its map, that is still in progress (its map's writing flag set)
-/// or began at most `FATAL_RECENT_NS` before the crash, that write is named.
+/// or began at most `FATAL_RECENT_NS` before the crash, that write is recorded.
 #[inline(never)]
 extern "C" fn look(index: u32, ctx: *mut c_void) -> i64 {
     // SAFETY: `ctx` is the caller's `Scan` (see `fatal`).
@@ -129,43 +169,13 @@ extern "C" fn look(index: u32, ctx: *mut c_void) -> i64 {
     if !busy && s.now.saturating_sub(w.ns) > FATAL_RECENT_NS {
         return 0;
     }
-    let found = (s.named + s.unnamed) as usize;
-    match s.slots.get_mut(found) {
-        Some(at) => *at = slot,
-        None => {
-            s.more += 1;
-            return 0;
+    match s.slots.get_mut(s.found as usize) {
+        Some(at) => {
+            *at = slot;
+            s.busy |= (busy as u32) << s.found;
+            s.found += 1;
         }
-    }
-    let (goid, stack) = match busy {
-        true => inprogress::walk_from(s.tgid, s.g, &s.cfg, &w),
-        false => (
-            inprogress::goid_of(&s.cfg, &w),
-            stack::capture_pcs(s.tgid, &w.pcs),
-        ),
-    };
-    if stack == 0 {
-        s.unnamed += 1;
-        count(counter::IN_PROGRESS_UNNAMED);
-        return 0;
-    }
-    let Some(rec) = FATAL_SCRATCH.get_ptr_mut(0) else {
-        return 1;
-    };
-    // SAFETY: a per-CPU map value; programs are not preempted on their CPU.
-    let rec = unsafe { &mut *rec };
-    if let Some(out) = rec.writer.get_mut(s.named as usize) {
-        *out = FatalWriter {
-            map: w.map,
-            map_type: w.map_type,
-            goid,
-            stack,
-            op: w.op,
-            growing: (w.growing != 0 || inprogress::classic_growing_in(&s.cfg, w.map)) as u32,
-            in_progress: busy as u32,
-            _pad: 0,
-        };
-        s.named += 1;
+        None => s.more += 1,
     }
     0
 }

@@ -91,8 +91,8 @@ pub fn present(f: Feature) -> bool {
     }
 }
 
-/// Whether the kernel has `bpf_loop` (Linux 5.17), which the fatal-error probe needs to scan
-/// every write in progress. Without it `fatal_map_error` is not reported; nothing else changes.
+/// Whether the kernel has `bpf_loop` (Linux 5.17), which the fatal-error probe needs to look
+/// at each CPU's latest writes. Without it `fatal_map_error` is not reported; nothing else changes.
 pub fn has_loop() -> bool {
     static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *HAS.get_or_init(|| {

@@ -183,7 +183,7 @@ fn plan_for(arch: VmArch, fixtures: &[ManifestFixture]) -> (Plan, Vec<Outcome>) 
                 scenarios::scenarios_for(minor)
                     .into_iter()
                     .map(|(s, _)| s)
-                    .chain(scenarios::RACY.iter().map(|r| r.name))
+                    .chain(scenarios::RACY.iter().filter(|r| r.in_vms).map(|r| r.name))
                     .map(|s| Outcome {
                         label: format!("{name} {s}"),
                         problems: vec![format!(
@@ -201,7 +201,7 @@ fn plan_for(arch: VmArch, fixtures: &[ManifestFixture]) -> (Plan, Vec<Outcome>) 
             source_dir: f.source_dir.clone(),
             minor,
             scenarios: scenarios::scenarios_for(minor),
-            racy: scenarios::RACY.iter().collect(),
+            racy: scenarios::RACY.iter().filter(|r| r.in_vms).collect(),
             classic: f.map_impl == "classic",
         });
     }
