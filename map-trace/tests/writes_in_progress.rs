@@ -91,6 +91,7 @@ fn check(f: &Fixture, args: &[&str], direct: &Direct) -> Vec<String> {
                 &build,
                 racy,
                 classic,
+                true,
                 &run.findings,
                 &run.stderr,
                 &run.target_stderr,

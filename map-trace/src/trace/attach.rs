@@ -170,12 +170,12 @@ pub fn attach_binary(
     mode: IterationMode,
 ) -> Result<Vec<Link>, AttachError> {
     let mut links = Vec::with_capacity(t.probes.len());
-    // The fatal-error program needs bpf_loop: a kernel without it goes on without that probe
-    // (said once at start-up).
-    let loops = super::kernel_features::has_loop();
+    // A kernel that cannot run the fatal-error program goes on without that probe (said once
+    // at start-up).
+    let fatal = super::kernel_features::fatal_supported();
     for probe in t
         .probes_for(mode)
-        .filter(|p| loops || p.role != Role::Fatal)
+        .filter(|p| fatal || p.role != Role::Fatal)
     {
         match attach_one(ebpf, probe, binary, exe, scope) {
             Ok(link) => links.push(link),

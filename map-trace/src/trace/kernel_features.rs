@@ -91,20 +91,41 @@ pub fn present(f: Feature) -> bool {
     }
 }
 
-/// Whether the kernel has `bpf_loop` (Linux 5.17), which the fatal-error probe needs to look
-/// at each CPU's latest writes. Without it `fatal_map_error` is not reported; nothing else changes.
-pub fn has_loop() -> bool {
+/// The oldest kernel whose verifier takes the fatal-error program: the aarch64 6.1 VM's
+/// exhausted its budget on it (minutes under emulation, then a refusal), 6.12's and 6.18's
+/// accept it.
+pub const FATAL_SINCE: (u32, u32) = (6, 12);
+
+/// Whether Go's map fatal errors can be reported here: the fatal-error program needs
+/// `bpf_loop` (Linux 5.17) and a verifier that takes it (`FATAL_SINCE`). Without it
+/// `fatal_map_error` is not reported; nothing else changes.
+pub fn fatal_supported() -> bool {
     static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *HAS.get_or_init(|| {
-        is_helper_supported(ProgramType::KProbe, BpfHelper::BPF_FUNC_loop).unwrap_or(true)
+        let has_loop =
+            is_helper_supported(ProgramType::KProbe, BpfHelper::BPF_FUNC_loop).unwrap_or(true);
+        has_loop && release_at_least(&release(), FATAL_SINCE)
     })
 }
 
-/// The start-up warning for a kernel without `bpf_loop`, or None.
-pub fn loop_warning(has_loop: bool, release: &str) -> Option<String> {
-    (!has_loop).then(|| {
+/// Whether a release string ("6.1.0-57-arm64") is at least `(major, minor)`; an unreadable one
+/// counts as new enough, so the real load reports the real reason.
+pub fn release_at_least(release: &str, (major, minor): (u32, u32)) -> bool {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(a), Some(b)) => (a, b) >= (major, minor),
+        _ => true,
+    }
+}
+
+/// The start-up warning when Go's map fatal errors cannot be reported, or None.
+pub fn fatal_warning(supported: bool, release: &str) -> Option<String> {
+    (!supported).then(|| {
         format!(
-            "this kernel ({release}) lacks bpf_loop (Linux 5.17): Go's map fatal errors (fatal_map_error) are not reported; every other finding is"
+            "Go's map fatal errors (fatal_map_error) are reported on Linux {}.{} and later (the fatal-error probe needs bpf_loop and a verifier that takes it); this kernel is {release}: every other finding is reported",
+            FATAL_SINCE.0, FATAL_SINCE.1
         )
     })
 }
@@ -119,6 +140,16 @@ pub fn release() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn release_strings_compare_by_major_and_minor() {
+        assert!(!release_at_least("6.1.0-57-arm64", (6, 12)));
+        assert!(release_at_least("6.12.117+deb12-arm64", (6, 12)));
+        assert!(release_at_least("6.18.0", (6, 12)));
+        assert!(!release_at_least("5.15.0-150-generic", (6, 12)));
+        assert!(release_at_least("7.0", (6, 12)));
+        assert!(release_at_least("unknown release", (6, 12)));
+    }
 
     #[test]
     fn every_missing_feature_is_named_with_its_kernel_version() {
@@ -146,9 +177,12 @@ mod tests {
         // wrong, not the kernel.
         let gone = missing(present, true);
         assert!(gone.is_empty(), "{}", describe(&gone, &release()));
-        assert!(has_loop(), "bpf_loop: the fatal-error probe needs it");
-        assert_eq!(loop_warning(true, "6.18.0"), None);
-        let w = loop_warning(false, "5.15.0").unwrap();
-        assert!(w.contains("5.15.0") && w.contains("fatal_map_error"), "{w}");
+        assert!(fatal_supported(), "6.18 runs the fatal-error probe");
+        assert_eq!(fatal_warning(true, "6.18.0"), None);
+        let w = fatal_warning(false, "6.1.0-57-arm64").unwrap();
+        assert!(
+            w.contains("6.1.0-57-arm64") && w.contains("fatal_map_error"),
+            "{w}"
+        );
     }
 }

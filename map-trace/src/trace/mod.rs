@@ -119,9 +119,10 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
             &kernel_features::release(),
         )));
     }
-    if let Some(w) =
-        kernel_features::loop_warning(kernel_features::has_loop(), &kernel_features::release())
-    {
+    if let Some(w) = kernel_features::fatal_warning(
+        kernel_features::fatal_supported(),
+        &kernel_features::release(),
+    ) {
         eprintln!("map-trace: warning: {w}");
     }
     let mut ebpf = attach::load()?;

@@ -168,12 +168,13 @@ pub fn racy_patterns(racy: &Racy, classic: bool) -> Vec<String> {
 
 /// The checks of one racy run (the one kept of its attempts): shown (growth seen where it
 /// must be), exactly the scenario's kinds (none when the crash showed it instead) plus a
-/// `fatal_map_error` exactly when Go died of the race, carrying the message Go printed, and
-/// the marked sites.
+/// `fatal_map_error` exactly when Go died of the race (on a kernel where map-trace reports
+/// them: `fatal_reported`), carrying the message Go printed, and the marked sites.
 pub fn check_racy(
     build: &Build,
     racy: &Racy,
     classic: bool,
+    fatal_reported: bool,
     findings: &[serde_json::Value],
     log: &str,
     target_stderr: &str,
@@ -190,7 +191,7 @@ pub fn check_racy(
         Shown::ByTheCrash => vec![],
         Shown::Directly | Shown::Not => racy.kinds.to_vec(),
     };
-    if died.is_some() {
+    if died.is_some() && fatal_reported {
         kinds.push(FATAL);
     }
     bad.extend(check_findings(build, scenario, &kinds, findings, log));

@@ -33,6 +33,8 @@ pub struct GuestFixture {
 
 pub struct Plan {
     pub fixtures: Vec<GuestFixture>,
+    /// The kernel runs map-trace's fatal-error probe: a racy run that dies reports it.
+    pub fatal: bool,
     /// (fixture name, scenario) traced with `map-trace --pid --low-overhead` after the daemon
     /// stopped.
     pub pid_run: (String, &'static str),
@@ -251,6 +253,7 @@ mod tests {
                     classic: false,
                 },
             ],
+            fatal: true,
             pid_run: ("go1.27.3-arm64-default".into(), "cross_delete_u64"),
         };
         let s = render(&plan);

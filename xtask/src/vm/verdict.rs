@@ -241,7 +241,7 @@ fn racy_runs(
             let log = "(map-trace's stderr: guest/daemon.err)";
             problems.extend(
                 std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    check_racy(&build, racy, f.classic, &findings, log, &err)
+                    check_racy(&build, racy, f.classic, plan.fatal, &findings, log, &err)
                 }))
                 .unwrap_or_else(|_| vec![format!("{}: cannot read the want: markers", f.name)]),
             );
@@ -356,6 +356,7 @@ mod tests {
                     .collect(),
                 classic: false,
             }],
+            fatal: true,
             pid_run: (fixture.into(), "rwmutex"),
         };
         let mut console = Console {
