@@ -24,9 +24,10 @@ pub struct FatalWriter {
     pub op: u32,
     /// A growth probe fired inside this write, or (classic) the map was evacuating.
     pub growing: u32,
-    /// 1: the map's writing flag was still set when this write was named (its whole stack
-    /// walked); 0: it began at most `FATAL_RECENT_NS` before the crash and had ended by then
-    /// (its call site only, kept at its entry).
+    /// 1: the map's writing flag was still set when this write was found (the first write
+    /// found has its whole stack walked, unless it ended meanwhile; the others, and any that
+    /// ended, are named by their call sites, kept at their entries); 0: it began at most
+    /// `FATAL_RECENT_NS` before the crash and had ended by then (its call site only).
     pub in_progress: u32,
     pub _pad: u32,
 }
