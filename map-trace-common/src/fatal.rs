@@ -58,7 +58,7 @@ pub struct Fatal {
     /// Writes in progress beyond `FATAL_WRITERS`, not named.
     pub writers_more: u32,
     /// Writes in progress seen but not named: they ended before their stack could be read and
-    /// their call site had not been kept.
+    /// their call site was unreadable at their entry.
     pub writers_unnamed: u32,
     pub _pad: u32,
     pub message: [u8; FATAL_MESSAGE_LEN],

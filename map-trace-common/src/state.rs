@@ -112,18 +112,19 @@ pub struct PendingAssign {
 /// goroutine by a hash of its `g`.
 pub const WRITER_SLOTS: u32 = 65536;
 
-/// CPUs whose latest writes are noted in `RECENT` (the fatal-error probe looks there first);
-/// writes on CPUs past this are found by its full scan of `WRITERS` only.
+/// CPUs whose latest writes are noted in `RECENT`, where the fatal-error probe looks; writes
+/// on CPUs past this are not named at a crash.
 pub const RECENT_CPUS: u32 = 256;
 /// Latest writes noted per CPU (a power of two).
 pub const RECENT_PER_CPU: u32 = 16;
 
-/// The latest write of one goroutine to begin on a map, as its entry probe saw it: who, and where its stack walk
-/// starts, taken from registers, and its call site (one stack read on amd64). A later write or range step
-/// that finds the map's writing flag set names this writer and walks its stack then, while it
-/// is still inside its write (its callers' frames stay put). Plain stores from any CPU, no lock:
-/// `tgid` and `map` say whose the slot is now, and the walk checks that `sp` still lies in the
-/// goroutine's stack (a stack that moved is not walked).
+/// The latest write of one goroutine to begin on a map, as its entry probe saw it: who, and
+/// where its stack walk starts, taken from registers, and its call site (one stack read on
+/// amd64). A later write or range step that finds the map's writing flag set names this
+/// writer and walks its stack then, while it is still inside its write (its callers' frames
+/// stay put). Plain stores from any CPU, no lock: `tgid` and `map` say whose the slot is now,
+/// and the walk checks that `sp` still lies in the goroutine's stack (a stack that moved is
+/// not walked).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Writer {

@@ -2,8 +2,8 @@
 //!
 //! Every write's entry probe records itself in the map's `WRITERS` slot (the goroutine's `g`,
 //! where its stack walk starts and the op, from registers; its call site, one stack read on
-//! amd64) and notes the slot among its CPU's latest (`RECENT`, for `fatal`). A write is *in progress* while the
-//! map's own writing flag is set (classic `hmap.flags & hashWriting`, Swiss `Map.writing`),
+//! amd64) and notes the slot among its CPU's latest (`RECENT`, for `fatal`). A write is *in
+//! progress* while the map's own writing flag is set (classic `hmap.flags & hashWriting`, Swiss `Map.writing`),
 //! the very flag Go's runtime checks before it dies of `concurrent map writes` or `concurrent
 //! map iteration and map write`: read, not guessed. The runtime sets it after hashing, so it is
 //! clear at the entry of a well-behaved write and of every step of a well-behaved range. A later
@@ -114,8 +114,8 @@ pub fn write_begins(ctx: &ProbeContext, tgid: u32, map: u64, map_type: u64, op: 
     }
 }
 
-/// Records the write of goroutine `g` beginning now in `slot`; with its call site when another
-/// goroutine writes the map too (`shared`), the only case where it may be named.
+/// Records the write of goroutine `g` beginning now in `slot`, with its call site, and its
+/// caller's when another goroutine writes the map too (`shared`).
 #[inline(always)]
 fn record(
     slot: u32,

@@ -37,8 +37,8 @@ pub static WRITERS: Array<Writer> = Array::with_max_entries(WRITER_SLOTS, 0);
 
 /// `RECENT_PER_CPU` entries per CPU: the `WRITERS` slots (+1; 0 is empty) of the latest writes
 /// to begin on that CPU, so the fatal-error probe reaches a write in progress within
-/// microseconds instead of after its millisecond scan of all of `WRITERS`, by when the writer
-/// may have moved on. Plain stores of the CPU's own entries; read only at a crash.
+/// microseconds (a scan of all of `WRITERS` took a millisecond, by when the writer had moved
+/// on). Plain stores of the CPU's own entries; read only at a crash.
 #[map]
 pub static RECENT: Array<u32> = Array::with_max_entries(RECENT_CPUS * RECENT_PER_CPU, 0);
 

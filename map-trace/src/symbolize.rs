@@ -58,11 +58,16 @@ impl Symbolizer {
     /// The frames of a captured stack (runtime return addresses, innermost first), trimmed to
     /// what the user wrote: see [`trim`].
     pub fn stack(&self, pcs: &[u64]) -> Vec<Frame> {
+        trim(self.stack_untrimmed(pcs))
+    }
+
+    /// `stack` with the runtime's own frames kept: what the runtime was doing (a crash's).
+    pub fn stack_untrimmed(&self, pcs: &[u64]) -> Vec<Frame> {
         let mut frames = Vec::with_capacity(pcs.len() * 2);
         for &pc in pcs {
             frames.extend(self.frames_at(pc));
         }
-        trim(frames)
+        frames
     }
 
     /// The logical frames (inlined calls expanded, innermost first) of the call that returns to

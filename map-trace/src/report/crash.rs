@@ -31,8 +31,9 @@ pub struct InProgress {
     #[serde(serialize_with = "hex")]
     pub map: u64,
     pub growing: bool,
-    /// The map's writing flag was still set when it was named (its whole stack walked);
-    /// false: it began just before the crash and had ended by then (its call site only).
+    /// The map's writing flag was still set when it was found (see `FatalWriter::in_progress`
+    /// for which such writes get a whole stack); false: it began just before the crash and had
+    /// ended by then (its call site only).
     pub in_progress: bool,
     pub map_type: String,
     pub stack: Vec<Frame>,
@@ -51,11 +52,6 @@ fn hex<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
 }
 
 impl Crash {
-    /// What the goroutine Go names was doing.
-    pub fn noticed_by(&self) -> &'static str {
-        self.noticed
-    }
-
     /// Refines `noticed` from that goroutine's stack, runtime frames included: Swiss ranges
     /// die of "concurrent map read and map write" too, when a step re-reads a key of a grown
     /// table (`(*Iter).Next` → `getWithKey`).
@@ -65,6 +61,49 @@ impl Crash {
         });
         if stepping {
             self.noticed = "range";
+        }
+    }
+
+    /// The body of a `fatal_map_error` block: the runtime's message, the side Go printed
+    /// (`goid`, `stack`) and the side map-trace adds.
+    pub(super) fn write_human(&self, s: &mut String, goid: u64, stack: &[Frame]) {
+        let _ = writeln!(s, "  Go died: \"fatal error: {}\"", self.message);
+        let _ = writeln!(
+            s,
+            "  Go names goroutine {goid}, which noticed it in a map {}:",
+            self.noticed
+        );
+        write_frames(s, stack);
+        if self.writes.is_empty() {
+            let _ = writeln!(
+                s,
+                "  map-trace found no write in progress to name: it had ended, or began before its map was traced"
+            );
+        }
+        for w in &self.writes {
+            let what = match w.in_progress {
+                true => "the write in progress",
+                false => "a write that began just before and had ended (call site only)",
+            };
+            let mut who = format!(
+                "  map-trace adds {what}: {} by goroutine {} to {}",
+                w.op.name(),
+                w.goid,
+                w.map_type
+            );
+            if w.growing {
+                who.push_str("; the map was growing");
+            }
+            let _ = writeln!(s, "{who}");
+            write_frames(s, &w.stack);
+        }
+        if self.unnamed > 0 {
+            let _ = writeln!(
+                s,
+                "  and {} more write(s) in progress not named (ended before their stacks could be read, or past the bound of {})",
+                self.unnamed,
+                map_trace_common::fatal::FATAL_WRITERS
+            );
         }
     }
 }
@@ -134,63 +173,6 @@ impl Report {
                 unnamed: f.writers_more + f.writers_unnamed,
             })),
         })
-    }
-}
-
-impl Crash {
-    /// The body of a `fatal_map_error` block: the runtime's message, the side Go printed
-    /// (`goid`, `stack`) and the side map-trace adds.
-    pub(super) fn write_human(&self, s: &mut String, goid: u64, stack: &[Frame]) {
-        let _ = writeln!(s, "  Go died: \"fatal error: {}\"", self.message);
-        let _ = writeln!(
-            s,
-            "  Go names goroutine {goid}, which noticed it in a map {}:",
-            self.noticed_by()
-        );
-        write_frames(s, stack);
-        if self.writes.is_empty() {
-            let _ = writeln!(
-                s,
-                "  map-trace found no write in progress to name: it had ended, or began before its map was traced"
-            );
-        }
-        for w in &self.writes {
-            let what = match w.in_progress {
-                true => "the write in progress",
-                false => "a write that began just before and had ended (call site only)",
-            };
-            let mut who = format!(
-                "  map-trace adds {what}: {} by goroutine {} to {}",
-                w.op.name(),
-                w.goid,
-                w.map_type
-            );
-            if w.growing {
-                who.push_str("; the map was growing");
-            }
-            let _ = writeln!(s, "{who}");
-            write_frames(s, &w.stack);
-        }
-        if self.unnamed > 0 {
-            let _ = writeln!(
-                s,
-                "  and {} more write(s) in progress not named (ended before their stacks could be read, or past the bound of {})",
-                self.unnamed,
-                map_trace_common::fatal::FATAL_WRITERS
-            );
-        }
-    }
-}
-
-/// Leading frames inside the runtime (the fatal-error function and the map function that
-/// called it): the goroutine Go names is shown, and grouped, at the line that used the map.
-pub fn trim_runtime(frames: &mut Vec<Frame>) {
-    let inside = |f: &Frame| {
-        f.function.starts_with("runtime.") || f.function.starts_with("internal/runtime/")
-    };
-    let n = frames.iter().take_while(|f| inside(f)).count();
-    if n < frames.len() {
-        frames.drain(..n);
     }
 }
 
@@ -312,7 +294,7 @@ mod tests {
         let clock = Clock::at(SystemTime::UNIX_EPOCH, 0);
         let side = |m: &str| {
             let r = Report::decode_fatal(&fatal(m, &[]), &clock).unwrap();
-            r.crash.unwrap().noticed_by()
+            r.crash.unwrap().noticed
         };
         assert_eq!(side("concurrent map writes"), "write");
         assert_eq!(side("concurrent map clone and map write"), "clone");
@@ -329,26 +311,9 @@ mod tests {
             frame("internal/runtime/maps.(*Iter).Next", 2),
             frame("main.stats", 18),
         ]);
-        assert_eq!(c.noticed_by(), "range");
+        assert_eq!(c.noticed, "range");
         let long = "concurrent map writes ".repeat(4);
         let r = Report::decode_fatal(&fatal(&long, &[]), &clock).unwrap();
         assert!(r.crash.unwrap().message.ends_with('…'));
-    }
-
-    #[test]
-    fn runtime_frames_above_the_user_line_are_trimmed_but_never_all() {
-        let mut s = vec![
-            frame("runtime.fatal", 1),
-            frame("internal/runtime/maps.fatal", 2),
-            frame("runtime.mapaccess1_fast64", 3),
-            frame("main.reader", 20),
-            frame("runtime.goexit", 9),
-        ];
-        trim_runtime(&mut s);
-        assert_eq!(s[0].function, "main.reader");
-        assert_eq!(s.len(), 2);
-        let mut only = vec![frame("runtime.main", 1)];
-        trim_runtime(&mut only);
-        assert_eq!(only.len(), 1);
     }
 }

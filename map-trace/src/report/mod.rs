@@ -3,7 +3,7 @@
 mod crash;
 mod summary;
 
-pub use crash::{Crash, InProgress, trim_runtime};
+pub use crash::{Crash, InProgress};
 pub use summary::{Summary, TopFinding};
 
 use std::fmt::Write as _;
@@ -185,7 +185,7 @@ impl Report {
             writer_goid: writer.then_some(self.writer_goid),
             iterator_goid: (!other).then_some(self.iterator_goid),
             other_op: match crash {
-                Some(c) => Some(c.noticed_by()),
+                Some(c) => Some(c.noticed),
                 None => self.other_op.map(Op::name),
             },
             other_goid: other.then_some(self.iterator_goid),

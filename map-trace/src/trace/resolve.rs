@@ -7,7 +7,7 @@ use std::sync::Arc;
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use map_trace_common::stack::UserStack;
 
-use crate::report::{Report, trim_runtime};
+use crate::report::Report;
 use crate::symbolize::{Frame, Symbolizer};
 use crate::target::analysis::GoTarget;
 use crate::target::bytes::Backing;
@@ -146,8 +146,8 @@ impl Resolver {
             if c.writes.is_empty() {
                 r.map_type = "map[?]? (no write in progress named)".into();
             }
-            c.noticed_in(&r.iterator_stack);
-            trim_runtime(&mut r.iterator_stack);
+            // From its runtime frames, which the shown stack leaves out.
+            c.noticed_in(&stacks.untrimmed(p, r.iterator_stack_key));
         }
     }
 }
@@ -174,17 +174,21 @@ impl Stacks<'_> {
         let Some(p) = p else {
             return Vec::new();
         };
-        let link: Vec<u64> = raw
-            .frames()
-            .iter()
-            .map(|pc| pc.wrapping_sub(p.bias))
-            .collect();
-        let frames = p.binary.symbols.stack(&link);
+        let frames = p.binary.symbols.stack(&p.link_pcs(&raw));
         if self.cache.len() >= CACHE_LIMIT {
             self.cache.clear();
         }
         self.cache.insert((pid, key), frames.clone());
         frames
+    }
+
+    /// A stack's frames with the runtime's own kept; not cached (a crash's, once). Empty when
+    /// `get` found nothing (and counted it).
+    fn untrimmed(&self, p: Option<&ProcessInfo>, key: u64) -> Vec<Frame> {
+        match (p, self.table.get(&key, 0)) {
+            (Some(p), Ok(raw)) if key != 0 => p.binary.symbols.stack_untrimmed(&p.link_pcs(&raw)),
+            _ => Vec::new(),
+        }
     }
 }
 
@@ -236,6 +240,14 @@ impl ProcessInfo {
             bias,
             mem: ProcMem::new(pid).with_load_bias(bias),
         }
+    }
+
+    /// A captured stack's return addresses as link-time addresses of the executable.
+    fn link_pcs(&self, raw: &UserStack) -> Vec<u64> {
+        raw.frames()
+            .iter()
+            .map(|pc| pc.wrapping_sub(self.bias))
+            .collect()
     }
 
     fn map_type(&self, addr: u64) -> String {
