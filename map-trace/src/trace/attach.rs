@@ -9,6 +9,7 @@ use aya::programs::{RawTracePoint, UProbe};
 use map_trace_common::config::{MAP_IMPL_CLASSIC, MAP_IMPL_SWISS, ProcConfig};
 use map_trace_common::probe::Role;
 
+use super::detach::Detaching;
 use crate::plan::IterationMode;
 use crate::target::analysis::{GoTarget, ProbeTarget};
 use crate::target::offsets::MapOffsets;
@@ -180,7 +181,7 @@ pub fn attach_binary(
         match attach_one(ebpf, probe, binary, exe, scope) {
             Ok(link) => links.push(link),
             Err(e) => {
-                detach(ebpf, links);
+                detach(ebpf, links).wait();
                 return Err(e);
             }
         }
@@ -264,15 +265,15 @@ fn permission_denied(e: &aya::programs::ProgramError) -> bool {
 }
 
 /// Detaches links; a link whose program is gone was already detached with it.
-pub fn detach(ebpf: &mut Ebpf, links: Vec<Link>) {
-    for link in links {
-        if let Some(p) = ebpf
-            .program_mut(link.program)
-            .and_then(|p| <&mut UProbe>::try_from(p).ok())
-        {
-            let _ = p.detach(link.id);
-        }
-    }
+pub fn detach(ebpf: &mut Ebpf, links: Vec<Link>) -> Detaching {
+    let owned = links
+        .into_iter()
+        .filter_map(|link| {
+            let p = ebpf.program_mut(link.program)?;
+            <&mut UProbe>::try_from(p).ok()?.take_link(link.id).ok()
+        })
+        .collect();
+    super::detach::close(owned)
 }
 
 /// Removes a binary's settings once nothing of it is attached.

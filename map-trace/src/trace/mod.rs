@@ -2,6 +2,7 @@
 //! they start and exit, serve metrics, stop cleanly.
 
 pub mod attach;
+mod detach;
 pub mod exec_guard;
 pub mod kernel_features;
 pub mod path_watch;
@@ -143,7 +144,7 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
     };
     let mut targets = Targets::new(specs, exits_tx, opts.mode, guard);
     // The guard's marks before the first attach: an exec from now on waits for its probes.
-    for e in targets.rescan(&mut ebpf, &mut resolver) {
+    for e in targets.mark_dirs() {
         eprintln!("map-trace: warning: {e}");
     }
     if let Some(p) = paths.as_mut() {
@@ -302,9 +303,11 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
         })
         .collect();
     drop(execs);
+    // Every link closed at once (dropped with `ebpf` they close one by one, ~0.1 s each).
+    targets.suspend(&mut ebpf);
     let guard = targets.take_guard();
     drop(targets);
-    drop(ebpf); // detaches every probe
+    drop(ebpf);
     // Only now may held execs go on: nothing stale is left to meet them. Dropping the queue
     // lets the guard thread answer what it still holds, and the guard's fd closing answers
     // the rest in the kernel.

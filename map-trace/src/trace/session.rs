@@ -87,10 +87,12 @@ impl Session<'_, '_> {
         paths: Option<&mut path_watch::PathWatch>,
         out: &mut impl std::io::Write,
     ) {
-        self.drain(out, false);
-        for line in self.targets.rescan(self.ebpf, self.sink.resolver) {
+        for line in self.targets.mark_dirs() {
             eprintln!("map-trace: warning: {line}");
         }
+        // Findings are symbolized from the binaries about to be let go.
+        self.drain(out, false);
+        self.targets.rescan(self.ebpf, self.sink.resolver);
         if let Some(p) = paths {
             p.set(&self.targets.names());
         }

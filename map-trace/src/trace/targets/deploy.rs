@@ -73,7 +73,10 @@ impl Targets {
         for &pid in &pids {
             self.remove(ebpf, resolver, pid);
         }
-        self.drop_binary(ebpf, resolver, file);
+        let d = self.drop_binary(ebpf, resolver, file);
+        self.closing.push(d);
+        // The new content must not meet one of these probes.
+        self.wait_closed();
         self.rejected.remove(&file);
         pids
     }
@@ -142,7 +145,7 @@ impl Targets {
         let new = self.binary(ebpf, resolver, at)?;
         if let Err(e) = self.share(ebpf, held.file) {
             if new {
-                self.drop_binary(ebpf, resolver, held.file);
+                self.drop_binary(ebpf, resolver, held.file).in_background();
             }
             return Err(e.into());
         }
@@ -155,37 +158,50 @@ impl Targets {
         ))
     }
 
-    /// Looks at the watched names again: binaries nothing runs whose name leads elsewhere now,
-    /// or whose content changed, are let go (probes, settings, the open file and with it a
-    /// deleted file's blocks); the guard's directory marks follow re-pointed symlinks.
-    pub fn rescan(&mut self, ebpf: &mut Ebpf, resolver: &mut Resolver) -> Vec<String> {
-        let named: HashSet<FileId> = self.specs.iter().filter_map(|s| s.file()).collect();
-        let gone: Vec<FileId> = self
-            .binaries
-            .iter()
-            .filter(|(f, b)| {
-                let changed = b
-                    .open
-                    .metadata()
-                    .map_or(true, |m| Fingerprint::of(&m) != b.fingerprint);
-                b.procs == 0 && (!named.contains(f) || changed)
-            })
-            .map(|(f, _)| *f)
-            .collect();
-        for f in gone {
-            self.drop_binary(ebpf, resolver, f);
-        }
-        // A rejected file no name leads to will not be exec'd as a target again.
-        self.rejected.retain(|f, _| named.contains(f));
+    /// Marks the directories the watched names lead through now, for the exec guard. Cheap,
+    /// and first at every look: a new release directory must be marked before a symlink flips
+    /// to it and its file runs. Returns what could not be marked.
+    pub fn mark_dirs(&mut self) -> Vec<String> {
         let names = self.names();
         let errors = match self.guard.as_mut() {
             Some(g) => g.mark_dirs(&dirs_for(&names)),
             None => Vec::new(),
         };
-        self.settle();
         errors
             .into_iter()
             .map(|e| format!("cannot hold execs in {e}"))
             .collect()
+    }
+
+    /// Looks at the watched names again: binaries nothing runs whose name leads elsewhere now,
+    /// or whose content changed, are let go (probes, settings, the open file and with it a
+    /// deleted file's blocks). Detaching takes a while: call [`Targets::mark_dirs`] first.
+    pub fn rescan(&mut self, ebpf: &mut Ebpf, resolver: &mut Resolver) {
+        let named: HashSet<FileId> = self.specs.iter().filter_map(|s| s.file()).collect();
+        let gone: Vec<(FileId, bool)> = self
+            .binaries
+            .iter()
+            .filter_map(|(f, b)| {
+                let changed = b
+                    .open
+                    .metadata()
+                    .map_or(true, |m| Fingerprint::of(&m) != b.fingerprint);
+                (b.procs == 0 && (!named.contains(f) || changed)).then_some((*f, changed))
+            })
+            .collect();
+        let mut any_changed = false;
+        for (f, changed) in gone {
+            let d = self.drop_binary(ebpf, resolver, f);
+            self.closing.push(d);
+            any_changed |= changed;
+        }
+        // Probes of a file nothing names any more are right for its content and close in the
+        // background; those of a changed file must be gone before it runs again.
+        if any_changed {
+            self.wait_closed();
+        }
+        // A rejected file no name leads to will not be exec'd as a target again.
+        self.rejected.retain(|f, _| named.contains(f));
+        self.settle();
     }
 }

@@ -16,12 +16,16 @@ impl Targets {
         self.suspended = true;
         for b in self.binaries.values_mut() {
             if let Some(links) = b.shared.as_mut() {
-                attach::detach(ebpf, std::mem::take(links));
+                self.closing
+                    .push(attach::detach(ebpf, std::mem::take(links)));
             }
         }
         for p in self.procs.values_mut() {
-            attach::detach(ebpf, std::mem::take(&mut p.links));
+            self.closing
+                .push(attach::detach(ebpf, std::mem::take(&mut p.links)));
         }
+        // No probe may record a range start after the forgetting below.
+        self.wait_closed();
         sweep::forget_iterations(ebpf);
     }
 

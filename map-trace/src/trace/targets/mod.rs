@@ -25,6 +25,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 
 use super::attach::{self, AttachError, Link};
+use super::detach::Detaching;
 use super::exec_guard::{ExecGuard, Fingerprint, stamp};
 use super::resolve::{BinaryInfo, ProcessInfo, Resolver};
 use super::{TraceError, sweep};
@@ -133,6 +134,8 @@ pub struct Targets {
     guard: Option<ExecGuard>,
     /// Processes detached because their file's probes were retired, to be looked at again.
     readd: Vec<u32>,
+    /// Links closing in the background (`detach`), waited for where they must be gone.
+    closing: Vec<Detaching>,
     /// Executables analysed so far, again after a change included.
     pub analysed: u64,
 }
@@ -156,6 +159,7 @@ impl Targets {
             mode,
             guard,
             readd: Vec::new(),
+            closing: Vec::new(),
             analysed: 0,
         }
     }
@@ -243,7 +247,7 @@ impl Targets {
         }
         if let Err(e) = self.share(ebpf, file) {
             if new {
-                self.drop_binary(ebpf, resolver, file);
+                self.drop_binary(ebpf, resolver, file).in_background();
             }
             return Err(e.into());
         }
@@ -331,7 +335,7 @@ impl Targets {
             }
             Err(e) => {
                 if new {
-                    self.drop_binary(ebpf, resolver, file);
+                    self.drop_binary(ebpf, resolver, file).in_background();
                 }
                 Err(e)
             }
@@ -450,25 +454,33 @@ impl Targets {
             true => Vec::new(),
             false => b.attach(ebpf, UProbeScope::AllProcesses, self.mode)?,
         });
+        // The shared links trap already; a process's own ones may double a hit meanwhile.
         for p in self.procs.values_mut().filter(|p| p.file == file) {
-            attach::detach(ebpf, std::mem::take(&mut p.links));
+            let d = attach::detach(ebpf, std::mem::take(&mut p.links));
+            self.closing.push(d);
         }
         Ok(())
     }
 
-    fn drop_binary(&mut self, ebpf: &mut Ebpf, resolver: &mut Resolver, file: FileId) {
-        if let Some(b) = self.binaries.remove(&file) {
-            resolver.remove_binary(b.id);
-            if let Some(links) = b.shared {
-                attach::detach(ebpf, links);
-            }
-            attach::forget_binary(ebpf, b.id);
-            if let Some(g) = &self.guard {
-                use std::os::fd::AsFd as _;
-                g.unmark_file(b.open.as_fd());
-            }
-            // Closing `open` lets a deleted file's blocks go.
+    /// Forgets a binary: its settings at once, its shared links in the background (wait on
+    /// the result where stale probes could meet new content).
+    fn drop_binary(&mut self, ebpf: &mut Ebpf, resolver: &mut Resolver, file: FileId) -> Detaching {
+        let Some(b) = self.binaries.remove(&file) else {
+            return Detaching::none();
+        };
+        resolver.remove_binary(b.id);
+        self.closing.retain(|d| !d.is_done());
+        // Settings first: a probe still attached while its link closes finds none and returns.
+        attach::forget_binary(ebpf, b.id);
+        let detaching = b
+            .shared
+            .map_or_else(Detaching::none, |links| attach::detach(ebpf, links));
+        if let Some(g) = &self.guard {
+            use std::os::fd::AsFd as _;
+            g.unmark_file(b.open.as_fd());
         }
+        // Closing `open` lets a deleted file's blocks go.
+        detaching
     }
 
     /// A process exec'd: trace it if an `--exe` names what it runs now; forget it if it was
@@ -502,13 +514,14 @@ impl Targets {
     }
 
     /// Detaches a process that exited and removes everything kept for it. Its findings must
-    /// have been read first. False when it was not traced.
+    /// have been read first. False when it was not traced. Its links close in the background.
     pub fn remove(&mut self, ebpf: &mut Ebpf, resolver: &mut Resolver, pid: u32) -> bool {
         let Some(p) = self.procs.remove(&pid) else {
             return false;
         };
         p.watch.abort();
-        attach::detach(ebpf, p.links);
+        let d = attach::detach(ebpf, p.links);
+        self.closing.push(d);
         resolver.remove_process(pid);
         self.dead.insert(pid);
         let Some(b) = self.binaries.get_mut(&p.file) else {
@@ -521,10 +534,21 @@ impl Targets {
         // Without the exec guard nothing may stay attached to a file nothing runs: it could
         // be rewritten in place before its next exec.
         if b.procs == 0 && (!named || !self.guarded()) {
-            self.drop_binary(ebpf, resolver, p.file);
+            let d = self.drop_binary(ebpf, resolver, p.file);
+            if self.guarded() {
+                self.closing.push(d);
+            } else {
+                // Unguarded, a rewrite of the file could meet these probes at its next exec.
+                d.wait();
+            }
         }
         self.settle();
         true
+    }
+
+    /// Waits for every link being closed: where probes of an old content must be gone.
+    pub(super) fn wait_closed(&mut self) {
+        self.closing.drain(..).for_each(Detaching::wait);
     }
 }
 
