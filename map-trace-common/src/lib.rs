@@ -6,6 +6,7 @@ pub mod config;
 pub mod event;
 pub mod fatal;
 pub mod probe;
+pub mod program;
 pub mod stack;
 pub mod state;
 

@@ -22,7 +22,7 @@ use map_trace_common::fatal::{
 };
 use map_trace_common::state::{RECENT_CPUS, RECENT_PER_CPU, WRITER_SLOTS, Writer};
 
-use crate::correlate::Event;
+use crate::context::Event;
 use crate::inprogress::{self, WAYS};
 use crate::maps::{FATAL_SCRATCH, FATALS, RECENT, WRITERS, count};
 use crate::stack;

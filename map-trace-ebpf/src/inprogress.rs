@@ -20,7 +20,8 @@ use map_trace_common::config::{MAP_IMPL_CLASSIC, ProcConfig};
 use map_trace_common::event::{Finding, FindingKind, Op, counter};
 use map_trace_common::state::{RECENT_CPUS, RECENT_PER_CPU, WRITER_SLOTS, Writer};
 
-use crate::correlate::{self, Event, Overlap, StepContext};
+use crate::context::{self, Event};
+use crate::finding::{self, Overlap, StepContext};
 use crate::goabi::{self, StackStart};
 use crate::maps::{CONFIG, RECENT, RECENT_AT, WRITERS, count};
 use crate::stack;
@@ -86,7 +87,7 @@ fn look(base: u32, tgid: u32, map: u64, g: u64) -> Slots {
 /// Whether some goroutine is inside a write to `map` now.
 #[inline(always)]
 pub fn busy(cfg: &ProcConfig, map: u64) -> bool {
-    correlate::read_u8(map + cfg.map_writing as u64)
+    context::read_u8(map + cfg.map_writing as u64)
         .is_some_and(|f| f & (cfg.writing_mask as u8) != 0)
 }
 
@@ -137,7 +138,7 @@ fn record(
     let pcs = [
         goabi::return_address(&start).unwrap_or(0),
         match shared {
-            true => correlate::read_u64(fp + 8).unwrap_or(0),
+            true => context::read_u64(fp + 8).unwrap_or(0),
             false => 0,
         },
     ];
@@ -234,7 +235,7 @@ pub fn walk(e: &Event, w: &Writer) -> (u64, u64) {
 /// The writing goroutine's id (0: unreadable).
 #[inline(always)]
 pub fn goid_of(cfg: &ProcConfig, w: &Writer) -> u64 {
-    correlate::read_u64(w.g + cfg.g_goid as u64).unwrap_or(0)
+    context::read_u64(w.g + cfg.g_goid as u64).unwrap_or(0)
 }
 
 /// `walk`, for goroutine `g` of process `tgid` with settings `cfg`.
@@ -243,8 +244,8 @@ pub fn walk_from(tgid: u32, g: u64, cfg: &ProcConfig, w: &Writer) -> (u64, u64) 
     let goid = goid_of(cfg, w);
     let start = StackStart::from_saved(w.ret, w.fp);
     let bounds = (
-        correlate::read_u64(w.g + G_STACK_LO),
-        correlate::read_u64(w.g + G_STACK_HI),
+        context::read_u64(w.g + G_STACK_LO),
+        context::read_u64(w.g + G_STACK_HI),
     );
     let stack = match bounds {
         (Some(lo), Some(hi)) if start.within(lo, hi) => {
@@ -268,13 +269,13 @@ pub fn classic_growing(e: &Event, map: u64) -> bool {
 #[inline(always)]
 pub fn classic_growing_in(cfg: &ProcConfig, map: u64) -> bool {
     cfg.map_impl == MAP_IMPL_CLASSIC
-        && correlate::read_u64(map + cfg.map_oldbuckets as u64).is_some_and(|old| old != 0)
+        && context::read_u64(map + cfg.map_oldbuckets as u64).is_some_and(|old| old != 0)
 }
 
 /// `concurrent_writes`: this write found another goroutine's in progress.
 #[inline(always)]
 fn report_writes(ctx: &ProbeContext, tgid: u32, map: u64, map_type: u64, op: Op, g: u64) {
-    let Some(e) = correlate::full_event(ctx, tgid) else {
+    let Some(e) = context::full_event(ctx, tgid) else {
         return;
     };
     let Some(w) = other(tgid, map, g) else {
@@ -306,7 +307,7 @@ fn report_writes(ctx: &ProbeContext, tgid: u32, map: u64, map_type: u64, op: Op,
         other_op,
         _pad: 0,
     };
-    correlate::output(&f, FindingKind::ConcurrentWrites);
+    finding::output(&f, FindingKind::ConcurrentWrites);
 }
 
 /// A range over `map` starts, steps or ends (`it` its iterator) while another goroutine's write
@@ -334,12 +335,12 @@ pub fn during_iteration(e: &Event, map: u64, it: u64, map_type: u64) -> bool {
     let step = StepContext {
         map,
         map_type: match map_type {
-            0 => correlate::read_u64(it + e.cfg.iter_typ as u64).unwrap_or(0),
+            0 => context::read_u64(it + e.cfg.iter_typ as u64).unwrap_or(0),
             t => t,
         },
         stack: stack::capture(e),
     };
-    correlate::emit(
+    finding::emit(
         e,
         &step,
         Overlap {

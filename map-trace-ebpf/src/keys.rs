@@ -3,7 +3,7 @@
 
 use aya_ebpf::helpers::{bpf_probe_read_user, bpf_probe_read_user_buf};
 
-use crate::correlate::{Event, read_u8, read_u64};
+use crate::context::{Event, read_u8, read_u64};
 
 /// `abi.Kind` of strings, and the mask of the kind byte.
 const KIND_STRING: u8 = 24;

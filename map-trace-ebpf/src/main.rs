@@ -1,25 +1,31 @@
 //! Probe entry points only: each reads its function's arguments from Go's registers and hands
-//! them to `correlate`. Which program goes on which runtime function is decided by the daemon's
+//! them on: ranges to `iterate`, writes and growth to `write`, Go's fatal errors to `fatal`.
+//! Below them: `context` (the event every probe starts from), `inprogress` (writes under way),
+//! `pending` (the insert check), `keys`, `stack`, `finding` (the ring buffer) and `maps`. Which program goes on which runtime function is decided by the daemon's
 //! probe plan (map-trace/src/plan.rs).
 #![no_std]
-// BPF atomic add/sub on shared map values (see correlate::begin_iteration).
+// BPF atomic add/sub on shared map values (see iterate::begin_iteration).
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 #![no_main]
 
-mod correlate;
+mod context;
 mod fatal;
+mod finding;
 mod goabi;
 mod inprogress;
+mod iterate;
 mod keys;
 mod maps;
+mod pending;
 mod stack;
+mod write;
 
 use aya_ebpf::EbpfContext as _;
 use aya_ebpf::helpers::{bpf_get_attach_cookie, bpf_get_current_pid_tgid};
 use aya_ebpf::macros::{raw_tracepoint, uprobe};
 use aya_ebpf::programs::{ProbeContext, RawTracePointContext};
-use correlate::event;
+use context::event;
 use goabi::arg;
 use keys::Key;
 use map_trace_common::event::Op;
@@ -29,7 +35,7 @@ use map_trace_common::probe::Role;
 #[uprobe]
 pub fn iter_start_classic(ctx: ProbeContext) -> u32 {
     if let Some(e) = event(&ctx, Role::IterStart) {
-        correlate::iter_start(&e, arg(&ctx, 1), arg(&ctx, 2), arg(&ctx, 0));
+        iterate::iter_start(&e, arg(&ctx, 1), arg(&ctx, 2), arg(&ctx, 0));
     }
     0
 }
@@ -38,7 +44,7 @@ pub fn iter_start_classic(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn iter_start_swiss(ctx: ProbeContext) -> u32 {
     if let Some(e) = event(&ctx, Role::IterStart) {
-        correlate::iter_start(&e, arg(&ctx, 2), arg(&ctx, 0), arg(&ctx, 1));
+        iterate::iter_start(&e, arg(&ctx, 2), arg(&ctx, 0), arg(&ctx, 1));
     }
     0
 }
@@ -47,7 +53,7 @@ pub fn iter_start_swiss(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn iter_step(ctx: ProbeContext) -> u32 {
     if let Some(e) = event(&ctx, Role::IterStep) {
-        correlate::iter_step(&e, arg(&ctx, 0));
+        iterate::iter_step(&e, arg(&ctx, 0));
     }
     0
 }
@@ -62,7 +68,7 @@ pub fn iter_end(ctx: ProbeContext) -> u32 {
         let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
         // Mid-function: the frame pointer is the step function's own record.
         e.stack.inside = true;
-        correlate::iter_end(&e, goabi::reg(&ctx, cookie >> 32));
+        iterate::iter_end(&e, goabi::reg(&ctx, cookie >> 32));
     }
     0
 }
@@ -70,7 +76,7 @@ pub fn iter_end(ctx: ProbeContext) -> u32 {
 /// `runtime.mapassign*(t, m, key)` (both implementations)
 #[uprobe]
 pub fn assign(ctx: ProbeContext) -> u32 {
-    correlate::write(
+    write::write(
         &ctx,
         Role::Assign,
         arg(&ctx, 1),
@@ -85,7 +91,7 @@ pub fn assign(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn delete_classic(ctx: ProbeContext) -> u32 {
     let key = Key::Ptr(arg(&ctx, 2), arg(&ctx, 0));
-    correlate::write(
+    write::write(
         &ctx,
         Role::Delete,
         arg(&ctx, 1),
@@ -100,7 +106,7 @@ pub fn delete_classic(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn delete_fast32(ctx: ProbeContext) -> u32 {
     let key = Key::U32(arg(&ctx, 2));
-    correlate::write(
+    write::write(
         &ctx,
         Role::Delete,
         arg(&ctx, 1),
@@ -115,7 +121,7 @@ pub fn delete_fast32(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn delete_fast64(ctx: ProbeContext) -> u32 {
     let key = Key::U64(arg(&ctx, 2));
-    correlate::write(
+    write::write(
         &ctx,
         Role::Delete,
         arg(&ctx, 1),
@@ -130,7 +136,7 @@ pub fn delete_fast64(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn delete_faststr(ctx: ProbeContext) -> u32 {
     let key = Key::Str(arg(&ctx, 2), arg(&ctx, 3));
-    correlate::write(
+    write::write(
         &ctx,
         Role::Delete,
         arg(&ctx, 1),
@@ -145,7 +151,7 @@ pub fn delete_faststr(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn delete_swiss(ctx: ProbeContext) -> u32 {
     let key = Key::Ptr(arg(&ctx, 2), arg(&ctx, 1));
-    correlate::write(
+    write::write(
         &ctx,
         Role::Delete,
         arg(&ctx, 0),
@@ -159,7 +165,7 @@ pub fn delete_swiss(ctx: ProbeContext) -> u32 {
 /// classic `runtime.mapclear(t, h)`
 #[uprobe]
 pub fn clear_classic(ctx: ProbeContext) -> u32 {
-    correlate::write(
+    write::write(
         &ctx,
         Role::Clear,
         arg(&ctx, 1),
@@ -173,7 +179,7 @@ pub fn clear_classic(ctx: ProbeContext) -> u32 {
 /// Swiss `maps.(*Map).Clear(m, typ)`
 #[uprobe]
 pub fn clear_swiss(ctx: ProbeContext) -> u32 {
-    correlate::write(
+    write::write(
         &ctx,
         Role::Clear,
         arg(&ctx, 0),
@@ -187,21 +193,21 @@ pub fn clear_swiss(ctx: ProbeContext) -> u32 {
 /// classic `runtime.hashGrow(t, h)`
 #[uprobe]
 pub fn grow_classic(ctx: ProbeContext) -> u32 {
-    correlate::grow(&ctx, arg(&ctx, 1));
+    write::grow(&ctx, arg(&ctx, 1));
     0
 }
 
 /// Swiss `maps.(*Map).growToTable(m, typ)`
 #[uprobe]
 pub fn grow_swiss_map(ctx: ProbeContext) -> u32 {
-    correlate::grow(&ctx, arg(&ctx, 0));
+    write::grow(&ctx, arg(&ctx, 0));
     0
 }
 
 /// Swiss `maps.(*table).grow(t, typ, m, capacity)` and `split(t, typ, m)`
 #[uprobe]
 pub fn grow_swiss_table(ctx: ProbeContext) -> u32 {
-    correlate::grow(&ctx, arg(&ctx, 2));
+    write::grow(&ctx, arg(&ctx, 2));
     0
 }
 

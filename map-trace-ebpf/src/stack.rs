@@ -9,7 +9,7 @@ use aya_ebpf::helpers::bpf_probe_read_user;
 use map_trace_common::event::counter;
 use map_trace_common::stack::{HASH_SEED, MAX_STACK_DEPTH, STACK_TRUNCATED, hash_step};
 
-use crate::correlate::Event;
+use crate::context::Event;
 use crate::goabi;
 use crate::maps::{STACK_SCRATCH, STACKS, count};
 
