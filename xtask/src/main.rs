@@ -42,7 +42,8 @@ enum Task {
     Demo,
     /// Boot emulated VMs (TCG) with Debian's kernels and run map-trace on the Go scenarios
     /// inside them: arm64 on 6.12 and 6.1, x86_64 on 6.1 unless narrowed. Outputs stay in
-    /// target/vm/<arch>-<kernel>/. Needs `cargo xtask setup` and `cargo xtask fixtures`.
+    /// target/vm/<arch>-<kernel>/. Needs `cargo xtask setup`; builds the Go fixtures that are
+    /// missing or stale first (as `cargo xtask fixtures` does).
     VmTest {
         /// Only the VMs of this arch.
         #[arg(long)]
@@ -64,8 +65,9 @@ fn main() -> ExitCode {
         Task::Test { cargo_test_args } => test::run(&cargo_test_args).map(|()| ExitCode::SUCCESS),
         Task::Demo => demo::run(),
         Task::Bench => bench::run().map(|()| ExitCode::SUCCESS),
-        Task::VmTest { arch, kernel } => {
-            vm::run(arch, kernel, &fixtures::manifest_path()).map(|t| {
+        // The scenarios run on the fixture matrix: a fresh checkout has none built yet.
+        Task::VmTest { arch, kernel } => fixtures::run(None).and_then(|manifest| {
+            vm::run(arch, kernel, &manifest).map(|t| {
                 if t.failed == 0 {
                     ExitCode::SUCCESS
                 } else {
@@ -77,7 +79,7 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             })
-        }
+        }),
     };
     match result {
         Ok(code) => code,
