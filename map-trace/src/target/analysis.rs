@@ -1,0 +1,211 @@
+//! Everything map-trace needs to know about one Go executable, gathered in one pass.
+
+use std::path::{Path, PathBuf};
+
+use map_trace_common::probe::Role;
+
+use super::buildinfo::{self, BuildInfoError, GoVersion};
+use super::elf::{ElfFacts, ElfImage};
+use super::offsets::{self, RuntimeOffsets};
+use super::prologue::{self, AttachPoint};
+use super::symbols::{SymbolSource, Symbols};
+use super::{Arch, Function, MapImpl, dwarf, iter_end, mapimpl};
+use crate::error::TargetError;
+use crate::plan::{self, IterationMode};
+
+/// Oldest Go releases with the register ABI our probes read (arguments in registers, g in
+/// R14/R28): Go 1.17 on amd64 and 1.18 on arm64.
+fn oldest_supported(arch: Arch) -> GoVersion {
+    match arch {
+        Arch::X86_64 => GoVersion::new(1, 17, 0),
+        Arch::Aarch64 => GoVersion::new(1, 18, 0),
+    }
+}
+
+/// Where the runtime offsets came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OffsetsSource {
+    Dwarf,
+    /// The built-in table of this known release.
+    Table {
+        minor: u32,
+    },
+}
+
+/// A probe ready to attach.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeTarget {
+    pub role: Role,
+    /// The eBPF program to attach (it knows this function's argument registers).
+    pub program: &'static str,
+    pub function: Function,
+    /// File offset of the function entry in the executable (what the kernel's uprobe API takes).
+    pub file_offset: u64,
+    pub attach: AttachPoint,
+    pub via: Vec<String>,
+    /// The register holding the iterator at an `IterEnd` site (see `iter_end::EndSite`).
+    pub reg: Option<u8>,
+}
+
+impl GoTarget {
+    /// The probes a session observing iterations in `mode` attaches. A binary whose step
+    /// function shows no "finished" exit (see `iter_end`) is observed step by step even in the
+    /// low-overhead mode: its ranges could not be seen to end.
+    pub fn probes_for(&self, mode: IterationMode) -> impl Iterator<Item = &ProbeTarget> {
+        let mode = self.effective_mode(mode);
+        self.probes.iter().filter(move |p| mode.uses(p.role))
+    }
+
+    /// `mode`, or the full mode where the low-overhead one cannot work for this binary.
+    pub fn effective_mode(&self, mode: IterationMode) -> IterationMode {
+        match mode {
+            IterationMode::Ends if !self.probes.iter().any(|p| p.role == Role::IterEnd) => {
+                IterationMode::Steps
+            }
+            m => m,
+        }
+    }
+}
+
+impl ProbeTarget {
+    /// File offset to hand to the kernel: the entry's plus the prologue skip.
+    pub fn uprobe_offset(&self) -> u64 {
+        self.file_offset + self.attach.offset
+    }
+}
+
+/// A Go executable, analysed.
+pub struct GoTarget {
+    pub path: PathBuf,
+    pub elf: ElfFacts,
+    pub build: buildinfo::BuildInfo,
+    pub version: GoVersion,
+    pub map_impl: MapImpl,
+    pub symbols_source: SymbolSource,
+    pub offsets: RuntimeOffsets,
+    pub offsets_source: OffsetsSource,
+    pub probes: Vec<ProbeTarget>,
+    /// Catalog functions the linker left out (the program never uses them).
+    pub absent: Vec<&'static str>,
+    pub warnings: Vec<String>,
+}
+
+impl GoTarget {
+    pub fn analyze(path: &Path) -> Result<Self, TargetError> {
+        let image = ElfImage::open(path)?;
+        Self::analyze_image(&image)
+    }
+
+    pub fn analyze_image(image: &ElfImage) -> Result<Self, TargetError> {
+        let path = image.path().to_path_buf();
+        let file = image.object()?;
+        let elf = image.facts()?;
+        let build = match buildinfo::read(&file) {
+            Ok(b) => b,
+            Err(BuildInfoError::Missing) => return Err(TargetError::NotGo { path }),
+            Err(BuildInfoError::Malformed(d)) => return Err(image.malformed(d)),
+        };
+        let mut warnings = Vec::new();
+        let version = match build.version {
+            Some(v) => v,
+            None => {
+                return Err(
+                    image.malformed(format!("unrecognised Go version {:?}", build.raw_version))
+                );
+            }
+        };
+        if version < oldest_supported(elf.arch) {
+            return Err(TargetError::GoTooOld {
+                path,
+                version: build.raw_version.clone(),
+            });
+        }
+        let symbols = Symbols::load(&file).map_err(|e| image.malformed(e.to_string()))?;
+        let (map_impl, why) = mapimpl::decide(&build, version, |s| symbols.contains(s));
+        warnings.extend(why);
+
+        let choice = offsets::table_choice(version);
+        let table = offsets::builtin(choice.minor, map_impl);
+        let (offsets, offsets_source) = if elf.has_dwarf {
+            let from_dwarf = dwarf::struct_layouts(&file, offsets::DWARF_STRUCTS)
+                .map_err(|e| e.to_string())
+                .and_then(|l| offsets::from_dwarf(&l, map_impl));
+            match from_dwarf {
+                Ok(o) => (o, OffsetsSource::Dwarf),
+                Err(e) => {
+                    warnings.push(format!("{e}; using the built-in table"));
+                    warnings.extend(choice.warning);
+                    (
+                        table,
+                        OffsetsSource::Table {
+                            minor: choice.minor,
+                        },
+                    )
+                }
+            }
+        } else {
+            warnings.extend(choice.warning);
+            (
+                table,
+                OffsetsSource::Table {
+                    minor: choice.minor,
+                },
+            )
+        };
+
+        let planned = plan::plan(map_impl, |s| symbols.get(s).cloned());
+        warnings.extend(planned.warnings);
+        let mut probes = Vec::with_capacity(planned.probes.len());
+        for p in planned.probes {
+            let f = &p.function;
+            let code = image.bytes_at(f.entry, f.end.saturating_sub(f.entry))?;
+            let file_offset = image.file_offset(f.entry)?;
+            probes.push(ProbeTarget {
+                role: p.role,
+                program: p.program,
+                file_offset,
+                attach: prologue::attach_point(elf.arch, code, f.entry),
+                function: p.function.clone(),
+                via: p.via,
+                reg: None,
+            });
+            if p.role == Role::IterStep {
+                let key = offsets.iter_key();
+                let sites = iter_end::end_sites(elf.arch, code, f.entry, key);
+                if sites.is_empty() {
+                    warnings.push(format!(
+                        "no \"iteration finished\" exit found in {}: --low-overhead falls back to probing every step",
+                        f.name
+                    ));
+                }
+                for site in sites {
+                    probes.push(ProbeTarget {
+                        role: Role::IterEnd,
+                        program: "iter_end",
+                        file_offset,
+                        attach: AttachPoint {
+                            offset: site.offset,
+                            fallback_reason: None,
+                        },
+                        function: p.function.clone(),
+                        via: Vec::new(),
+                        reg: Some(site.reg),
+                    });
+                }
+            }
+        }
+        Ok(GoTarget {
+            path,
+            elf,
+            build,
+            version,
+            map_impl,
+            symbols_source: symbols.source,
+            offsets,
+            offsets_source,
+            probes,
+            absent: planned.absent,
+            warnings,
+        })
+    }
+}
