@@ -7,9 +7,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use gobin::input::{self, InputError};
 use serde::Deserialize;
 
-use crate::input::{self, InputError};
 use crate::plan::IterationMode;
 use crate::trace::Format;
 

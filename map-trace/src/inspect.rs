@@ -2,11 +2,11 @@
 
 use std::fmt::Write as _;
 
+use gobin::offsets::RuntimeOffsets;
 use serde::Serialize;
 
-use crate::target::analysis::{GoTarget, OffsetsSource};
-use crate::target::offsets::RuntimeOffsets;
-use crate::target::process::ProcessExe;
+use crate::discover::analysis::{GoTarget, OffsetsSource};
+use crate::discover::process::ProcessExe;
 
 fn hex(v: u64) -> String {
     format!("{v:#x}")
@@ -68,8 +68,8 @@ impl Report {
                 "internal"
             },
             symbols_source: match t.symbols_source {
-                crate::target::symbols::SymbolSource::Symtab => "symtab",
-                crate::target::symbols::SymbolSource::Pclntab => "pclntab",
+                gobin::symbols::SymbolSource::Symtab => "symtab",
+                gobin::symbols::SymbolSource::Pclntab => "pclntab",
             },
             offsets_source: match t.offsets_source {
                 OffsetsSource::Dwarf => "dwarf".into(),

@@ -3,10 +3,10 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use map_trace::cli::{Cli, Command, InspectArgs, TraceArgs};
 use map_trace::config;
+use map_trace::discover::analysis::GoTarget;
+use map_trace::discover::process;
 use map_trace::error::{MAX_MESSAGE_CHARS, TargetError, one_line};
 use map_trace::inspect::Report;
-use map_trace::target::analysis::GoTarget;
-use map_trace::target::process;
 use map_trace::trace;
 
 fn main() -> ExitCode {

@@ -5,9 +5,8 @@
 //! `mapclear`, so the probes sit on the `internal/runtime/maps` functions they all end in. Each
 //! map operation then costs one trap, never two.
 
+use gobin::{Function, MapImpl};
 use map_trace_common::probe::Role;
-
-use crate::target::{Function, MapImpl};
 
 /// How iterations are observed, which decides which iteration probes a session attaches.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -1,11 +1,11 @@
 //! From the return addresses the probes captured to `function (file:line)` frames, using the
 //! binary's own `.gopclntab` (present in stripped binaries too), with inlined calls expanded.
 
+use gobin::elf::ElfImage;
+use gobin::pclntab::Pclntab;
 use serde::Serialize;
 
 use crate::error::TargetError;
-use crate::target::elf::ElfImage;
-use crate::target::pclntab::Pclntab;
 
 /// One logical frame: a function and the line it was executing (for callers, the call).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]

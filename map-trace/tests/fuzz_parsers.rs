@@ -7,8 +7,8 @@ mod common;
 use std::path::PathBuf;
 
 use common::Fixture;
-use map_trace::target::analysis::GoTarget;
-use map_trace::target::elf::ElfImage;
+use gobin::elf::ElfImage;
+use map_trace::discover::analysis::GoTarget;
 use object::{Object as _, ObjectSection as _};
 use proptest::prelude::*;
 

@@ -6,11 +6,11 @@ mod common;
 use std::collections::HashMap;
 
 use common::{Fixture, check_all, go_tool};
+use gobin::elf::ElfImage;
+use gobin::symbols::Symbols;
+use gobin::{MapImpl, dwarf, offsets};
+use map_trace::discover::analysis::{GoTarget, OffsetsSource};
 use map_trace::plan;
-use map_trace::target::analysis::{GoTarget, OffsetsSource};
-use map_trace::target::elf::ElfImage;
-use map_trace::target::symbols::Symbols;
-use map_trace::target::{MapImpl, dwarf, offsets};
 use map_trace_common::probe::Role;
 
 fn assert_none(failures: &[String]) {

@@ -16,8 +16,8 @@ use std::path::Path;
 
 use common::{Fixture, check_all};
 use gimli::{EndianSlice, LittleEndian};
+use gobin::elf::ElfImage;
 use map_trace::symbolize::Symbolizer;
-use map_trace::target::elf::ElfImage;
 use object::{Object as _, ObjectSection as _};
 
 /// A call site as objdump prints it.

@@ -1,4 +1,4 @@
-//! Map type names (`target::gotypes`) on every mapops fixture. Oracles: `mapops -types`, which
+//! Map type names (`gobin::gotypes`) on every mapops fixture. Oracles: `mapops -types`, which
 //! prints each map type's descriptor address and `%T`, and `go tool nm` for the type data range.
 
 mod common;
@@ -8,10 +8,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use common::{Fixture, Reaped, check_all, go_tool};
-use map_trace::target::analysis::GoTarget;
-use map_trace::target::elf::ElfImage;
-use map_trace::target::gotypes::{MapTypeName, ProcMem, TypeLayout, TypeNames};
-use map_trace::target::symbols::Symbols;
+use gobin::elf::ElfImage;
+use gobin::gotypes::{MapTypeName, ProcMem, TypeLayout, TypeNames};
+use gobin::symbols::Symbols;
+use map_trace::discover::analysis::GoTarget;
 
 /// The map types mapops declares, so the linker puts their descriptors and names in the binary.
 const STATIC: [&str; 9] = [

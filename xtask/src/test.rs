@@ -84,6 +84,8 @@ pub fn run(cargo_test_args: &[String]) -> Result<()> {
                 .args([
                     "clippy",
                     "-p",
+                    "gobin",
+                    "-p",
                     "map-trace",
                     "-p",
                     "map-trace-common",

@@ -6,13 +6,13 @@ use aya::Ebpf;
 use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
 use aya::programs::{RawTracePoint, UProbe};
+use gobin::offsets::MapOffsets;
 use map_trace_common::config::{MAP_IMPL_CLASSIC, MAP_IMPL_SWISS, ProcConfig};
 use map_trace_common::probe::Role;
 
 use super::detach::Detaching;
+use crate::discover::analysis::{GoTarget, ProbeTarget};
 use crate::plan::IterationMode;
-use crate::target::analysis::{GoTarget, ProbeTarget};
-use crate::target::offsets::MapOffsets;
 
 /// What can go wrong while loading and attaching, with what to do about it.
 #[derive(Debug, thiserror::Error)]

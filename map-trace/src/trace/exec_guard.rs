@@ -38,7 +38,7 @@ use nix::sys::fanotify::{
 };
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
-use crate::target::exe_match::FileId;
+use crate::discover::exe_match::FileId;
 
 /// How long an exec may be held for the main loop (analysis of a 100 MB binary takes ~1 s).
 pub const ANSWER_WITHIN: Duration = Duration::from_secs(10);

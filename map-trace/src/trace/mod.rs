@@ -23,12 +23,12 @@ use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 
 use crate::config::Settings;
+use crate::discover::exe_match::{self, ExeSpec};
 use crate::error::{MAX_MESSAGE_CHARS, TargetError, one_line};
 use crate::group::Groups;
 use crate::metrics::Metrics;
 use crate::metrics::http::Health;
 use crate::report::{Clock, Summary, TopFinding};
-use crate::target::exe_match::{self, ExeSpec};
 use resolve::Resolver;
 use session::{Session, adopt, announce};
 use sink::{Sink, read_counters};

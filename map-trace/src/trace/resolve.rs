@@ -5,14 +5,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
+use gobin::bytes::Backing;
+use gobin::elf::ElfImage;
+use gobin::gotypes::{ProcMem, TypeLayout, TypeNames};
 use map_trace_common::stack::UserStack;
 
+use crate::discover::analysis::GoTarget;
 use crate::report::Report;
 use crate::symbolize::{Frame, Symbolizer};
-use crate::target::analysis::GoTarget;
-use crate::target::bytes::Backing;
-use crate::target::elf::ElfImage;
-use crate::target::gotypes::{ProcMem, TypeLayout, TypeNames};
 
 /// Symbolized stacks kept; past this the cache starts over (stacks are re-read from the kernel).
 const CACHE_LIMIT: usize = 65_536;

@@ -6,12 +6,12 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use aya::Ebpf;
+use gobin::elf::ElfImage;
+use gobin::input;
 
 use super::{Targets, TraceError, describe};
+use crate::discover::exe_match::FileId;
 use crate::error::TargetError;
-use crate::input;
-use crate::target::elf::ElfImage;
-use crate::target::exe_match::FileId;
 use crate::trace::exec_guard::{Fingerprint, Held, dirs_for, stamp};
 use crate::trace::resolve::Resolver;
 

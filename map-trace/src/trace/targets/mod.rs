@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use aya::Ebpf;
 use aya::programs::uprobe::UProbeScope;
+use gobin::elf::Segments;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 
@@ -29,13 +30,12 @@ use super::detach::Detaching;
 use super::exec_guard::{ExecGuard, Fingerprint, stamp};
 use super::resolve::{BinaryInfo, ProcessInfo, Resolver};
 use super::{TraceError, sweep};
+use crate::discover::analysis::GoTarget;
+use crate::discover::exe_match::{ExeSpec, FileId};
+use crate::discover::process;
 use crate::error::TargetError;
 use crate::metrics::AttachFailure;
 use crate::plan::IterationMode;
-use crate::target::analysis::GoTarget;
-use crate::target::elf::Segments;
-use crate::target::exe_match::{ExeSpec, FileId};
-use crate::target::process;
 
 /// A file to analyse: its identity and content, where to open it, and how to name it.
 struct FileAt<'a> {

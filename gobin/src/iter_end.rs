@@ -15,7 +15,7 @@ use iced_x86::{Decoder, DecoderOptions, Mnemonic, OpKind, Register};
 use yaxpeax_arch::{Decoder as _, U8Reader};
 use yaxpeax_arm::armv8::a64::{InstDecoder, Opcode, Operand, SizeCode};
 
-use super::Arch;
+use crate::Arch;
 
 /// A probe site on a finished path of the step function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -35,7 +35,7 @@ use yaxpeax_arm::armv8::a64::{
     InstDecoder, Instruction as A64Instruction, Opcode, Operand, ShiftStyle, SizeCode,
 };
 
-use super::Arch;
+use crate::Arch;
 
 /// Where a uprobe goes inside a function, relative to its entry.
 #[derive(Clone, Debug, PartialEq, Eq)]

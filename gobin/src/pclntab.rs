@@ -23,8 +23,8 @@ use object::{
     RelocationTarget, SectionFlags, SectionKind,
 };
 
-use super::Function;
-use super::bytes::{Backing, Bytes};
+use crate::Function;
+use crate::bytes::{Backing, Bytes};
 
 const MAGIC_GO12: u32 = 0xffff_fffb;
 const MAGIC_GO116: u32 = 0xffff_fffa;

@@ -6,9 +6,9 @@
 
 use serde::Serialize;
 
-use super::MapImpl;
-use super::buildinfo::GoVersion;
-use super::dwarf::Layouts;
+use crate::MapImpl;
+use crate::buildinfo::GoVersion;
+use crate::dwarf::Layouts;
 
 /// Field offsets (bytes) the eBPF programs need.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -15,9 +15,9 @@ use std::os::unix::fs::FileExt as _;
 use object::read::elf::ElfFile64;
 use object::{Object as _, ObjectSection as _, SectionKind};
 
-use super::bytes::{Backing, Bytes};
-use super::offsets::RuntimeOffsets;
-use super::pclntab;
+use crate::bytes::{Backing, Bytes};
+use crate::offsets::RuntimeOffsets;
+use crate::pclntab;
 
 /// `abi.Kind` of maps (`kindMap` before Go 1.21), under the mask that drops the flag bits.
 const KIND_MAP: u8 = 21;

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::buildinfo::{BuildInfo, GoVersion};
+use crate::buildinfo::{BuildInfo, GoVersion};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]

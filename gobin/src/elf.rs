@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use object::read::elf::{ElfFile64, FileHeader as _, ProgramHeader as _};
 use object::{Object as _, ObjectSection as _, elf};
 
-use super::Arch;
-use super::bytes::{Backing, Bytes};
+use crate::Arch;
+use crate::bytes::{Backing, Bytes};
 use crate::error::TargetError;
 use crate::input;
 

@@ -2,14 +2,14 @@
 
 use std::path::{Path, PathBuf};
 
+use gobin::buildinfo::{self, BuildInfoError, GoVersion};
+use gobin::elf::{ElfFacts, ElfImage};
+use gobin::offsets::{self, RuntimeOffsets};
+use gobin::prologue::{self, AttachPoint};
+use gobin::symbols::{SymbolSource, Symbols};
+use gobin::{Arch, Function, MapImpl, dwarf, iter_end, mapimpl};
 use map_trace_common::probe::Role;
 
-use super::buildinfo::{self, BuildInfoError, GoVersion};
-use super::elf::{ElfFacts, ElfImage};
-use super::offsets::{self, RuntimeOffsets};
-use super::prologue::{self, AttachPoint};
-use super::symbols::{SymbolSource, Symbols};
-use super::{Arch, Function, MapImpl, dwarf, iter_end, mapimpl};
 use crate::error::TargetError;
 use crate::plan::{self, IterationMode};
 

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use object::{Object as _, ObjectSymbol as _, SymbolKind};
 use serde::Serialize;
 
-use super::Function;
-use super::pclntab::{Pclntab, PclntabError};
+use crate::Function;
+use crate::pclntab::{Pclntab, PclntabError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
