@@ -9,8 +9,8 @@
 //!   `pclntab`, which also gives source lines and inlined frames for symbolizing);
 //! * where the runtime keeps the fields the probes read (`offsets`: DWARF when the binary has it,
 //!   a built-in table otherwise) and the Go type names of map descriptors (`gotypes`);
-//! * the machine code: where to attach inside a function, past its stack check (`prologue`),
-//!   and where the map iterator's step function reports "iteration finished" (`iter_end`).
+//! * the machine code (`disasm`): where to attach inside a function, past its stack check, and
+//!   where the map iterator's step function reports "iteration finished" (`disasm::iter_end`).
 //!
 //! It is a crate of its own because none of this needs a kernel: no aya, no tokio, no eBPF.
 //! The parsers take untrusted input (any file a user names, any process's executable), so they
@@ -19,16 +19,15 @@
 
 pub mod buildinfo;
 pub mod bytes;
+pub mod disasm;
 pub mod dwarf;
 pub mod elf;
 pub mod error;
 pub mod gotypes;
 pub mod input;
-pub mod iter_end;
 pub mod mapimpl;
 pub mod offsets;
 pub mod pclntab;
-pub mod prologue;
 pub mod symbols;
 
 use serde::Serialize;

@@ -402,7 +402,7 @@ fn attach_offsets_land_after_the_stack_check_branch_per_objdump() {
                         continue;
                     };
                     // arm64 probes go past the frame store that writes SP back (see
-                    // prologue::skip_writeback_store), and nothing else.
+                    // gobin::disasm::arm64::skip_writeback_store), and nothing else.
                     let frame_store = f.arch == "aarch64"
                         && idx >= 2
                         && insns[idx - 1].text.starts_with("MOVD.W R30, -");
@@ -433,7 +433,7 @@ fn attach_offsets_land_after_the_stack_check_branch_per_objdump() {
     assert_none(&failures);
 }
 
-/// A register as objdump names it, in the numbering of `iter_end::EndSite::reg`.
+/// A register as objdump names it, in the numbering of `gobin::disasm::iter_end::EndSite::reg`.
 fn reg_number(arch: &str, name: &str) -> Option<u8> {
     match arch {
         "x86_64" => [

@@ -3,11 +3,11 @@
 use std::path::{Path, PathBuf};
 
 use gobin::buildinfo::{self, BuildInfoError, GoVersion};
+use gobin::disasm::{self, AttachPoint, iter_end};
 use gobin::elf::{ElfFacts, ElfImage};
 use gobin::offsets::{self, RuntimeOffsets};
-use gobin::prologue::{self, AttachPoint};
 use gobin::symbols::{SymbolSource, Symbols};
-use gobin::{Arch, Function, MapImpl, dwarf, iter_end, mapimpl};
+use gobin::{Arch, Function, MapImpl, dwarf, mapimpl};
 use map_trace_common::probe::Role;
 
 use crate::error::TargetError;
@@ -164,7 +164,7 @@ impl GoTarget {
                 role: p.role,
                 program: p.program,
                 file_offset,
-                attach: prologue::attach_point(elf.arch, code, f.entry),
+                attach: disasm::attach_point(elf.arch, code, f.entry),
                 function: p.function.clone(),
                 via: p.via,
                 reg: None,
