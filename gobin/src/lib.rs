@@ -11,6 +11,8 @@
 //!   a built-in table otherwise) and the Go type names of map descriptors (`gotypes`);
 //! * the machine code (`disasm`): where to attach inside a function, past its stack check, and
 //!   where the map iterator's step function reports "iteration finished" (`disasm::iter_end`).
+//! * which runtime functions each probe role sits on, per map implementation (`runtime`, which
+//!   also holds each implementation's own field layout).
 //!
 //! It is a crate of its own because none of this needs a kernel: no aya, no tokio, no eBPF.
 //! The parsers take untrusted input (any file a user names, any process's executable), so they
@@ -28,6 +30,7 @@ pub mod input;
 pub mod mapimpl;
 pub mod offsets;
 pub mod pclntab;
+pub mod runtime;
 pub mod symbols;
 
 use serde::Serialize;

@@ -3,12 +3,20 @@
 //! The built-in table was measured from the DWARF of real builds of every supported release
 //! (docs/go-offsets-summary.txt) and is re-checked against DWARF by the fixture tests.
 //! Binaries with DWARF use their own; stripped ones use the table.
+//!
+//! The fields every map implementation shares (the goroutine id, the type descriptors) are here;
+//! each implementation's own, with its built-in layout and DWARF names, are in
+//! `runtime::classic` and `runtime::swiss`.
 
 use serde::Serialize;
 
 use crate::MapImpl;
 use crate::buildinfo::GoVersion;
 use crate::dwarf::Layouts;
+use crate::runtime::{classic, swiss};
+
+pub use crate::runtime::classic::ClassicOffsets;
+pub use crate::runtime::swiss::SwissOffsets;
 
 /// Field offsets (bytes) the eBPF programs need.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -36,34 +44,6 @@ pub struct RuntimeOffsets {
 pub enum MapOffsets {
     Classic(ClassicOffsets),
     Swiss(SwissOffsets),
-}
-
-/// `runtime.hmap` and `runtime.hiter`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ClassicOffsets {
-    pub hmap_count: u64,
-    pub hmap_flags: u64,
-    /// Non-nil while the map is growing (evacuation in progress).
-    pub hmap_oldbuckets: u64,
-    pub hiter_key: u64,
-    pub hiter_t: u64,
-    pub hiter_h: u64,
-}
-
-/// `internal/runtime/maps.Map`, `.Iter` and `.table`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct SwissOffsets {
-    pub map_used: u64,
-    pub map_dir_len: u64,
-    pub map_global_depth: u64,
-    pub map_writing: u64,
-    pub map_clear_seq: u64,
-    pub iter_key: u64,
-    pub iter_typ: u64,
-    pub iter_m: u64,
-    pub iter_global_depth: u64,
-    pub iter_tab: u64,
-    pub table_index: u64,
 }
 
 impl RuntimeOffsets {
@@ -128,27 +108,8 @@ pub fn builtin(minor: u32, map_impl: MapImpl) -> RuntimeOffsets {
         _ => 152,
     };
     let map = match map_impl {
-        MapImpl::Classic => MapOffsets::Classic(ClassicOffsets {
-            hmap_count: 0,
-            hmap_flags: 8,
-            hmap_oldbuckets: 24,
-            hiter_key: 0,
-            hiter_t: 16,
-            hiter_h: 24,
-        }),
-        MapImpl::Swiss => MapOffsets::Swiss(SwissOffsets {
-            map_used: 0,
-            map_dir_len: 24,
-            map_global_depth: 32,
-            map_writing: 34,
-            map_clear_seq: 40,
-            iter_key: 0,
-            iter_typ: 16,
-            iter_m: 24,
-            iter_global_depth: 56,
-            iter_tab: 72,
-            table_index: 8,
-        }),
+        MapImpl::Classic => MapOffsets::Classic(classic::BUILTIN),
+        MapImpl::Swiss => MapOffsets::Swiss(swiss::BUILTIN),
     };
     RuntimeOffsets {
         g_goid,
@@ -189,44 +150,14 @@ pub fn from_dwarf(layouts: &Layouts, map_impl: MapImpl) -> Result<RuntimeOffsets
     };
     // The map type descriptor changed names: runtime.maptype (≤1.20), abi.MapType (classic 1.21–1.23,
     // Swiss 1.26+), abi.OldMapType / abi.SwissMapType (1.24–1.25). Prefer the one of this map_impl.
-    let maptypes: &[&str] = match map_impl {
-        MapImpl::Classic => &[
-            "internal/abi.OldMapType",
-            "runtime.maptype",
-            "internal/abi.MapType",
-        ],
-        MapImpl::Swiss => &["internal/abi.SwissMapType", "internal/abi.MapType"],
+    let maptypes = match map_impl {
+        MapImpl::Classic => classic::MAPTYPES,
+        MapImpl::Swiss => swiss::MAPTYPES,
     };
     let types = &["internal/abi.Type", "runtime._type"][..];
     let map = match map_impl {
-        MapImpl::Classic => {
-            let (h, it) = (&["runtime.hmap"][..], &["runtime.hiter"][..]);
-            MapOffsets::Classic(ClassicOffsets {
-                hmap_count: field(h, &["count"])?,
-                hmap_flags: field(h, &["flags"])?,
-                hmap_oldbuckets: field(h, &["oldbuckets"])?,
-                hiter_key: field(it, &["key"])?,
-                hiter_t: field(it, &["t"])?,
-                hiter_h: field(it, &["h"])?,
-            })
-        }
-        MapImpl::Swiss => {
-            let m = &["internal/runtime/maps.Map"][..];
-            let it = &["internal/runtime/maps.Iter"][..];
-            MapOffsets::Swiss(SwissOffsets {
-                map_used: field(m, &["used"])?,
-                map_dir_len: field(m, &["dirLen"])?,
-                map_global_depth: field(m, &["globalDepth"])?,
-                map_writing: field(m, &["writing"])?,
-                map_clear_seq: field(m, &["clearSeq"])?,
-                iter_key: field(it, &["key"])?,
-                iter_typ: field(it, &["typ"])?,
-                iter_m: field(it, &["m"])?,
-                iter_global_depth: field(it, &["globalDepth"])?,
-                iter_tab: field(it, &["tab"])?,
-                table_index: field(&["internal/runtime/maps.table"], &["index"])?,
-            })
-        }
+        MapImpl::Classic => MapOffsets::Classic(classic::from_dwarf(field)?),
+        MapImpl::Swiss => MapOffsets::Swiss(swiss::from_dwarf(field)?),
     };
     Ok(RuntimeOffsets {
         g_goid: field(&["runtime.g"], &["goid"])?,
@@ -269,6 +200,27 @@ mod tests {
         let c = table_choice(GoVersion::new(1, 18, 10));
         assert_eq!(c.minor, 19);
         assert!(c.warning.unwrap().contains("older"));
+    }
+
+    #[test]
+    fn dwarf_structs_name_every_struct_an_implementation_reads() {
+        // Each implementation names its structs itself; the DWARF reader only collects those
+        // listed here, so a name missing from the list would make DWARF look incomplete.
+        let asked = std::cell::RefCell::new(Vec::new());
+        let field = |structs: &[&str], _: &[&str]| -> Result<u64, String> {
+            asked
+                .borrow_mut()
+                .extend(structs.iter().map(|s| s.to_string()));
+            Ok(0)
+        };
+        classic::from_dwarf(field).unwrap();
+        swiss::from_dwarf(field).unwrap();
+        let maptypes = classic::MAPTYPES.iter().chain(swiss::MAPTYPES);
+        let mut names = asked.into_inner();
+        names.extend(maptypes.map(|s| s.to_string()));
+        for name in names {
+            assert!(DWARF_STRUCTS.contains(&name.as_str()), "{name}");
+        }
     }
 
     #[test]

@@ -8,9 +8,8 @@ use std::collections::HashMap;
 use common::{Fixture, check_all, go_tool};
 use gobin::elf::ElfImage;
 use gobin::symbols::Symbols;
-use gobin::{MapImpl, dwarf, offsets};
+use gobin::{MapImpl, dwarf, offsets, runtime};
 use map_trace::discover::analysis::{GoTarget, OffsetsSource};
-use map_trace::plan;
 use map_trace_common::probe::Role;
 
 fn assert_none(failures: &[String]) {
@@ -120,7 +119,7 @@ fn pclntab_and_symtab_agree_on_every_function() {
 fn all_catalog_names() -> impl Iterator<Item = &'static str> {
     [MapImpl::Classic, MapImpl::Swiss]
         .into_iter()
-        .flat_map(|m| plan::catalog(m).iter())
+        .flat_map(|m| runtime::catalog(m).iter())
         .flat_map(|s| s.symbols.iter().chain(s.via.iter()).copied())
 }
 
