@@ -14,11 +14,15 @@
 //! * which runtime functions each probe role sits on, per map implementation (`runtime`, which
 //!   also holds each implementation's own field layout).
 //!
+//! [`GoBinary::read`] gathers the facts of one binary in one pass; the daemon plans its probes
+//! on them.
+//!
 //! It is a crate of its own because none of this needs a kernel: no aya, no tokio, no eBPF.
 //! The parsers take untrusted input (any file a user names, any process's executable), so they
 //! are tested and fuzzed on their own, and the daemon (planning, attaching, tracing) only
 //! consumes their results.
 
+pub mod binary;
 pub mod buildinfo;
 pub mod bytes;
 pub mod disasm;
@@ -35,6 +39,7 @@ pub mod symbols;
 
 use serde::Serialize;
 
+pub use binary::{GoBinary, OffsetsSource};
 pub use error::TargetError;
 pub use mapimpl::MapImpl;
 

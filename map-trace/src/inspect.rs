@@ -2,10 +2,11 @@
 
 use std::fmt::Write as _;
 
+use gobin::OffsetsSource;
 use gobin::offsets::RuntimeOffsets;
 use serde::Serialize;
 
-use crate::discover::analysis::{GoTarget, OffsetsSource};
+use crate::discover::analysis::GoTarget;
 use crate::discover::process::ProcessExe;
 
 fn hex(v: u64) -> String {

@@ -1,36 +1,19 @@
-//! Everything map-trace needs to know about one Go executable, gathered in one pass.
+//! Everything map-trace needs to know about one Go executable, gathered in one pass: the
+//! binary's facts (read by gobin), then the probes planned on them, each with its attach point
+//! inside the function and, for the iterator's step function, its "iteration finished" sites.
 
 use std::path::{Path, PathBuf};
 
-use gobin::buildinfo::{self, BuildInfoError, GoVersion};
+use gobin::buildinfo::{BuildInfo, GoVersion};
 use gobin::disasm::{self, AttachPoint, iter_end};
 use gobin::elf::{ElfFacts, ElfImage};
-use gobin::offsets::{self, RuntimeOffsets};
-use gobin::symbols::{SymbolSource, Symbols};
-use gobin::{Arch, Function, MapImpl, dwarf, mapimpl};
+use gobin::offsets::RuntimeOffsets;
+use gobin::symbols::SymbolSource;
+use gobin::{Function, GoBinary, MapImpl, OffsetsSource};
 use map_trace_common::probe::Role;
 
 use crate::error::TargetError;
 use crate::plan::{self, IterationMode};
-
-/// Oldest Go releases with the register ABI our probes read (arguments in registers, g in
-/// R14/R28): Go 1.17 on amd64 and 1.18 on arm64.
-fn oldest_supported(arch: Arch) -> GoVersion {
-    match arch {
-        Arch::X86_64 => GoVersion::new(1, 17, 0),
-        Arch::Aarch64 => GoVersion::new(1, 18, 0),
-    }
-}
-
-/// Where the runtime offsets came from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum OffsetsSource {
-    Dwarf,
-    /// The built-in table of this known release.
-    Table {
-        minor: u32,
-    },
-}
 
 /// A probe ready to attach.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,7 +61,7 @@ impl ProbeTarget {
 pub struct GoTarget {
     pub path: PathBuf,
     pub elf: ElfFacts,
-    pub build: buildinfo::BuildInfo,
+    pub build: BuildInfo,
     pub version: GoVersion,
     pub map_impl: MapImpl,
     pub symbols_source: SymbolSource,
@@ -97,61 +80,17 @@ impl GoTarget {
     }
 
     pub fn analyze_image(image: &ElfImage) -> Result<Self, TargetError> {
-        let path = image.path().to_path_buf();
-        let file = image.object()?;
-        let elf = image.facts()?;
-        let build = match buildinfo::read(&file) {
-            Ok(b) => b,
-            Err(BuildInfoError::Missing) => return Err(TargetError::NotGo { path }),
-            Err(BuildInfoError::Malformed(d)) => return Err(image.malformed(d)),
-        };
-        let mut warnings = Vec::new();
-        let version = match build.version {
-            Some(v) => v,
-            None => {
-                return Err(
-                    image.malformed(format!("unrecognised Go version {:?}", build.raw_version))
-                );
-            }
-        };
-        if version < oldest_supported(elf.arch) {
-            return Err(TargetError::GoTooOld {
-                path,
-                version: build.raw_version.clone(),
-            });
-        }
-        let symbols = Symbols::load(&file).map_err(|e| image.malformed(e.to_string()))?;
-        let (map_impl, why) = mapimpl::decide(&build, version, |s| symbols.contains(s));
-        warnings.extend(why);
-
-        let choice = offsets::table_choice(version);
-        let table = offsets::builtin(choice.minor, map_impl);
-        let (offsets, offsets_source) = if elf.has_dwarf {
-            let from_dwarf = dwarf::struct_layouts(&file, offsets::DWARF_STRUCTS)
-                .map_err(|e| e.to_string())
-                .and_then(|l| offsets::from_dwarf(&l, map_impl));
-            match from_dwarf {
-                Ok(o) => (o, OffsetsSource::Dwarf),
-                Err(e) => {
-                    warnings.push(format!("{e}; using the built-in table"));
-                    warnings.extend(choice.warning);
-                    (
-                        table,
-                        OffsetsSource::Table {
-                            minor: choice.minor,
-                        },
-                    )
-                }
-            }
-        } else {
-            warnings.extend(choice.warning);
-            (
-                table,
-                OffsetsSource::Table {
-                    minor: choice.minor,
-                },
-            )
-        };
+        let GoBinary {
+            path,
+            elf,
+            build,
+            version,
+            map_impl,
+            symbols,
+            offsets,
+            offsets_source,
+            mut warnings,
+        } = GoBinary::read(image)?;
 
         let planned = plan::plan(map_impl, |s| symbols.get(s).cloned());
         warnings.extend(planned.warnings);
