@@ -1,6 +1,6 @@
-//! gobin: everything map-trace learns from a Go executable file, before anything is attached.
+//! gobin: everything map-trace learns from a Go executable file.
 //!
-//! Given the path of a Go binary (or its bytes), this crate reads:
+//! Given the path of a Go binary (or its bytes), this crate reads, before anything is attached:
 //! * the ELF container: architecture, PIE, linker, address ↔ file offset (`elf`, read through
 //!   `input`, which refuses FIFOs, devices and oversized files);
 //! * the Go build info: version and GOEXPERIMENTs (`buildinfo`), hence the map implementation,
@@ -8,9 +8,10 @@
 //! * the functions: `.symtab`, or Go's own function table for stripped binaries (`symbols`,
 //!   `pclntab`, which also gives source lines and inlined frames for symbolizing);
 //! * where the runtime keeps the fields the probes read (`offsets`: DWARF when the binary has it,
-//!   a built-in table otherwise) and the Go type names of map descriptors (`gotypes`);
+//!   a built-in table otherwise) and the Go type names of map descriptors (`gotypes`, which can also
+//!   read a descriptor from a running process, through `/proc/PID/mem`);
 //! * the machine code (`disasm`): where to attach inside a function, past its stack check, and
-//!   where the map iterator's step function reports "iteration finished" (`disasm::iter_end`).
+//!   where the map iterator's step function reports "iteration finished" (`disasm::iter_end`);
 //! * which runtime functions each probe role sits on, per map implementation (`runtime`, which
 //!   also holds each implementation's own field layout).
 //!
