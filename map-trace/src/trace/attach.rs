@@ -9,6 +9,7 @@ use aya::programs::{RawTracePoint, UProbe};
 use gobin::offsets::MapOffsets;
 use map_trace_common::config::{MAP_IMPL_CLASSIC, MAP_IMPL_SWISS, ProcConfig};
 use map_trace_common::probe::Role;
+use map_trace_common::program::{Program, map};
 
 use super::detach::Detaching;
 use crate::discover::analysis::{GoTarget, ProbeTarget};
@@ -107,9 +108,9 @@ pub fn proc_config(t: &GoTarget) -> ProcConfig {
 const HASH_WRITING: u64 = 4;
 
 /// The tracepoint program that reports execs; loaded only when `--exe` needs it.
-pub const EXEC_PROGRAM: &str = "exec_notify";
+pub const EXEC_PROGRAM: &str = Program::ExecNotify.name();
 /// The empty uprobe the benchmark uses as the floor; never loaded by the daemon.
-pub const BENCH_EMPTY_PROGRAM: &str = "bench_empty";
+pub const BENCH_EMPTY_PROGRAM: &str = Program::BenchEmpty.name();
 
 /// Loads the eBPF object: its maps are created, its programs are verified only when first
 /// attached (`attach_one`), so a target pays for the programs its map implementation uses —
@@ -136,10 +137,10 @@ pub fn watch_execs(ebpf: &mut Ebpf) -> Result<RingBuf<MapData>, AttachError> {
             source: Box::new(source),
         })?;
     let map = ebpf
-        .take_map("EXECS")
-        .ok_or(AttachError::Missing("EXECS"))?;
+        .take_map(map::EXECS)
+        .ok_or(AttachError::Missing(map::EXECS))?;
     RingBuf::try_from(map).map_err(|source| AttachError::Map {
-        map: "EXECS",
+        map: map::EXECS,
         source: Box::new(source),
     })
 }
@@ -155,7 +156,7 @@ pub fn write_config(ebpf: &mut Ebpf, t: &GoTarget, binary: u32) -> Result<(), At
     config_table(ebpf)?
         .insert(binary, proc_config(t), 0)
         .map_err(|source| AttachError::Map {
-            map: "CONFIG",
+            map: map::CONFIG,
             source: Box::new(source),
         })
 }
@@ -285,10 +286,10 @@ pub fn forget_binary(ebpf: &mut Ebpf, binary: u32) {
 
 fn config_table(ebpf: &mut Ebpf) -> Result<BpfHashMap<&mut MapData, u32, ProcConfig>, AttachError> {
     let map = ebpf
-        .map_mut("CONFIG")
-        .ok_or(AttachError::Missing("CONFIG"))?;
+        .map_mut(map::CONFIG)
+        .ok_or(AttachError::Missing(map::CONFIG))?;
     BpfHashMap::try_from(map).map_err(|source| AttachError::Map {
-        map: "CONFIG",
+        map: map::CONFIG,
         source: Box::new(source),
     })
 }

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
+use map_trace_common::program::map;
 use tokio::io::unix::AsyncFd;
 
 use crate::config::Settings;
@@ -128,8 +129,8 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
     }
     let mut ebpf = attach::load()?;
     let stacks = BpfHashMap::try_from(
-        ebpf.take_map("STACKS")
-            .ok_or(attach::AttachError::Missing("STACKS"))?,
+        ebpf.take_map(map::STACKS)
+            .ok_or(attach::AttachError::Missing(map::STACKS))?,
     )
     .map_err(|e| TraceError::Other(format!("stack table: {e}")))?;
     let mut resolver = Resolver::new(stacks);
@@ -180,8 +181,8 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
         }
     }
 
-    let findings = ring(&mut ebpf, "FINDINGS")?;
-    let fatals = ring(&mut ebpf, "FATALS")?;
+    let findings = ring(&mut ebpf, map::FINDINGS)?;
+    let fatals = ring(&mut ebpf, map::FATALS)?;
     let clock = Clock::now();
     let mut summary = Summary::default();
     let mut groups = Groups::new(UPDATE_EVERY);

@@ -6,6 +6,7 @@ use aya::maps::{MapData, PerCpuArray, RingBuf};
 use map_trace_common::event::{Finding, FindingKind, counter};
 use map_trace_common::fatal::Fatal;
 use map_trace_common::probe::Role;
+use map_trace_common::program::map;
 
 use super::Format;
 use super::resolve::Resolver;
@@ -77,7 +78,7 @@ fn decode<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
 }
 
 pub(super) fn read_counters(ebpf: &Ebpf, summary: &mut Summary) {
-    let Some(map) = ebpf.map("COUNTERS") else {
+    let Some(map) = ebpf.map(map::COUNTERS) else {
         return;
     };
     let Ok(counters) = PerCpuArray::<_, u64>::try_from(map) else {

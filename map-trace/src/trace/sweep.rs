@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use aya::Ebpf;
 use aya::maps::HashMap as BpfHashMap;
 use map_trace_common::config::ProcConfig;
+use map_trace_common::program::map;
 use map_trace_common::state::{GoKey, IterKey, IterState, MapKey, MapState, PendingAssign};
 
 /// An entry untouched this long is dropped. An iteration paused longer than this between two
@@ -19,18 +20,18 @@ pub fn is_stale(last_ns: u64, now_ns: u64) -> bool {
 }
 
 pub fn sweep(ebpf: &mut Ebpf, now_ns: u64) {
-    remove_where::<IterKey, IterState>(ebpf, "ITERS", |_, v| is_stale(v.last_step_ns, now_ns));
-    remove_where::<MapKey, MapState>(ebpf, "MAPS", |_, v| is_stale(v.last_step_ns, now_ns));
-    remove_where::<GoKey, PendingAssign>(ebpf, "PENDING", |_, v| is_stale(v.ns, now_ns));
+    remove_where::<IterKey, IterState>(ebpf, map::ITERS, |_, v| is_stale(v.last_step_ns, now_ns));
+    remove_where::<MapKey, MapState>(ebpf, map::MAPS, |_, v| is_stale(v.last_step_ns, now_ns));
+    remove_where::<GoKey, PendingAssign>(ebpf, map::PENDING, |_, v| is_stale(v.ns, now_ns));
 }
 
 /// Removes every entry of processes that exited, in one pass over each table (a pass per exit
 /// would cost thousands of syscalls each when many short-lived processes come and go): a tgid
 /// may be reused by a process that must start clean, and the tables must not fill with the dead.
 pub fn forget_processes(ebpf: &mut Ebpf, dead: &HashSet<u32>) {
-    remove_where::<IterKey, IterState>(ebpf, "ITERS", |k, _| dead.contains(&k.tgid));
-    remove_where::<MapKey, MapState>(ebpf, "MAPS", |k, _| dead.contains(&k.tgid));
-    remove_where::<GoKey, PendingAssign>(ebpf, "PENDING", |k, _| dead.contains(&k.tgid));
+    remove_where::<IterKey, IterState>(ebpf, map::ITERS, |k, _| dead.contains(&k.tgid));
+    remove_where::<MapKey, MapState>(ebpf, map::MAPS, |k, _| dead.contains(&k.tgid));
+    remove_where::<GoKey, PendingAssign>(ebpf, map::PENDING, |k, _| dead.contains(&k.tgid));
 }
 
 /// Processes with entries in the per-process tables that `alive` says are gone. An exit notice
@@ -38,9 +39,9 @@ pub fn forget_processes(ebpf: &mut Ebpf, dead: &HashSet<u32>) {
 /// exec notice was read left entries no notice will ever name.
 pub fn orphans(ebpf: &Ebpf, alive: impl Fn(u32) -> bool) -> HashSet<u32> {
     let mut tgids = HashSet::new();
-    collect::<IterKey, IterState>(ebpf, "ITERS", |k| k.tgid, &mut tgids);
-    collect::<MapKey, MapState>(ebpf, "MAPS", |k| k.tgid, &mut tgids);
-    collect::<GoKey, PendingAssign>(ebpf, "PENDING", |k| k.tgid, &mut tgids);
+    collect::<IterKey, IterState>(ebpf, map::ITERS, |k| k.tgid, &mut tgids);
+    collect::<MapKey, MapState>(ebpf, map::MAPS, |k| k.tgid, &mut tgids);
+    collect::<GoKey, PendingAssign>(ebpf, map::PENDING, |k| k.tgid, &mut tgids);
     tgids.retain(|&t| !alive(t));
     tgids
 }
@@ -62,18 +63,18 @@ fn collect<K: aya::Pod, V: aya::Pod>(
 /// too: each counts its live iterations, and a count left without its iterations would only
 /// make their writes slower.
 pub fn forget_iterations(ebpf: &mut Ebpf) {
-    remove_where::<IterKey, IterState>(ebpf, "ITERS", |_, _| true);
-    remove_where::<MapKey, MapState>(ebpf, "MAPS", |_, _| true);
-    remove_where::<GoKey, PendingAssign>(ebpf, "PENDING", |_, _| true);
+    remove_where::<IterKey, IterState>(ebpf, map::ITERS, |_, _| true);
+    remove_where::<MapKey, MapState>(ebpf, map::MAPS, |_, _| true);
+    remove_where::<GoKey, PendingAssign>(ebpf, map::PENDING, |_, _| true);
 }
 
 /// Entries now in each correlation table, by the metric label of the table.
 pub fn entries(ebpf: &Ebpf) -> [(&'static str, usize); 4] {
     [
-        ("config", keys::<u32, ProcConfig>(ebpf, "CONFIG")),
-        ("maps", keys::<MapKey, MapState>(ebpf, "MAPS")),
-        ("iters", keys::<IterKey, IterState>(ebpf, "ITERS")),
-        ("pending", keys::<GoKey, PendingAssign>(ebpf, "PENDING")),
+        ("config", keys::<u32, ProcConfig>(ebpf, map::CONFIG)),
+        ("maps", keys::<MapKey, MapState>(ebpf, map::MAPS)),
+        ("iters", keys::<IterKey, IterState>(ebpf, map::ITERS)),
+        ("pending", keys::<GoKey, PendingAssign>(ebpf, map::PENDING)),
     ]
 }
 
