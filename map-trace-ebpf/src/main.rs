@@ -2,7 +2,8 @@
 //! them on: ranges to `iterate`, writes and growth to `write`, Go's fatal errors to `fatal`.
 //! Below them: `context` (the event every probe starts from), `inprogress` (writes under way),
 //! `pending` (the insert check), `keys`, `stack`, `finding` (the ring buffer) and `maps`. Which program goes on which runtime function is decided by the daemon's
-//! probe plan (map-trace/src/plan.rs).
+//! probe catalogs (gobin/src/runtime/), one file per map implementation; each program's name
+//! is a `map_trace_common::program::Program`.
 #![no_std]
 // BPF atomic add/sub on shared map values (see iterate::begin_iteration).
 #![allow(internal_features)]
@@ -59,7 +60,7 @@ pub fn iter_step(ctx: ProbeContext) -> u32 {
 }
 
 /// Low-overhead mode: just after `it.key = nil` on a finished path of `mapiternext` /
-/// `(*Iter).Next` (map-trace/src/target/iter_end.rs). The attach cookie's high half names the
+/// `(*Iter).Next` (gobin/src/disasm/iter_end.rs). The attach cookie's high half names the
 /// register that holds the iterator there.
 #[uprobe]
 pub fn iter_end(ctx: ProbeContext) -> u32 {

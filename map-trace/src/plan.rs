@@ -6,6 +6,7 @@
 use gobin::runtime::catalog;
 use gobin::{Function, MapImpl};
 use map_trace_common::probe::Role;
+use map_trace_common::program::Program;
 
 /// How iterations are observed, which decides which iteration probes a session attaches.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -36,7 +37,7 @@ impl IterationMode {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlannedProbe {
     pub role: Role,
-    pub program: &'static str,
+    pub program: Program,
     pub function: Function,
     /// Entry points present in the binary that end in this function.
     pub via: Vec<String>,

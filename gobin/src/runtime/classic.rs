@@ -2,6 +2,7 @@
 //! and 1.24/1.25 built with `GOEXPERIMENT=noswissmap`).
 
 use map_trace_common::probe::Role;
+use map_trace_common::program::Program;
 use serde::Serialize;
 
 use super::{FATAL, ProbeSpec, spec};
@@ -10,68 +11,78 @@ use super::{FATAL, ProbeSpec, spec};
 pub const PROBES: &[ProbeSpec] = &[
     spec(
         Role::IterStart,
-        "iter_start_classic",
+        Program::IterStartClassic,
         &["runtime.mapiterinit"],
         &["reflect.mapiterinit"],
     ),
     spec(
         Role::IterStep,
-        "iter_step",
+        Program::IterStep,
         &["runtime.mapiternext"],
         &["reflect.mapiternext"],
     ),
     spec(
         Role::Assign,
-        "assign",
+        Program::Assign,
         &["runtime.mapassign"],
         &["reflect.mapassign0", "reflect.mapassign"],
     ),
-    spec(Role::Assign, "assign", &["runtime.mapassign_fast32"], &[]),
-    spec(Role::Assign, "assign", &["runtime.mapassign_fast64"], &[]),
     spec(
         Role::Assign,
-        "assign",
+        Program::Assign,
+        &["runtime.mapassign_fast32"],
+        &[],
+    ),
+    spec(
+        Role::Assign,
+        Program::Assign,
+        &["runtime.mapassign_fast64"],
+        &[],
+    ),
+    spec(
+        Role::Assign,
+        Program::Assign,
         &["runtime.mapassign_fast64ptr"],
         &[],
     ),
     spec(
         Role::Assign,
-        "assign",
+        Program::Assign,
         &["runtime.mapassign_faststr"],
         &["reflect.mapassign_faststr0", "reflect.mapassign_faststr"],
     ),
     spec(
         Role::Delete,
-        "delete_classic",
+        Program::DeleteClassic,
         &["runtime.mapdelete"],
         &["reflect.mapdelete"],
     ),
     spec(
         Role::Delete,
-        "delete_fast32",
+        Program::DeleteFast32,
         &["runtime.mapdelete_fast32"],
         &[],
     ),
     spec(
         Role::Delete,
-        "delete_fast64",
+        Program::DeleteFast64,
         &["runtime.mapdelete_fast64"],
         &[],
     ),
     spec(
         Role::Delete,
-        "delete_faststr",
+        Program::DeleteFaststr,
         &["runtime.mapdelete_faststr"],
         &["reflect.mapdelete_faststr"],
     ),
     spec(
         Role::Clear,
-        "clear_classic",
+        Program::ClearClassic,
         &["runtime.mapclear"],
         &["reflect.mapclear"],
     ),
     // Growth state itself is read from hmap.oldbuckets at each write; this marks its start.
-    spec(Role::Grow, "grow_classic", &["runtime.hashGrow"], &[]),
+    spec(Role::Grow, Program::GrowClassic, &["runtime.hashGrow"], &[]),
     FATAL,
 ];
 

@@ -11,6 +11,7 @@ pub mod classic;
 pub mod swiss;
 
 use map_trace_common::probe::Role;
+use map_trace_common::program::Program;
 
 use crate::MapImpl;
 
@@ -18,7 +19,7 @@ use crate::MapImpl;
 pub struct ProbeSpec {
     pub role: Role,
     /// The eBPF program that reads this function's arguments (map-trace-ebpf/src/main.rs).
-    pub program: &'static str,
+    pub program: Program,
     /// Alternative names of the same function, first match wins.
     pub symbols: &'static [&'static str],
     pub via: &'static [&'static str],
@@ -26,7 +27,7 @@ pub struct ProbeSpec {
 
 const fn spec(
     role: Role,
-    program: &'static str,
+    program: Program,
     symbols: &'static [&'static str],
     via: &'static [&'static str],
 ) -> ProbeSpec {
@@ -43,7 +44,7 @@ const fn spec(
 /// nothing crashes, so its cost at the entry (no stack-check prologue: it is nosplit) is moot.
 const FATAL: ProbeSpec = spec(
     Role::Fatal,
-    "fatal_error",
+    Program::FatalError,
     &["runtime.fatal"],
     &["internal/runtime/maps.fatal", "sync.fatal"],
 );

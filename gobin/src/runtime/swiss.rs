@@ -2,6 +2,7 @@
 //! one from 1.26).
 
 use map_trace_common::probe::Role;
+use map_trace_common::program::Program;
 use serde::Serialize;
 
 use super::{FATAL, ProbeSpec, spec};
@@ -10,7 +11,7 @@ use super::{FATAL, ProbeSpec, spec};
 pub const PROBES: &[ProbeSpec] = &[
     spec(
         Role::IterStart,
-        "iter_start_swiss",
+        Program::IterStartSwiss,
         &["internal/runtime/maps.(*Iter).Init"],
         &[
             "runtime.mapIterStart",
@@ -21,7 +22,7 @@ pub const PROBES: &[ProbeSpec] = &[
     ),
     spec(
         Role::IterStep,
-        "iter_step",
+        Program::IterStep,
         &["internal/runtime/maps.(*Iter).Next"],
         &[
             "runtime.mapIterNext",
@@ -32,27 +33,37 @@ pub const PROBES: &[ProbeSpec] = &[
     ),
     spec(
         Role::Assign,
-        "assign",
+        Program::Assign,
         &["runtime.mapassign"],
         &["reflect.mapassign0", "reflect.mapassign"],
     ),
-    spec(Role::Assign, "assign", &["runtime.mapassign_fast32"], &[]),
-    spec(Role::Assign, "assign", &["runtime.mapassign_fast64"], &[]),
     spec(
         Role::Assign,
-        "assign",
+        Program::Assign,
+        &["runtime.mapassign_fast32"],
+        &[],
+    ),
+    spec(
+        Role::Assign,
+        Program::Assign,
+        &["runtime.mapassign_fast64"],
+        &[],
+    ),
+    spec(
+        Role::Assign,
+        Program::Assign,
         &["runtime.mapassign_fast64ptr"],
         &[],
     ),
     spec(
         Role::Assign,
-        "assign",
+        Program::Assign,
         &["runtime.mapassign_faststr"],
         &["reflect.mapassign_faststr0", "reflect.mapassign_faststr"],
     ),
     spec(
         Role::Delete,
-        "delete_swiss",
+        Program::DeleteSwiss,
         &["internal/runtime/maps.(*Map).Delete"],
         &[
             "runtime.mapdelete",
@@ -65,25 +76,25 @@ pub const PROBES: &[ProbeSpec] = &[
     ),
     spec(
         Role::Clear,
-        "clear_swiss",
+        Program::ClearSwiss,
         &["internal/runtime/maps.(*Map).Clear"],
         &["runtime.mapclear", "reflect.mapclear"],
     ),
     spec(
         Role::Grow,
-        "grow_swiss_map",
+        Program::GrowSwissMap,
         &["internal/runtime/maps.(*Map).growToTable"],
         &[],
     ),
     spec(
         Role::Grow,
-        "grow_swiss_table",
+        Program::GrowSwissTable,
         &["internal/runtime/maps.(*table).grow"],
         &[],
     ),
     spec(
         Role::Grow,
-        "grow_swiss_table",
+        Program::GrowSwissTable,
         &["internal/runtime/maps.(*table).split"],
         &[],
     ),

@@ -11,6 +11,7 @@ use gobin::offsets::RuntimeOffsets;
 use gobin::symbols::SymbolSource;
 use gobin::{Function, GoBinary, MapImpl, OffsetsSource};
 use map_trace_common::probe::Role;
+use map_trace_common::program::Program;
 
 use crate::error::TargetError;
 use crate::plan::{self, IterationMode};
@@ -20,7 +21,7 @@ use crate::plan::{self, IterationMode};
 pub struct ProbeTarget {
     pub role: Role,
     /// The eBPF program to attach (it knows this function's argument registers).
-    pub program: &'static str,
+    pub program: Program,
     pub function: Function,
     /// File offset of the function entry in the executable (what the kernel's uprobe API takes).
     pub file_offset: u64,
@@ -120,7 +121,7 @@ impl GoTarget {
                 for site in sites {
                     probes.push(ProbeTarget {
                         role: Role::IterEnd,
-                        program: "iter_end",
+                        program: Program::IterEnd,
                         file_offset,
                         attach: AttachPoint {
                             offset: site.offset,

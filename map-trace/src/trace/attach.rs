@@ -147,7 +147,7 @@ pub fn watch_execs(ebpf: &mut Ebpf) -> Result<RingBuf<MapData>, AttachError> {
 
 /// One attached uprobe: which program, and the link to detach.
 pub struct Link {
-    program: &'static str,
+    program: Program,
     id: UProbeLinkId,
 }
 
@@ -198,12 +198,12 @@ fn attach_one(
     scope: UProbeScope,
 ) -> Result<Link, AttachError> {
     let verify = |source| AttachError::Verify {
-        program: probe.program.to_string(),
+        program: probe.program.name().to_string(),
         source: Box::new(source),
     };
     let p: &mut UProbe = ebpf
-        .program_mut(probe.program)
-        .ok_or(AttachError::Missing(probe.program))?
+        .program_mut(probe.program.name())
+        .ok_or(AttachError::Missing(probe.program.name()))?
         .try_into()
         .map_err(verify)?;
     if p.fd().is_err() {
@@ -222,7 +222,7 @@ fn attach_one(
                 path: exe.display().to_string(),
             },
             false => AttachError::Attach {
-                program: probe.program,
+                program: probe.program.name(),
                 symbol: probe.function.name.clone(),
                 offset: probe.uprobe_offset(),
                 path: exe.display().to_string(),
@@ -270,7 +270,7 @@ pub fn detach(ebpf: &mut Ebpf, links: Vec<Link>) -> Detaching {
     let owned = links
         .into_iter()
         .filter_map(|link| {
-            let p = ebpf.program_mut(link.program)?;
+            let p = ebpf.program_mut(link.program.name())?;
             <&mut UProbe>::try_from(p).ok()?.take_link(link.id).ok()
         })
         .collect();
