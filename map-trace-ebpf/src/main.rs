@@ -1,9 +1,10 @@
 //! Probe entry points only: each reads its function's arguments from Go's registers and hands
 //! them on: ranges to `iterate`, writes and growth to `write`, Go's fatal errors to `fatal`.
 //! Below them: `context` (the event every probe starts from), `inprogress` (writes under way),
-//! `pending` (the insert check), `keys`, `stack`, `finding` (the ring buffer) and `maps`. Which program goes on which runtime function is decided by the daemon's
-//! probe catalogs (gobin/src/runtime/), one file per map implementation; each program's name
-//! is a `map_trace_common::program::Program`.
+//! `pending` (the insert check), `keys`, `stack`, `finding` (the ring buffer) and `maps`.
+//! Which program goes on which runtime function is decided by the probe catalogs
+//! (gobin/src/runtime/, one file per map implementation); each program's name is a
+//! `map_trace_common::program::Program`.
 #![no_std]
 // BPF atomic add/sub on shared map values (see iterate::begin_iteration).
 #![allow(internal_features)]
