@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{DEFAULT_METRICS_ADDR, DutyCycle, Flags, parse_addr};
-use crate::trace::Format;
+use crate::output::Format;
 
 #[derive(Debug, Parser)]
 #[command(

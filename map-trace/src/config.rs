@@ -10,8 +10,8 @@ use std::time::Duration;
 use gobin::input::{self, InputError};
 use serde::Deserialize;
 
+use crate::output::Format;
 use crate::plan::IterationMode;
-use crate::trace::Format;
 
 /// Where `--metrics-addr` with no value serves: loopback, never all interfaces.
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";

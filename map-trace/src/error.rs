@@ -1,8 +1,12 @@
 //! Errors a user can act on, each with its own exit code so scripts can tell them apart, and
 //! how they are printed. Why a binary cannot be read ([`TargetError`], exit codes 3–11, 15, 16)
-//! is gobin's; the trace errors (12–14) are in `trace`.
+//! is gobin's; a tracing session's ([`TraceError`], 12–14) are below.
 
 pub use gobin::error::TargetError;
+
+use std::net::SocketAddr;
+
+use crate::attach::AttachError;
 
 /// The longest message map-trace prints about one error.
 pub const MAX_MESSAGE_CHARS: usize = 300;
@@ -56,5 +60,35 @@ mod tests {
             "{s}"
         );
         assert_eq!(s.matches('…').count(), 1);
+    }
+}
+
+/// Errors of a tracing session, each with an exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error(transparent)]
+    Attach(#[from] AttachError),
+    /// The kernel lacks features the probes need (all of them named).
+    #[error("{0}")]
+    Kernel(String),
+    /// `--metrics-addr` cannot be listened on: its own code, because it is fixed by choosing
+    /// another address, not by anything about the targets or the kernel.
+    #[error("cannot serve metrics on {addr}: {why}")]
+    MetricsAddr { addr: SocketAddr, why: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl TraceError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            TraceError::Target(e) => e.exit_code(),
+            TraceError::Attach(_) => 12,
+            TraceError::Kernel(_) => 13,
+            TraceError::MetricsAddr { .. } => 14,
+            TraceError::Other(_) => 1,
+        }
     }
 }

@@ -3,11 +3,11 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use map_trace::cli::{Cli, Command, InspectArgs, TraceArgs};
 use map_trace::config;
+use map_trace::daemon;
 use map_trace::discover::analysis::GoTarget;
 use map_trace::discover::process;
 use map_trace::error::{MAX_MESSAGE_CHARS, TargetError, one_line};
-use map_trace::inspect::Report;
-use map_trace::trace;
+use map_trace::output::inspect::Document;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -35,7 +35,7 @@ fn run(args: &TraceArgs) -> Result<(), (u8, String)> {
     if !args.check_config {
         // A bad --exe file is refused before anything is loaded into the kernel, and before
         // the warnings, which would otherwise say less about it than the error.
-        trace::precheck(&settings).map_err(|e| (e.exit_code(), e.to_string()))?;
+        daemon::precheck(&settings).map_err(|e| (e.exit_code(), e.to_string()))?;
     }
     for w in settings.warnings() {
         eprintln!("map-trace: warning: {}", one_line(&w, MAX_MESSAGE_CHARS));
@@ -45,7 +45,7 @@ fn run(args: &TraceArgs) -> Result<(), (u8, String)> {
         println!("configuration ok");
         return Ok(());
     }
-    trace::run(settings).map_err(|e| (e.exit_code(), e.to_string()))
+    daemon::run(settings).map_err(|e| (e.exit_code(), e.to_string()))
 }
 
 fn usage(e: config::ConfigError) -> (u8, String) {
@@ -63,7 +63,7 @@ fn inspect(args: InspectArgs) -> Result<(), TargetError> {
         (None, None) => unreachable!("clap requires a path or --pid"),
     };
     let target = GoTarget::analyze(&path)?;
-    let report = Report::new(&target, process.as_ref());
+    let report = Document::new(&target, process.as_ref());
     if args.json {
         println!("{}", report.to_json());
     } else {

@@ -17,7 +17,7 @@ use std::path::Path;
 use common::{Fixture, check_all};
 use gimli::{EndianSlice, LittleEndian};
 use gobin::elf::ElfImage;
-use map_trace::symbolize::Symbolizer;
+use map_trace::resolve::symbolize::Symbolizer;
 use object::{Object as _, ObjectSection as _};
 
 /// A call site as objdump prints it.

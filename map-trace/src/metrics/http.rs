@@ -5,7 +5,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,6 +21,7 @@ use tokio::task::{AbortHandle, JoinSet};
 
 use super::Metrics;
 use super::connections::{self, Activity, Limits, Peer};
+use super::health::Health;
 
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 const TEXT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
@@ -43,54 +43,6 @@ const MAX_CONNECTION_AGE: Duration = Duration::from_secs(300);
 const DRAIN: Duration = Duration::from_secs(2);
 /// Back-off after an accept error such as EMFILE, which would otherwise repeat at once.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-
-/// The main loop's heartbeat, which /healthz reports on.
-pub struct Health {
-    /// Monotonic, so a wall-clock step cannot make the daemon look stale or fresh.
-    start: Instant,
-    /// Milliseconds since `start` of the last beat, plus one; 0 until the first beat.
-    last: AtomicU64,
-}
-
-impl Health {
-    /// Not healthy until the first [`Health::beat`]: the main loop has not run yet.
-    pub fn new() -> Self {
-        Health {
-            start: Instant::now(),
-            last: AtomicU64::new(0),
-        }
-    }
-
-    pub fn beat(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
-        self.last.store(ms + 1, Ordering::Relaxed);
-    }
-
-    /// Ok while the last beat is at most `stale_after` old; otherwise why not, in one line.
-    pub fn check(&self, stale_after: Duration) -> Result<(), String> {
-        let last = self.last.load(Ordering::Relaxed);
-        if last == 0 {
-            return Err("main loop has not run yet".into());
-        }
-        let beat = self.start + Duration::from_millis(last - 1);
-        let age = Instant::now().saturating_duration_since(beat);
-        if age <= stale_after {
-            Ok(())
-        } else {
-            Err(format!(
-                "main loop last ran {:.1}s ago (limit {:.1}s)",
-                age.as_secs_f64(),
-                stale_after.as_secs_f64()
-            ))
-        }
-    }
-}
-
-impl Default for Health {
-    fn default() -> Self {
-        Health::new()
-    }
-}
 
 /// How the endpoint treats connections; [`Policy::default`] in the daemon, shorter in tests.
 #[derive(Clone, Copy, Debug)]

@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 use map_trace_common::event::FindingKind;
 use map_trace_common::stack::{HASH_SEED, hash_step};
 
-use crate::report::Report;
-use crate::symbolize::Frame;
+use crate::output::Report;
+use crate::resolve::symbolize::Frame;
 
 /// Groups kept at once; occurrences of further groups are still reported, but not counted
 /// into a group (`Groups::overflow`).
@@ -159,7 +159,7 @@ impl Groups {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::Clock;
+    use crate::output::Clock;
     use map_trace_common::event::Finding;
 
     fn frame(function: &str, line: u32) -> Frame {

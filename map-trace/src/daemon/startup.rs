@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 
 use gobin::elf::ElfImage;
 
-use super::TraceError;
 use crate::config::Settings;
 use crate::error::TargetError;
+use crate::error::TraceError;
 
 /// Refuses an `--exe` whose file is on this host but cannot be a program: not a regular file,
 /// over the size limit, a symlink loop, unreadable, not ELF. Reads at most 4 bytes of each, so

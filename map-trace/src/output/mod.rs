@@ -1,6 +1,10 @@
-//! Findings as users see them: one block (or one JSON line) per finding, and the exit summary.
+//! Output: findings as users see them — one block (or one JSON line) per occurrence (here),
+//! Go's map fatal errors (`crash`), finding groups (`group`), the exit summary (`summary`) —
+//! and the `inspect` document (`inspect`).
 
 mod crash;
+pub mod group;
+pub mod inspect;
 mod summary;
 
 pub use crash::{Crash, InProgress};
@@ -12,7 +16,15 @@ use std::time::{Duration, SystemTime};
 use map_trace_common::event::{Finding, FindingKind, Op};
 use serde::Serialize;
 
-use crate::symbolize::Frame;
+use crate::resolve::symbolize::Frame;
+
+/// How findings are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Human,
+    Json,
+}
 
 /// Frames per stack in the human output; JSON carries them all.
 const HUMAN_FRAMES: usize = 8;

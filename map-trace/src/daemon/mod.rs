@@ -1,17 +1,10 @@
-//! `map-trace --pid N` / `--exe PATH`: attach, poll findings and counters, follow processes as
-//! they start and exit, serve metrics, stop cleanly.
+//! The daemon, `map-trace --pid N` / `--exe PATH`: owns the loop that drives every stage —
+//! attach, poll findings and counters, follow processes as they start and exit, serve metrics,
+//! stop cleanly. `session` is what the loop does per event, `startup` what is checked before
+//! anything is loaded.
 
-pub mod attach;
-mod detach;
-pub mod exec_guard;
-pub mod kernel_features;
-pub mod path_watch;
-pub mod resolve;
 mod session;
-mod sink;
 mod startup;
-pub mod sweep;
-pub mod targets;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -19,36 +12,31 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
+use aya::maps::HashMap as BpfHashMap;
 use map_trace_common::program::map;
 use tokio::io::unix::AsyncFd;
 
+use crate::attach::targets::Targets;
+use crate::attach::{exec_guard, kernel_features, path_watch, probes as attach, sweep};
 use crate::config::Settings;
 use crate::discover::exe_match::{self, ExeSpec};
-use crate::error::{MAX_MESSAGE_CHARS, TargetError, one_line};
-use crate::group::Groups;
+use crate::error::{MAX_MESSAGE_CHARS, TraceError, one_line};
+use crate::events::execs::{drain_execs, next_exec};
+use crate::events::ring;
+use crate::events::sink::{Sink, read_counters};
 use crate::metrics::Metrics;
-use crate::metrics::http::Health;
-use crate::report::{Clock, Summary, TopFinding};
-use resolve::Resolver;
+use crate::metrics::health::Health;
+use crate::output::group::Groups;
+use crate::output::{Clock, Summary, TopFinding};
+use crate::resolve::Resolver;
 use session::{Session, adopt, announce};
-use sink::{Sink, read_counters};
 pub use startup::precheck;
 use startup::{bind_failure, listen};
-use targets::Targets;
 
 /// Least time between two "seen again" lines of one finding group in the human output.
 const UPDATE_EVERY: Duration = Duration::from_secs(5);
 /// Finding groups listed in the exit summary.
 const TOP_FINDINGS: usize = 10;
-
-/// How findings are printed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    Human,
-    Json,
-}
 
 /// Why tracing stopped.
 #[derive(Debug, PartialEq, Eq)]
@@ -56,36 +44,6 @@ enum Stop {
     Signal(&'static str),
     Duration,
     TargetsExited,
-}
-
-/// Errors of a tracing session, each with an exit code.
-#[derive(Debug, thiserror::Error)]
-pub enum TraceError {
-    #[error(transparent)]
-    Target(#[from] TargetError),
-    #[error(transparent)]
-    Attach(#[from] attach::AttachError),
-    /// The kernel lacks features the probes need (all of them named).
-    #[error("{0}")]
-    Kernel(String),
-    /// `--metrics-addr` cannot be listened on: its own code, because it is fixed by choosing
-    /// another address, not by anything about the targets or the kernel.
-    #[error("cannot serve metrics on {addr}: {why}")]
-    MetricsAddr { addr: SocketAddr, why: String },
-    #[error("{0}")]
-    Other(String),
-}
-
-impl TraceError {
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            TraceError::Target(e) => e.exit_code(),
-            TraceError::Attach(_) => 12,
-            TraceError::Kernel(_) => 13,
-            TraceError::MetricsAddr { .. } => 14,
-            TraceError::Other(_) => 1,
-        }
-    }
 }
 
 pub fn run(opts: Settings) -> Result<(), TraceError> {
@@ -276,7 +234,7 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
                 duty.as_mut().reset(started + next);
             }
             _ = sweep_tick.tick() => {
-                sweep::sweep(session.ebpf, crate::report::monotonic_ns());
+                sweep::sweep(session.ebpf, crate::output::monotonic_ns());
                 session.targets.find_orphans(session.ebpf, session.sink.resolver);
                 // Also a backstop for changes inotify cannot see (another mount namespace).
                 session.rescan(paths.as_mut(), &mut out);
@@ -398,32 +356,4 @@ async fn changed(paths: Option<&mut path_watch::PathWatch>) {
         Some(p) => p.changed().await,
         None => std::future::pending().await,
     }
-}
-
-/// Resolves when exec notices are waiting; never, when `--exe` is not in use.
-async fn next_exec(
-    execs: &mut Option<AsyncFd<RingBuf<MapData>>>,
-) -> std::io::Result<tokio::io::unix::AsyncFdReadyMutGuard<'_, RingBuf<MapData>>> {
-    match execs {
-        Some(fd) => fd.readable_mut().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// A ring buffer of the eBPF object, taken from it.
-fn ring(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<RingBuf<MapData>, TraceError> {
-    let map = ebpf
-        .take_map(name)
-        .ok_or(attach::AttachError::Missing(name))?;
-    RingBuf::try_from(map).map_err(|e| TraceError::Other(format!("ring buffer {name}: {e}")))
-}
-
-fn drain_execs(ring: &mut RingBuf<MapData>) -> Vec<u32> {
-    let mut pids = Vec::new();
-    while let Some(item) = ring.next() {
-        if let Ok(b) = <[u8; 4]>::try_from(&item[..]) {
-            pids.push(u32::from_ne_bytes(b));
-        }
-    }
-    pids
 }

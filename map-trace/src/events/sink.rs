@@ -8,13 +8,13 @@ use map_trace_common::fatal::Fatal;
 use map_trace_common::probe::Role;
 use map_trace_common::program::map;
 
-use super::Format;
-use super::resolve::Resolver;
-use crate::group::{Groups, Seen};
-use crate::report::{Clock, Report, Summary};
+use crate::output::Format;
+use crate::output::group::{Groups, Seen};
+use crate::output::{Clock, Report, Summary};
+use crate::resolve::Resolver;
 
 /// Where findings go: resolved, grouped, printed.
-pub(super) struct Sink<'a> {
+pub struct Sink<'a> {
     /// Findings, and Go's map fatal errors (`fatal_error`).
     pub findings: RingBuf<MapData>,
     pub fatals: RingBuf<MapData>,
@@ -28,7 +28,7 @@ pub(super) struct Sink<'a> {
 impl Sink<'_> {
     /// Prints every finding waiting in the ring buffer; in human output, new groups in full and
     /// repeats as rate-limited count updates (all pending ones with `last`).
-    pub(super) fn drain(
+    pub fn drain(
         &mut self,
         out: &mut impl std::io::Write,
         last: bool,
@@ -77,7 +77,7 @@ fn decode<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
         .then(|| unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })
 }
 
-pub(super) fn read_counters(ebpf: &Ebpf, summary: &mut Summary) {
+pub fn read_counters(ebpf: &Ebpf, summary: &mut Summary) {
     let Some(map) = ebpf.map(map::COUNTERS) else {
         return;
     };

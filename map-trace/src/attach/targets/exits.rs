@@ -10,8 +10,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::task::JoinHandle;
 
 use super::Targets;
-use crate::trace::resolve::Resolver;
-use crate::trace::sweep;
+use crate::attach::sweep;
+use crate::resolve::Resolver;
 
 impl Targets {
     pub(super) fn spawn_watch(&self, pid: u32, pidfd: OwnedFd) -> JoinHandle<()> {

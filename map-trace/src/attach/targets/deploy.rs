@@ -9,11 +9,12 @@ use aya::Ebpf;
 use gobin::elf::ElfImage;
 use gobin::input;
 
-use super::{Targets, TraceError, describe};
+use super::{Targets, describe};
+use crate::attach::exec_guard::{Fingerprint, Held, dirs_for, stamp};
 use crate::discover::exe_match::FileId;
 use crate::error::TargetError;
-use crate::trace::exec_guard::{Fingerprint, Held, dirs_for, stamp};
-use crate::trace::resolve::Resolver;
+use crate::error::TraceError;
+use crate::resolve::Resolver;
 
 /// Opens the regular file at `path`, which must be `file`, and maps it read-only. The
 /// fingerprint is taken before anything is read, so a write during the analysis shows as a

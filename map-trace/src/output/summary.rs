@@ -8,7 +8,7 @@ use map_trace_common::event::FindingKind;
 use map_trace_common::probe::Role;
 
 use super::Report;
-use crate::symbolize::Frame;
+use crate::resolve::symbolize::Frame;
 
 /// Totals for the exit summary.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -25,17 +25,17 @@ use gobin::elf::Segments;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 
-use super::attach::{self, AttachError, Link};
 use super::detach::Detaching;
 use super::exec_guard::{ExecGuard, Fingerprint, stamp};
-use super::resolve::{BinaryInfo, ProcessInfo, Resolver};
-use super::{TraceError, sweep};
+use super::probes::{self as attach, AttachError, Link};
 use crate::discover::analysis::GoTarget;
 use crate::discover::exe_match::{ExeSpec, FileId};
 use crate::discover::process;
 use crate::error::TargetError;
+use crate::error::TraceError;
 use crate::metrics::AttachFailure;
 use crate::plan::IterationMode;
+use crate::resolve::{BinaryInfo, ProcessInfo, Resolver};
 
 /// A file to analyse: its identity and content, where to open it, and how to name it.
 struct FileAt<'a> {

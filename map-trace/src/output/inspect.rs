@@ -15,7 +15,7 @@ fn hex(v: u64) -> String {
 
 /// The `--json` document. Field names are a contract: scripts and tests read them.
 #[derive(Serialize)]
-pub struct Report {
+pub struct Document {
     pub path: String,
     pub pid: Option<u32>,
     pub go_version: String,
@@ -29,13 +29,13 @@ pub struct Report {
     pub symbols_source: &'static str,
     pub offsets_source: String,
     pub offsets: RuntimeOffsets,
-    pub probes: Vec<ProbeReport>,
+    pub probes: Vec<ProbeEntry>,
     pub absent: Vec<&'static str>,
     pub warnings: Vec<String>,
 }
 
 #[derive(Serialize)]
-pub struct ProbeReport {
+pub struct ProbeEntry {
     pub role: &'static str,
     pub symbol: String,
     /// Virtual address of the function entry.
@@ -51,9 +51,9 @@ pub struct ProbeReport {
     pub via: Vec<String>,
 }
 
-impl Report {
+impl Document {
     pub fn new(t: &GoTarget, process: Option<&ProcessExe>) -> Self {
-        Report {
+        Document {
             path: t.path.display().to_string(),
             pid: process.map(|p| p.pid),
             go_version: t.version.to_string(),
@@ -80,7 +80,7 @@ impl Report {
             probes: t
                 .probes
                 .iter()
-                .map(|p| ProbeReport {
+                .map(|p| ProbeEntry {
                     role: p.role.name(),
                     symbol: p.function.name.clone(),
                     address: hex(p.function.entry),

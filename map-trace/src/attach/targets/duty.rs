@@ -3,7 +3,9 @@
 use aya::Ebpf;
 use aya::programs::uprobe::UProbeScope;
 
-use super::{Targets, attach, sweep};
+use super::Targets;
+use crate::attach::probes as attach;
+use crate::attach::sweep;
 
 impl Targets {
     /// The off part of a duty cycle: detaches every link but forgets nothing, and drops the

@@ -3,13 +3,13 @@
 
 use aya::Ebpf;
 
-use super::resolve::Resolver;
-use super::sink::{Sink, read_counters};
-use super::targets::{self, Targets};
-use super::{exec_guard, path_watch, sweep};
+use crate::attach::targets::{self, Targets};
+use crate::attach::{exec_guard, path_watch, sweep};
 use crate::error::{MAX_MESSAGE_CHARS, one_line};
+use crate::events::sink::{Sink, read_counters};
 use crate::metrics::{AttachFailure, Metrics, raise_to};
-use crate::report::Summary;
+use crate::output::Summary;
+use crate::resolve::Resolver;
 
 pub(super) fn announce(a: &targets::Attached, metrics: &Metrics) {
     let how = if a.shared {

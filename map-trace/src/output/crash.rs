@@ -8,7 +8,7 @@ use map_trace_common::fatal::Fatal;
 use serde::Serialize;
 
 use super::{Clock, Report, write_frames};
-use crate::symbolize::Frame;
+use crate::resolve::symbolize::Frame;
 
 /// A Go map fatal error: the runtime's message and every write in progress then.
 #[derive(Clone, Debug, PartialEq, Eq)]

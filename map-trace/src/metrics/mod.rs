@@ -5,6 +5,7 @@
 //! front are created at zero, so `rate()` and absence alerts work from the first scrape.
 
 pub mod connections;
+pub mod health;
 pub mod http;
 
 use map_trace_common::probe::Role;

@@ -1,5 +1,8 @@
-//! Turns the kernel's references in a finding (stack keys, the map type's address) into frames
-//! and a type name, per traced process.
+//! Resolve: turns the kernel's references in a finding (stack keys, the map type's address)
+//! into frames (`symbolize`, from the binary's line tables) and a type name (gobin's
+//! `gotypes`), per traced process.
+
+pub mod symbolize;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,8 +14,8 @@ use gobin::gotypes::{ProcMem, TypeLayout, TypeNames};
 use map_trace_common::stack::UserStack;
 
 use crate::discover::analysis::GoTarget;
-use crate::report::Report;
-use crate::symbolize::{Frame, Symbolizer};
+use crate::output::Report;
+use crate::resolve::symbolize::{Frame, Symbolizer};
 
 /// Symbolized stacks kept; past this the cache starts over (stacks are re-read from the kernel).
 const CACHE_LIMIT: usize = 65_536;
