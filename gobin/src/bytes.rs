@@ -4,7 +4,7 @@
 //! files not mapped, tests).
 //!
 //! A mapping can fault with SIGBUS if the file is truncated under it (a `cp` over it); readers
-//! of long-lived tables check [`Backing::intact`] first (see `trace::resolve`).
+//! of long-lived tables check [`Backing::intact`] first (see the daemon's `resolve`).
 
 use std::ops::Deref;
 use std::sync::Arc;

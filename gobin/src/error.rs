@@ -67,8 +67,8 @@ impl TargetError {
             TargetError::PermissionDenied { .. } => 9,
             TargetError::Io { .. } => 10,
             TargetError::Malformed { .. } => 11,
-            // 12 and 13 are eBPF and kernel failures, 14 the metrics address (the daemon's
-            // trace::TraceError).
+            // 12 and 13 are eBPF and kernel failures, 14 the metrics address (map-trace's
+            // `error::TraceError`).
             TargetError::NotRegular { .. } => 15,
             TargetError::TooLarge { .. } => 16,
         }

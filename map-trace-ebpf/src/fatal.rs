@@ -57,10 +57,12 @@ pub fn fatal(e: &Event, ptr: u64, len: u64) {
     let rec = unsafe { &mut *rec };
     rec.message = [0; FATAL_MESSAGE_LEN];
     let n = (len as usize).min(FATAL_MESSAGE_LEN);
+    if n == 0 {
+        return;
+    }
     // SAFETY: faults are caught by the helper; `n` is within the buffer.
-    if n == 0
-        || unsafe { bpf_probe_read_user_buf(ptr as *const u8, &mut rec.message[..n]) }.is_err()
-    {
+    let read = unsafe { bpf_probe_read_user_buf(ptr as *const u8, &mut rec.message[..n]) };
+    if read.is_err() {
         return;
     }
     if !is_map_message(&rec.message, n) {

@@ -16,7 +16,7 @@ use aya::maps::PerCpuArray;
 use aya::programs::UProbe;
 use aya::programs::uprobe::UProbeScope;
 use map_trace::attach::probes as attach;
-use map_trace::discover::analysis::GoTarget;
+use map_trace::plan::GoTarget;
 use map_trace::plan::IterationMode;
 use map_trace_common::event::counter;
 use map_trace_common::probe::Role;
@@ -488,13 +488,13 @@ fn watching_memory(daemon: &Path, bin: &Path) -> Result<Value, String> {
         .map_err(|e| e.to_string())?;
     let lines = stderr_lines(&mut mt);
     let line = wait_line(&lines, "probes attached");
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(2));
     let settled_kb = status_kb(mt.id(), "VmRSS:");
     let ran = Command::new(bin)
         .arg("version")
         .output()
         .map_err(|e| format!("{}: {e}", bin.display()))?;
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(2));
     let after_kb = status_kb(mt.id(), "VmRSS:");
     let peak_kb = status_kb(mt.id(), "VmHWM:");
     // SAFETY: plain kill(2) of our own child.

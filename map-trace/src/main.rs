@@ -4,10 +4,10 @@ use clap::Parser as _;
 use map_trace::cli::{Cli, Command, InspectArgs, TraceArgs};
 use map_trace::config;
 use map_trace::daemon;
-use map_trace::discover::analysis::GoTarget;
 use map_trace::discover::process;
 use map_trace::error::{MAX_MESSAGE_CHARS, TargetError, one_line};
 use map_trace::output::inspect::Document;
+use map_trace::plan::GoTarget;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -12,7 +12,7 @@ use aya::maps::PerCpuArray;
 use aya::programs::uprobe::UProbeScope;
 use aya::programs::{Program, UProbe};
 use common::Fixture;
-use map_trace::discover::analysis::GoTarget;
+use map_trace::plan::GoTarget;
 use map_trace_common::event::counter;
 use map_trace_common::probe::Role;
 

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use common::Fixture;
 use gobin::elf::ElfImage;
-use map_trace::discover::analysis::GoTarget;
+use map_trace::plan::GoTarget;
 use object::{Object as _, ObjectSection as _};
 use proptest::prelude::*;
 

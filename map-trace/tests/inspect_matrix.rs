@@ -9,7 +9,7 @@ use common::{Fixture, check_all, go_tool};
 use gobin::elf::ElfImage;
 use gobin::symbols::Symbols;
 use gobin::{MapImpl, OffsetsSource, dwarf, offsets, runtime};
-use map_trace::discover::analysis::GoTarget;
+use map_trace::plan::GoTarget;
 use map_trace_common::probe::Role;
 
 fn assert_none(failures: &[String]) {

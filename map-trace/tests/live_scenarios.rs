@@ -153,6 +153,7 @@ fn duration_and_sigterm_detach_cleanly() {
     let mut lines = BufReader::new(tracer.0.stderr.take().unwrap()).lines();
     let attached = lines.next().and_then(Result::ok).unwrap_or_default();
     assert!(attached.contains("probes attached"), "{attached}");
+    // SAFETY: kill(2) of our own child, which has not been reaped.
     unsafe { libc::kill(tracer.0.id() as i32, libc::SIGTERM) };
     let code = wait_timeout(&mut tracer.0, Duration::from_secs(10)).unwrap();
     let rest: Vec<String> = lines.map_while(Result::ok).collect();

@@ -11,7 +11,7 @@ use common::{Fixture, Reaped, check_all, go_tool};
 use gobin::elf::ElfImage;
 use gobin::gotypes::{MapTypeName, ProcMem, TypeLayout, TypeNames};
 use gobin::symbols::Symbols;
-use map_trace::discover::analysis::GoTarget;
+use map_trace::plan::GoTarget;
 
 /// The map types mapops declares, so the linker puts their descriptors and names in the binary.
 const STATIC: [&str; 9] = [

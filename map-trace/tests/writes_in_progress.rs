@@ -31,7 +31,7 @@ const ATTEMPTS: usize = 8;
 
 /// One race at a time: the two tests of this file run in parallel threads, and two racing
 /// programs on two cores change each other's timing enough to halve how often a race is seen.
-static ONE_RACE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static ONE_RACE: Mutex<()> = Mutex::new(());
 
 /// Per racy scenario: builds on which its own kinds were seen, and builds run.
 type Direct = Mutex<BTreeMap<&'static str, (usize, usize)>>;

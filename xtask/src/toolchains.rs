@@ -238,7 +238,7 @@ pub const ARCHS: &[Arch] = &[
 
 impl Arch {
     pub fn host() -> Option<&'static Arch> {
-        ARCHS.iter().find(|a| a.arch == std::env::consts::ARCH)
+        ARCHS.iter().find(|a| a.arch == env::consts::ARCH)
     }
 
     /// Native builds use plain `gcc`; only a cross compiler can be absent.

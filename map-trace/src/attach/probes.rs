@@ -12,8 +12,8 @@ use map_trace_common::probe::Role;
 use map_trace_common::program::{Program, map};
 
 use super::detach::Detaching;
-use crate::discover::analysis::{GoTarget, ProbeTarget};
 use crate::plan::IterationMode;
+use crate::plan::{GoTarget, ProbeTarget};
 
 /// What can go wrong while loading and attaching, with what to do about it.
 #[derive(Debug, thiserror::Error)]

@@ -1,10 +1,8 @@
-//! Discover the target: which processes run it, and what the daemon will attach to it.
+//! Discover: which processes run a target, and what each runs.
 //!
-//! `process` finds the executable of a pid (containers included), `exe_match` tells which
-//! processes an `--exe` names, and `analysis` turns a Go binary into the probes to attach: the
-//! facts come from the `gobin` crate (everything read from the file), the choice of probes from
-//! `plan`.
+//! `process` finds the executable of a pid (containers included) and `exe_match` tells which
+//! processes an `--exe` names. What a binary file holds is read by the `gobin` crate; the probes
+//! planned on it are `plan`'s.
 
-pub mod analysis;
 pub mod exe_match;
 pub mod process;

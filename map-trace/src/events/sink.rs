@@ -40,7 +40,7 @@ impl Sink<'_> {
                 continue;
             };
             each(self.resolver, &r);
-            self.resolver.resolve(&mut r);
+            r.resolve(self.resolver);
             let seen = self.groups.record(&mut r);
             let text = match (self.format, seen) {
                 (Format::Json, _) => r.to_json() + "\n",
@@ -73,7 +73,7 @@ impl Sink<'_> {
 /// A record of plain old data, if it is at least that long.
 fn decode<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
     // SAFETY: T is plain old data (every bit pattern valid) and the record is at least its size.
-    (bytes.len() >= std::mem::size_of::<T>())
+    (bytes.len() >= size_of::<T>())
         .then(|| unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })
 }
 

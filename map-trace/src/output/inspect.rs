@@ -6,8 +6,8 @@ use gobin::OffsetsSource;
 use gobin::offsets::RuntimeOffsets;
 use serde::Serialize;
 
-use crate::discover::analysis::GoTarget;
 use crate::discover::process::ProcessExe;
+use crate::plan::GoTarget;
 
 fn hex(v: u64) -> String {
     format!("{v:#x}")

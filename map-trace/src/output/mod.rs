@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime};
 use map_trace_common::event::{Finding, FindingKind, Op};
 use serde::Serialize;
 
+use crate::resolve::Resolver;
 use crate::resolve::symbolize::Frame;
 
 /// How findings are printed.
@@ -97,12 +98,7 @@ impl Clock {
 
 /// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
@@ -307,6 +303,28 @@ pub(crate) fn write_frames(s: &mut String, frames: &[Frame]) {
     }
     if frames.len() > HUMAN_FRAMES {
         let _ = writeln!(s, "    … {} more", frames.len() - HUMAN_FRAMES);
+    }
+}
+
+impl Report {
+    /// Fills the stacks and map types from the kernel's references in the finding.
+    pub fn resolve(&mut self, resolver: &mut Resolver) {
+        resolver.with_lookup(self.pid, self.binary, |l| {
+            self.writer_stack = l.stack(self.writer_stack_key);
+            self.iterator_stack = l.stack(self.iterator_stack_key);
+            self.map_type = l.map_type(self.map_type_addr);
+            if let Some(c) = self.crash.as_deref_mut() {
+                for w in &mut c.writes {
+                    w.stack = l.stack(w.stack_key);
+                    w.map_type = l.map_type(w.map_type_addr);
+                }
+                if c.writes.is_empty() {
+                    self.map_type = "map[?]? (no write in progress named)".into();
+                }
+                // From its runtime frames, which the shown stack leaves out.
+                c.noticed_in(&l.untrimmed(self.iterator_stack_key));
+            }
+        });
     }
 }
 

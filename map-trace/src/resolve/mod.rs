@@ -13,8 +13,7 @@ use gobin::elf::ElfImage;
 use gobin::gotypes::{ProcMem, TypeLayout, TypeNames};
 use map_trace_common::stack::UserStack;
 
-use crate::discover::analysis::GoTarget;
-use crate::output::Report;
+use crate::plan::GoTarget;
 use crate::resolve::symbolize::{Frame, Symbolizer};
 
 /// Symbolized stacks kept; past this the cache starts over (stacks are re-read from the kernel).
@@ -114,43 +113,62 @@ impl Resolver {
         self.binaries.remove(&id);
     }
 
-    /// Fills the report's stacks and map type.
-    pub fn resolve(&mut self, r: &mut Report) {
+    /// Runs `f` with what the addresses of one finding of process `pid` (of executable
+    /// `binary`) resolve against: that process, or for a process never registered, its binary
+    /// when it is not PIE (loaded where it was linked, whichever process it was).
+    pub fn with_lookup<R>(
+        &mut self,
+        pid: u32,
+        binary: u32,
+        f: impl FnOnce(&mut Lookup<'_>) -> R,
+    ) -> R {
         let fallback;
-        let p = match self.processes.get(&r.pid) {
+        let p = match self.processes.get(&pid) {
             Some(p) => Some(p),
-            None => match self.binaries.get(&r.binary) {
-                // Not PIE: loaded where it was linked, whichever process it was.
+            None => match self.binaries.get(&binary) {
                 Some((info, false)) => {
-                    fallback = ProcessInfo::new(r.pid, info.clone(), 0);
+                    fallback = ProcessInfo::new(pid, info.clone(), 0);
                     Some(&fallback)
                 }
                 _ => None,
             },
         };
-        let p = p.filter(|p| p.binary.intact());
-        let mut stacks = Stacks {
-            table: &self.stacks,
-            cache: &mut self.cache,
-            lost: &mut self.lost,
+        let mut lookup = Lookup {
+            p: p.filter(|p| p.binary.intact()),
+            pid,
+            stacks: Stacks {
+                table: &self.stacks,
+                cache: &mut self.cache,
+                lost: &mut self.lost,
+            },
         };
-        r.writer_stack = stacks.get(p, r.pid, r.writer_stack_key);
-        r.iterator_stack = stacks.get(p, r.pid, r.iterator_stack_key);
-        let map_type = |addr| match p {
+        f(&mut lookup)
+    }
+}
+
+/// One finding's view of the resolver (`Resolver::with_lookup`).
+pub struct Lookup<'a> {
+    p: Option<&'a ProcessInfo>,
+    pid: u32,
+    stacks: Stacks<'a>,
+}
+
+impl Lookup<'_> {
+    /// The frames of a stack key, runtime frames trimmed; empty for 0 or an evicted stack.
+    pub fn stack(&mut self, key: u64) -> Vec<Frame> {
+        self.stacks.get(self.p, self.pid, key)
+    }
+
+    /// The frames of a stack key, runtime frames included.
+    pub fn untrimmed(&self, key: u64) -> Vec<Frame> {
+        self.stacks.untrimmed(self.p, key)
+    }
+
+    /// The Go type name of the map type descriptor at `addr`.
+    pub fn map_type(&self, addr: u64) -> String {
+        match self.p {
             Some(p) => p.map_type(addr),
             None => "map[?]? (unknown process)".into(),
-        };
-        r.map_type = map_type(r.map_type_addr);
-        if let Some(c) = r.crash.as_deref_mut() {
-            for w in &mut c.writes {
-                w.stack = stacks.get(p, r.pid, w.stack_key);
-                w.map_type = map_type(w.map_type_addr);
-            }
-            if c.writes.is_empty() {
-                r.map_type = "map[?]? (no write in progress named)".into();
-            }
-            // From its runtime frames, which the shown stack leaves out.
-            c.noticed_in(&stacks.untrimmed(p, r.iterator_stack_key));
         }
     }
 }

@@ -178,9 +178,8 @@ pub fn exited_pid() -> String {
 /// Fails (never skips) when not root: these tests load eBPF programs, attach uprobes, or drop
 /// privileges to provoke permission errors. `why` says which.
 pub fn require_root(why: &str) {
-    // SAFETY: geteuid has no preconditions.
     assert!(
-        unsafe { libc::geteuid() } == 0,
+        rustix::process::geteuid().is_root(),
         "this test {why} and must run as root: run `sudo cargo xtask test`"
     );
 }

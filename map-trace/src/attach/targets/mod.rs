@@ -28,12 +28,12 @@ use tokio::task::JoinHandle;
 use super::detach::Detaching;
 use super::exec_guard::{ExecGuard, Fingerprint, stamp};
 use super::probes::{self as attach, AttachError, Link};
-use crate::discover::analysis::GoTarget;
 use crate::discover::exe_match::{ExeSpec, FileId};
 use crate::discover::process;
 use crate::error::TargetError;
 use crate::error::TraceError;
 use crate::metrics::AttachFailure;
+use crate::plan::GoTarget;
 use crate::plan::IterationMode;
 use crate::resolve::{BinaryInfo, ProcessInfo, Resolver};
 

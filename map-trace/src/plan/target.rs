@@ -13,8 +13,8 @@ use gobin::{Function, GoBinary, MapImpl, OffsetsSource};
 use map_trace_common::probe::Role;
 use map_trace_common::program::Program;
 
+use super::{self as plan, IterationMode};
 use crate::error::TargetError;
-use crate::plan::{self, IterationMode};
 
 /// A probe ready to attach.
 #[derive(Clone, Debug, PartialEq, Eq)]

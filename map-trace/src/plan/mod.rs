@@ -1,7 +1,12 @@
 //! Plan probes: which functions of one binary to probe for each role. The catalog of candidates
 //! per map implementation (and why each role sits where it does) is `gobin::runtime`; planning
 //! picks those the binary has, notes the entry points that reach them, and says when a binary
-//! cannot show an overlap at all.
+//! cannot show an overlap at all. `target` turns a binary's facts (read by gobin) into a
+//! `GoTarget`: the planned probes with their attach points and iteration-end sites.
+
+mod target;
+
+pub use target::{GoTarget, ProbeTarget};
 
 use gobin::runtime::catalog;
 use gobin::{Function, MapImpl};
