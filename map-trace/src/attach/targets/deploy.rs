@@ -75,7 +75,7 @@ impl Targets {
             self.remove(ebpf, resolver, pid);
         }
         let d = self.drop_binary(ebpf, resolver, file);
-        self.closing.push(d);
+        self.keep_closing(d);
         // The new content must not meet one of these probes.
         self.wait_closed();
         self.rejected.remove(&file);
@@ -193,7 +193,7 @@ impl Targets {
         let mut any_changed = false;
         for (f, changed) in gone {
             let d = self.drop_binary(ebpf, resolver, f);
-            self.closing.push(d);
+            self.keep_closing(d);
             any_changed |= changed;
         }
         // Probes of a file nothing names any more are right for its content and close in the

@@ -469,7 +469,6 @@ impl Targets {
             return Detaching::none();
         };
         resolver.remove_binary(b.id);
-        self.closing.retain(|d| !d.is_done());
         // Settings first: a probe still attached while its link closes finds none and returns.
         attach::forget_binary(ebpf, b.id);
         let detaching = b
@@ -521,7 +520,7 @@ impl Targets {
         };
         p.watch.abort();
         let d = attach::detach(ebpf, p.links);
-        self.closing.push(d);
+        self.keep_closing(d);
         resolver.remove_process(pid);
         self.dead.insert(pid);
         let Some(b) = self.binaries.get_mut(&p.file) else {
@@ -536,7 +535,7 @@ impl Targets {
         if b.procs == 0 && (!named || !self.guarded()) {
             let d = self.drop_binary(ebpf, resolver, p.file);
             if self.guarded() {
-                self.closing.push(d);
+                self.keep_closing(d);
             } else {
                 // Unguarded, a rewrite of the file could meet these probes at its next exec.
                 d.wait();
@@ -544,6 +543,15 @@ impl Targets {
         }
         self.settle();
         true
+    }
+
+    /// Keeps `d` until its links are closed, and lets go of those already closed (a daemon
+    /// that sees a million processes exit must not keep a million handles).
+    fn keep_closing(&mut self, d: Detaching) {
+        self.closing.retain(|c| !c.is_done());
+        if !d.is_done() {
+            self.closing.push(d);
+        }
     }
 
     /// Waits for every link being closed: where probes of an old content must be gone.
