@@ -12,8 +12,7 @@ use gobin::input;
 use super::{Targets, describe};
 use crate::attach::exec_guard::{Fingerprint, Held, dirs_for, stamp};
 use crate::discover::exe_match::FileId;
-use crate::error::TargetError;
-use crate::error::TraceError;
+use crate::error::{TargetError, TraceError};
 use crate::resolve::Resolver;
 
 /// Opens the regular file at `path`, which must be `file`, and maps it read-only. The
