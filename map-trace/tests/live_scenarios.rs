@@ -9,13 +9,13 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::markers::Markers;
 use common::run::{run_scenario, run_scenario_expecting, wait_timeout};
-use common::scenarios::{Build, CW, EXPECTED, SINCE, check_findings, check_sites};
 use common::{Fixture, Reaped, check_all};
+use test_support::markers::Markers;
+use test_support::scenarios::{Build, CW, EXPECTED, SINCE, check_findings, check_sites};
 
 fn minor(f: &Fixture) -> u32 {
-    common::scenarios::go_minor(&f.go_version)
+    test_support::scenarios::go_minor(&f.go_version)
 }
 
 fn check(f: &Fixture, scenario: &str, expected: &[&str]) -> Vec<String> {

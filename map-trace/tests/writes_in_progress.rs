@@ -20,11 +20,11 @@ use std::time::Duration;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use common::scenarios::{
+use common::{Fixture, check_all};
+use test_support::scenarios::{
     Build, RACY, Shown, check_findings, check_racy, fatal_message, go_minor, racy_complete,
     racy_shown, racy_target_ok,
 };
-use common::{Fixture, check_all};
 
 /// Runs of one racy scenario before it counts as missed.
 const ATTEMPTS: usize = 8;

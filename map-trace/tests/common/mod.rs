@@ -4,10 +4,8 @@
 #![allow(dead_code)]
 
 pub mod daemon;
-pub mod markers;
 pub mod prometheus;
 pub mod run;
-pub mod scenarios;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};

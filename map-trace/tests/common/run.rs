@@ -7,7 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use super::scenarios::kinds_of;
+use test_support::scenarios::kinds_of;
+
 use super::{Fixture, Reaped};
 
 /// Waits for a child with a deadline; returns its exit code (None: killed by a signal).

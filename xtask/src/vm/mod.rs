@@ -16,12 +16,7 @@ mod serial;
 mod verdict;
 
 // The expectations and checks of the host scenario tests, shared rather than copied.
-#[allow(dead_code)]
-#[path = "../../../map-trace/tests/common/markers.rs"]
-mod markers;
-#[allow(dead_code)]
-#[path = "../../../map-trace/tests/common/scenarios.rs"]
-mod scenarios;
+use test_support::scenarios;
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -1,11 +1,11 @@
 //! What each scenario of testdata/go/scenarios must report, and the checks of one scenario's
-//! findings. Std and serde_json only: `cargo xtask vm-test` includes this file (`#[path]`) to
-//! judge the runs it made inside emulated VMs exactly as live_scenarios.rs judges host runs.
+//! findings. `cargo xtask vm-test` judges the runs it made inside emulated VMs with these,
+//! exactly as live_scenarios.rs judges host runs.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::markers::{Expected, Markers, Site};
+use crate::markers::{Expected, Markers, Site};
 
 pub const CW: &str = "concurrent_write_during_iteration";
 pub const INSERT: &str = "insert_during_iteration";
