@@ -52,6 +52,11 @@ const BASE_DEADLINE: Duration = Duration::from_secs(150);
 const PER_RUN_DEADLINE: Duration = Duration::from_secs(2);
 /// Each attempt at a racy scenario: up to its two seconds of racing, more under TCG.
 const PER_RACY_ATTEMPT_DEADLINE: Duration = Duration::from_secs(6);
+/// From qemu's start to `/init`'s first mark: 4–9 s under TCG here. A kernel that has not
+/// got there by this time is stuck (CI once waited out the whole deadline on one).
+const BOOT_DEADLINE: Duration = Duration::from_secs(150);
+/// Boots tried before the VM's scenarios are failed as "did not boot".
+const BOOT_ATTEMPTS: u32 = 2;
 
 #[derive(Deserialize)]
 struct ManifestFixture {
@@ -253,12 +258,7 @@ fn run_vm(vm: &Vm, fixtures: &[ManifestFixture], daemon: &Path) -> Result<VmRepo
         guest::RACY_ATTEMPTS,
         deadline.as_secs()
     );
-    let boot = qemu::boot(
-        qemu::command(vm, &initrd),
-        &dir.join("serial.log"),
-        deadline,
-        progress,
-    )?;
+    let boot = boot_until_booted(vm, &initrd, &dir, deadline)?;
     let console = serial::parse(&boot.serial);
     for (file, data) in &console.files {
         fs::write(dir.join("guest").join(file), data)?;
@@ -271,6 +271,11 @@ fn run_vm(vm: &Vm, fixtures: &[ManifestFixture], daemon: &Path) -> Result<VmRepo
         ),
         qemu::Ended::Exited(status) => format!(
             "the guest stopped before the end of its script (qemu: {status}; see {})",
+            dir.join("serial.log").display()
+        ),
+        qemu::Ended::NoBoot => format!(
+            "the kernel did not reach /init within {}s in {BOOT_ATTEMPTS} boots (see {})",
+            BOOT_DEADLINE.as_secs(),
             dir.join("serial.log").display()
         ),
     };
@@ -302,6 +307,39 @@ fn run_vm(vm: &Vm, fixtures: &[ManifestFixture], daemon: &Path) -> Result<VmRepo
         wall: boot.seconds,
         phases: phases(&console),
     })
+}
+
+/// Boots the VM; a boot that never reaches /init is retried (its console kept as
+/// `serial-noboot-N.log`), after showing the kernel's last words.
+fn boot_until_booted(vm: &Vm, initrd: &Path, dir: &Path, deadline: Duration) -> Result<qemu::Boot> {
+    let log = dir.join("serial.log");
+    let mut attempt = 1;
+    loop {
+        let boot = qemu::boot(
+            qemu::command(vm, initrd),
+            &log,
+            deadline,
+            ("@@MT:BOOTED", BOOT_DEADLINE),
+            progress,
+        )?;
+        if !matches!(boot.ended, qemu::Ended::NoBoot) {
+            return Ok(boot);
+        }
+        let kept = dir.join(format!("serial-noboot-{attempt}.log"));
+        let _ = fs::copy(&log, &kept);
+        println!(
+            "    the kernel did not reach /init within {}s (boot {attempt} of {BOOT_ATTEMPTS}); its console ended with:",
+            BOOT_DEADLINE.as_secs()
+        );
+        let lines: Vec<&str> = boot.serial.lines().collect();
+        for l in &lines[lines.len().saturating_sub(15)..] {
+            println!("      | {l}");
+        }
+        if attempt == BOOT_ATTEMPTS {
+            return Ok(boot);
+        }
+        attempt += 1;
+    }
 }
 
 /// Guest-side timings from the marks: boot to /init, attach, the scenario runs, the rest.

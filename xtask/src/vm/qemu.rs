@@ -16,6 +16,9 @@ pub enum Ended {
     Exited(std::process::ExitStatus),
     /// Still running at the deadline: killed.
     TimedOut,
+    /// No `booted` line within the boot deadline: killed. The kernel never reached /init
+    /// (seen once in CI under TCG), which a second boot may not repeat.
+    NoBoot,
 }
 
 pub struct Boot {
@@ -28,7 +31,7 @@ pub struct Boot {
 pub fn command(vm: &Vm, initramfs: &Path) -> Command {
     let mut c = Command::new(vm.arch.qemu());
     c.args(vm.arch.machine_args())
-        .args(["-accel", "tcg", "-m", "2048", "-smp", "2"])
+        .args(["-accel", vm.arch.accel(), "-m", "2048", "-smp", "2"])
         .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
         .arg("-no-reboot")
         .arg("-kernel")
@@ -36,21 +39,24 @@ pub fn command(vm: &Vm, initramfs: &Path) -> Command {
         .arg("-initrd")
         .arg(initramfs)
         // panic=-1 and oops=panic: a kernel that dies ends the VM at once instead of at the
-        // deadline. loglevel=1 keeps kernel messages out of the framed results on the console.
+        // deadline. Warnings and errors during boot reach the console (a boot that stalls
+        // explains itself); /init lowers the level before any framed result is printed.
         .arg("-append")
         .arg(format!(
-            "console={} rdinit=/init panic=-1 oops=panic loglevel=1",
+            "console={} rdinit=/init panic=-1 oops=panic loglevel=4",
             vm.arch.console()
         ));
     c
 }
 
 /// Runs `cmd` until it exits or `deadline` passes (then kills it), writing every console
-/// line to `log` as it comes and handing it to `on_line` (progress).
+/// line to `log` as it comes and handing it to `on_line` (progress). A console that shows no
+/// line containing `booted` within `boot_deadline` is killed early (`Ended::NoBoot`).
 pub fn boot(
     mut cmd: Command,
     log: &Path,
     deadline: Duration,
+    (booted, boot_deadline): (&str, Duration),
     mut on_line: impl FnMut(&str),
 ) -> Result<Boot> {
     let started = Instant::now();
@@ -87,11 +93,13 @@ pub fn boot(
         }
     });
     let mut serial = String::new();
+    let mut has_booted = false;
     let ended = loop {
         let left = deadline.saturating_sub(started.elapsed());
         match rx.recv_timeout(left.min(Duration::from_millis(200))) {
             Ok(line) => {
                 let _ = writeln!(file, "{line}");
+                has_booted |= line.contains(booted);
                 on_line(&line);
                 serial.push_str(&line);
                 serial.push('\n');
@@ -111,6 +119,15 @@ pub fn boot(
                 serial.push('\n');
             }
             break Ended::Exited(status);
+        }
+        if !has_booted && started.elapsed() >= boot_deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = writeln!(
+                file,
+                "[xtask] killed qemu: no {booted:?} after {boot_deadline:?}"
+            );
+            break Ended::NoBoot;
         }
         if started.elapsed() >= deadline {
             let _ = child.kill();
