@@ -142,3 +142,51 @@ pub fn boot(
         seconds: started.elapsed().as_secs_f64(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Command {
+        let mut c = Command::new("sh");
+        c.args(["-c", script]);
+        c
+    }
+
+    #[test]
+    fn a_console_without_the_boot_mark_is_killed_at_the_boot_deadline() {
+        let dir = std::env::temp_dir().join(format!("xtask-qemu-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("noboot.log");
+        let started = Instant::now();
+        let b = boot(
+            sh("echo 'kernel: stuck'; sleep 30"),
+            &log,
+            Duration::from_secs(60),
+            ("@@MT:BOOTED", Duration::from_millis(500)),
+            |_| {},
+        )
+        .unwrap();
+        assert!(matches!(b.ended, Ended::NoBoot));
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(b.serial.contains("kernel: stuck"));
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            text.contains("[xtask] killed qemu: no \"@@MT:BOOTED\""),
+            "{text}"
+        );
+
+        // Booted in time: the boot deadline no longer applies, only the run's own.
+        let b = boot(
+            sh("echo '@@MT:BOOTED 1.0 6.1'; sleep 1; echo done"),
+            &dir.join("booted.log"),
+            Duration::from_secs(60),
+            ("@@MT:BOOTED", Duration::from_millis(500)),
+            |_| {},
+        )
+        .unwrap();
+        assert!(matches!(b.ended, Ended::Exited(s) if s.success()));
+        assert!(b.serial.contains("done"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
