@@ -1,17 +1,16 @@
 //! Map type names (`gobin::gotypes`) on every mapops fixture. Oracles: `mapops -types`, which
 //! prints each map type's descriptor address and `%T`, and `go tool nm` for the type data range.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use common::{Fixture, Reaped, check_all, go_tool};
 use gobin::elf::ElfImage;
-use gobin::gotypes::{MapTypeName, ProcMem, TypeLayout, TypeNames};
+use gobin::gotypes::{MapTypeName, TypeLayout, TypeNames};
 use gobin::symbols::Symbols;
 use map_trace::plan::GoTarget;
+use map_trace::resolve::memory::ProcMem;
+use test_support::{Fixture, Reaped, check_all, go_tool};
 
 /// The map types mapops declares, so the linker puts their descriptors and names in the binary.
 const STATIC: [&str; 9] = [
@@ -54,7 +53,7 @@ fn hex(s: &str) -> Option<u64> {
 #[test]
 fn type_data_range_matches_go_tool_nm() {
     // A stripped fixture's layout differs slightly from its twin's, so only unstripped ones.
-    let fixtures: Vec<Fixture> = common::fixtures_of("mapops")
+    let fixtures: Vec<Fixture> = test_support::fixtures_of("mapops")
         .into_iter()
         .filter(|f| !f.stripped)
         .collect();
@@ -90,7 +89,7 @@ fn type_data_range_matches_go_tool_nm() {
 /// every name offset and find none of them.
 #[test]
 fn every_declared_map_type_is_named_in_the_type_data() {
-    let fixtures = common::fixtures_of("mapops");
+    let fixtures = test_support::fixtures_of("mapops");
     let failures = check_all(&fixtures, |f| {
         let names = match type_names(f) {
             Ok(n) => n,
@@ -124,7 +123,7 @@ fn every_declared_map_type_is_named_in_the_type_data() {
 #[test]
 fn live_map_type_addresses_resolve_to_their_go_names() {
     // The fixtures must run here; arm64 ones would need an emulator.
-    let fixtures: Vec<Fixture> = common::fixtures_of("mapops")
+    let fixtures: Vec<Fixture> = test_support::fixtures_of("mapops")
         .into_iter()
         .filter(|f| f.arch == std::env::consts::ARCH)
         .collect();

@@ -5,10 +5,14 @@ use map_trace_common::probe::Role;
 use map_trace_common::program::Program;
 use serde::Serialize;
 
-use super::{FATAL, ProbeSpec, spec};
+use super::{ProbeSpec, catalog_len, catalog_of, spec};
 
 /// What to probe on a classic build, role by role (see [`super::catalog`]).
-pub const PROBES: &[ProbeSpec] = &[
+pub const PROBES: &[ProbeSpec] = &ALL;
+const ALL: [ProbeSpec; catalog_len(ITERATION, WRITES)] = catalog_of(ITERATION, WRITES);
+
+/// Where ranges start and step.
+const ITERATION: &[ProbeSpec] = &[
     spec(
         Role::IterStart,
         Program::IterStartClassic,
@@ -21,36 +25,10 @@ pub const PROBES: &[ProbeSpec] = &[
         &["runtime.mapiternext"],
         &["reflect.mapiternext"],
     ),
-    spec(
-        Role::Assign,
-        Program::Assign,
-        &["runtime.mapassign"],
-        &["reflect.mapassign0", "reflect.mapassign"],
-    ),
-    spec(
-        Role::Assign,
-        Program::Assign,
-        &["runtime.mapassign_fast32"],
-        &[],
-    ),
-    spec(
-        Role::Assign,
-        Program::Assign,
-        &["runtime.mapassign_fast64"],
-        &[],
-    ),
-    spec(
-        Role::Assign,
-        Program::Assign,
-        &["runtime.mapassign_fast64ptr"],
-        &[],
-    ),
-    spec(
-        Role::Assign,
-        Program::Assign,
-        &["runtime.mapassign_faststr"],
-        &["reflect.mapassign_faststr0", "reflect.mapassign_faststr"],
-    ),
+];
+
+/// Deletes, clears and growth (the assigns are shared: [`super::catalog_of`]).
+const WRITES: &[ProbeSpec] = &[
     spec(
         Role::Delete,
         Program::DeleteClassic,
@@ -83,7 +61,6 @@ pub const PROBES: &[ProbeSpec] = &[
     ),
     // Growth state itself is read from hmap.oldbuckets at each write; this marks its start.
     spec(Role::Grow, Program::GrowClassic, &["runtime.hashGrow"], &[]),
-    FATAL,
 ];
 
 /// `runtime.hmap` and `runtime.hiter`.

@@ -5,10 +5,14 @@ use map_trace_common::probe::Role;
 use map_trace_common::program::Program;
 use serde::Serialize;
 
-use super::{FATAL, ProbeSpec, spec};
+use super::{ProbeSpec, catalog_len, catalog_of, spec};
 
 /// What to probe on a Swiss build, role by role (see [`super::catalog`]).
-pub const PROBES: &[ProbeSpec] = &[
+pub const PROBES: &[ProbeSpec] = &ALL;
+const ALL: [ProbeSpec; catalog_len(ITERATION, WRITES)] = catalog_of(ITERATION, WRITES);
+
+/// Where ranges start and step.
+const ITERATION: &[ProbeSpec] = &[
     spec(
         Role::IterStart,
         Program::IterStartSwiss,
@@ -31,36 +35,10 @@ pub const PROBES: &[ProbeSpec] = &[
             "reflect.mapiternext",
         ],
     ),
-    spec(
-        Role::Assign,
-        Program::Assign,
-        &["runtime.mapassign"],
-        &["reflect.mapassign0", "reflect.mapassign"],
-    ),
-    spec(
-        Role::Assign,
-        Program::Assign,
-        &["runtime.mapassign_fast32"],
-        &[],
-    ),
-    spec(
-        Role::Assign,
-        Program::Assign,
-        &["runtime.mapassign_fast64"],
-        &[],
-    ),
-    spec(
-        Role::Assign,
-        Program::Assign,
-        &["runtime.mapassign_fast64ptr"],
-        &[],
-    ),
-    spec(
-        Role::Assign,
-        Program::Assign,
-        &["runtime.mapassign_faststr"],
-        &["reflect.mapassign_faststr0", "reflect.mapassign_faststr"],
-    ),
+];
+
+/// Deletes, clears and growth (the assigns are shared: [`super::catalog_of`]).
+const WRITES: &[ProbeSpec] = &[
     spec(
         Role::Delete,
         Program::DeleteSwiss,
@@ -98,7 +76,6 @@ pub const PROBES: &[ProbeSpec] = &[
         &["internal/runtime/maps.(*table).split"],
         &[],
     ),
-    FATAL,
 ];
 
 /// `internal/runtime/maps.Map`, `.Iter` and `.table`.

@@ -2,6 +2,7 @@
 //! into frames (`symbolize`, from the binary's line tables) and a type name (gobin's
 //! `gotypes`), per traced process.
 
+pub mod memory;
 pub mod symbolize;
 
 use std::collections::HashMap;
@@ -10,8 +11,9 @@ use std::sync::Arc;
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use gobin::bytes::Backing;
 use gobin::elf::ElfImage;
-use gobin::gotypes::{ProcMem, TypeLayout, TypeNames};
+use gobin::gotypes::{TypeLayout, TypeNames};
 use map_trace_common::stack::UserStack;
+use memory::ProcMem;
 
 use crate::plan::GoTarget;
 use crate::resolve::symbolize::{Frame, Symbolizer};
