@@ -3,18 +3,16 @@
 //!
 //! Needs root and a kernel with uprobes and BPF; it fails (never skips) without them.
 
-mod common;
-
 use std::process::Command;
 
 use aya::Ebpf;
 use aya::maps::PerCpuArray;
 use aya::programs::uprobe::UProbeScope;
 use aya::programs::{Program, UProbe};
-use common::Fixture;
 use map_trace::plan::GoTarget;
 use map_trace_common::event::counter;
 use map_trace_common::probe::Role;
+use test_support::Fixture;
 
 fn assign_hits(ebpf: &Ebpf) -> u64 {
     let counters: PerCpuArray<_, u64> =
@@ -56,8 +54,8 @@ fn count_calls(f: &Fixture, offset: u64) -> (u64, u64) {
 
 #[test]
 fn probe_after_the_prologue_fires_once_per_call_on_every_amd64_fixture() {
-    common::require_root("loads eBPF programs");
-    let fixtures: Vec<Fixture> = common::fixtures_of("mapops")
+    test_support::require_root("loads eBPF programs");
+    let fixtures: Vec<Fixture> = test_support::fixtures_of("mapops")
         .into_iter()
         .filter(|f| f.arch == "x86_64")
         .collect();
@@ -91,7 +89,7 @@ fn probe_after_the_prologue_fires_once_per_call_on_every_amd64_fixture() {
 
 #[test]
 fn every_probe_program_passes_the_verifier() {
-    common::require_root("loads eBPF programs");
+    test_support::require_root("loads eBPF programs");
     let mut ebpf = Ebpf::load(map_trace::ebpf::object()).expect("load eBPF object");
     let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
     assert!(

@@ -5,12 +5,13 @@
 //!
 //! A bad `--exe` is refused before any eBPF is loaded, so none of this needs root.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{assert_fails, map_trace_within};
+use test_support::{MapTrace, assert_fails};
+
+/// The binary under test, for test-support's helpers that run it.
+const MAP_TRACE: MapTrace = MapTrace::new(env!("CARGO_BIN_EXE_map-trace"));
 
 /// Long enough for a loaded machine to start a process; far shorter than any hang.
 const LIMIT: Duration = Duration::from_secs(1);
@@ -80,7 +81,7 @@ fn binary_verdict(case: &str) -> (i32, &'static str) {
 }
 
 fn check(args: &[&str], code: i32, needle: &str) {
-    let o = map_trace_within(args, LIMIT);
+    let o = MAP_TRACE.run_within(args, LIMIT);
     assert_fails(&o, code, needle);
     let err = String::from_utf8_lossy(&o.stderr);
     // The path itself is named, so the user knows which of several files is meant.
@@ -143,7 +144,7 @@ fn a_long_bad_line_in_a_config_is_not_quoted_back() {
     let scratch = Scratch::new("long-line");
     let p = scratch.0.join("long-line.toml");
     std::fs::write(&p, format!("exe = [\"/x\"]\n{}\n", "z".repeat(900_000))).unwrap();
-    let o = map_trace_within(&["--config", p.to_str().unwrap()], LIMIT);
+    let o = MAP_TRACE.run_within(&["--config", p.to_str().unwrap()], LIMIT);
     assert_fails(&o, 2, "line 2, column");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.chars().count() < 400, "{} chars: {err}", err.len());
@@ -171,7 +172,7 @@ fn check_config_warns_about_exe_paths_with_their_real_problem() {
             "symlink loop (too many levels of symbolic links); tracing",
         ),
     ] {
-        let o = map_trace_within(&["--exe", exe.to_str().unwrap(), "--check-config"], LIMIT);
+        let o = MAP_TRACE.run_within(&["--exe", exe.to_str().unwrap(), "--check-config"], LIMIT);
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(0), "{err}");
         assert!(err.contains(needle), "{needle:?} not in {err:?}");

@@ -1,11 +1,12 @@
 //! `--config` and `--check-config` as a user runs them: the shipped example validates, flags
 //! override the file, and every mistake is one clear line with exit code 2.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{assert_fails, map_trace};
+use test_support::{MapTrace, assert_fails};
+
+/// The binary under test, for test-support's helpers that run it.
+const MAP_TRACE: MapTrace = MapTrace::new(env!("CARGO_BIN_EXE_map-trace"));
 
 fn shipped_config() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/config.toml")
@@ -20,7 +21,7 @@ fn write_config(name: &str, text: &str) -> PathBuf {
 }
 
 fn check(args: &[&str]) -> (i32, String, String) {
-    let o = map_trace(args);
+    let o = MAP_TRACE.run(args);
     (
         o.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -72,28 +73,28 @@ fn mistakes_are_one_clear_line_and_exit_2() {
         "exe = [\"/x\"]\nmetric_addr = \"127.0.0.1:1\"\n",
     );
     assert_fails(
-        &map_trace(&["--config", typo.to_str().unwrap(), "--check-config"]),
+        &MAP_TRACE.run(&["--config", typo.to_str().unwrap(), "--check-config"]),
         2,
         "metric_addr",
     );
     let bad_addr = write_config("addr.toml", "exe = [\"/x\"]\nmetrics_addr = \"0.0.0.0\"\n");
     assert_fails(
-        &map_trace(&["--config", bad_addr.to_str().unwrap()]),
+        &MAP_TRACE.run(&["--config", bad_addr.to_str().unwrap()]),
         2,
         "metrics_addr = \"0.0.0.0\"",
     );
     let empty = write_config("empty.toml", "format = \"json\"\n");
     assert_fails(
-        &map_trace(&["--config", empty.to_str().unwrap()]),
+        &MAP_TRACE.run(&["--config", empty.to_str().unwrap()]),
         2,
         "nothing to trace",
     );
     assert_fails(
-        &map_trace(&["--config", "/no/such/map-trace.toml"]),
+        &MAP_TRACE.run(&["--config", "/no/such/map-trace.toml"]),
         2,
         "/no/such/map-trace.toml",
     );
-    assert_fails(&map_trace(&[]), 2, "nothing to trace");
+    assert_fails(&MAP_TRACE.run(&[]), 2, "nothing to trace");
 }
 
 #[test]

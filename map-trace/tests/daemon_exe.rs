@@ -4,21 +4,22 @@
 //!
 //! Needs root and a kernel with uprobes and BPF; fails (never skips) without them.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::daemon::{Daemon, bpf_map_entries, fd_kinds};
-use common::{Fixture, Reaped};
+use test_support::daemon::{Daemon, bpf_map_entries, fd_kinds};
+use test_support::{Fixture, MapTrace, Reaped};
+
+/// The binary under test, for test-support's helpers that run it.
+const MAP_TRACE: MapTrace = MapTrace::new(env!("CARGO_BIN_EXE_map-trace"));
 
 const RACE: &str = "cross_delete_u64";
 const CW: &str = "concurrent_write_during_iteration";
 
 fn fixture(go: &str) -> Fixture {
-    common::fixtures_of("scenarios")
+    test_support::fixtures_of("scenarios")
         .into_iter()
         .find(|f| f.arch == "x86_64" && f.variant == "default" && f.go_version.starts_with(go))
         .unwrap_or_else(|| panic!("go{go} amd64 scenarios fixture"))
@@ -75,7 +76,7 @@ const PER_PROCESS_MAPS: [&str; 4] = ["MAPS", "ITERS", "PENDING", "STACKS"];
 
 #[test]
 fn exe_traces_processes_as_they_start_and_leaves_nothing_when_they_exit() {
-    common::require_root("attaches uprobes and a tracepoint");
+    test_support::require_root("attaches uprobes and a tracepoint");
     let f = own_copy("1.27", "leaks");
     let path = f.path.to_str().unwrap();
     // Already running before map-trace starts: found by the /proc scan.
@@ -83,7 +84,7 @@ fn exe_traces_processes_as_they_start_and_leaves_nothing_when_they_exit() {
     let early_pid = early.0.id();
     std::thread::sleep(Duration::from_millis(100));
 
-    let mut d = Daemon::start(&["--exe", path, "--format", "json"], true);
+    let mut d = Daemon::start(MAP_TRACE, &["--exe", path, "--format", "json"], true);
     d.wait_line("probes attached for every process", Duration::from_secs(60));
     d.wait_line(
         &format!("tracing pid {early_pid} "),
@@ -177,7 +178,7 @@ fn exe_traces_processes_as_they_start_and_leaves_nothing_when_they_exit() {
 
 #[test]
 fn exe_and_pid_together_and_other_binaries_are_left_alone() {
-    common::require_root("attaches uprobes and a tracepoint");
+    test_support::require_root("attaches uprobes and a tracepoint");
     let newest = own_copy("1.27", "mixed");
     let other = own_copy("1.23", "mixed");
     // An explicit --pid of another binary (another Go version, other offsets) and an --exe.
@@ -189,6 +190,7 @@ fn exe_and_pid_together_and_other_binaries_are_left_alone() {
     std::thread::sleep(Duration::from_millis(100));
     let pid_arg = explicit_pid.to_string();
     let mut d = Daemon::start(
+        MAP_TRACE,
         &[
             "--exe",
             newest.path.to_str().unwrap(),
@@ -235,9 +237,9 @@ fn exe_and_pid_together_and_other_binaries_are_left_alone() {
 
 #[test]
 fn exe_that_is_not_go_fails_clearly() {
-    common::require_root("loads eBPF programs");
-    common::assert_fails(
-        &common::map_trace(&["--exe", "/bin/true"]),
+    test_support::require_root("loads eBPF programs");
+    test_support::assert_fails(
+        &MAP_TRACE.run(&["--exe", "/bin/true"]),
         5,
         "not a Go program",
     );
@@ -245,14 +247,18 @@ fn exe_that_is_not_go_fails_clearly() {
 
 #[test]
 fn exe_reaches_a_binary_in_a_container_by_its_path_there() {
-    common::require_root("makes a mount namespace and attaches uprobes");
+    test_support::require_root("makes a mount namespace and attaches uprobes");
     let f = fixture("1.27");
     // A container without a container runtime: a private mount namespace whose root is a
     // tmpfs holding a copy of the binary (another inode) at /app/server, entered with
     // pivot_root as runtimes do. From the host its exe reads "/app/server" and its root "/".
     let root = std::env::temp_dir().join(format!("map-trace-ctr-{}", std::process::id()));
     std::fs::create_dir_all(&root).unwrap();
-    let mut d = Daemon::start(&["--exe", "/app/server", "--format", "json"], false);
+    let mut d = Daemon::start(
+        MAP_TRACE,
+        &["--exe", "/app/server", "--format", "json"],
+        false,
+    );
     d.wait_line("inside their own root", Duration::from_secs(60));
     let script = r#"R=$1; mount -t tmpfs none "$R" && mkdir "$R/app" "$R/old" && cp "$2" "$R/app/server" && cd "$R" && pivot_root . old && exec /app/server "$3""#;
     let p = Reaped(
@@ -301,9 +307,10 @@ fn exe_reaches_a_binary_in_a_container_by_its_path_there() {
 
 #[test]
 fn duty_cycle_detaches_between_windows_and_still_reports() {
-    common::require_root("attaches uprobes");
+    test_support::require_root("attaches uprobes");
     let f = own_copy("1.27", "duty");
     let mut d = Daemon::start(
+        MAP_TRACE,
         &[
             "--exe",
             f.path.to_str().unwrap(),

@@ -9,16 +9,17 @@
 //! Needs root and a kernel with uprobes, BPF and fanotify permission events; fails (never
 //! skips) without them.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Fixture;
-use common::daemon::{Daemon, bpf_map_entries, fd_kinds};
+use test_support::daemon::{Daemon, bpf_map_entries, fd_kinds};
+use test_support::{Fixture, MapTrace};
+
+/// The binary under test, for test-support's helpers that run it.
+const MAP_TRACE: MapTrace = MapTrace::new(env!("CARGO_BIN_EXE_map-trace"));
 
 /// Reported by both builds for this scenario, from these functions.
 const SCENARIO: &str = "cross_delete_u64";
@@ -26,7 +27,7 @@ const WRITER: &str = "main.crossDeleteU64.func1";
 const MAP_TYPE: &str = "map[uint64]int";
 
 fn fixture(go: &str) -> Fixture {
-    common::fixtures_of("scenarios")
+    test_support::fixtures_of("scenarios")
         .into_iter()
         .find(|f| f.arch == "x86_64" && f.variant == "default" && f.go_version.starts_with(go))
         .unwrap_or_else(|| panic!("go{go} amd64 scenarios fixture"))
@@ -205,7 +206,7 @@ fn finish(children: Vec<std::process::Child>, what: &str) -> Result<Vec<u32>, St
 
 #[test]
 fn every_deploy_method_keeps_every_process_alive_and_traced() {
-    common::require_root("attaches uprobes and holds execs with fanotify");
+    test_support::require_root("attaches uprobes and holds execs with fanotify");
     let classic = fixture("1.23");
     let swiss = fixture("1.27");
     assert_eq!(
@@ -223,6 +224,7 @@ fn every_deploy_method_keeps_every_process_alive_and_traced() {
         let path = dir.join("app");
         first_deploy(how, &classic.path, &path);
         let mut d = Daemon::start(
+            MAP_TRACE,
             &["--exe", path.to_str().unwrap(), "--format", "json"],
             false,
         );
@@ -300,7 +302,7 @@ fn every_deploy_method_keeps_every_process_alive_and_traced() {
 
 #[test]
 fn a_hundred_deploys_leave_nothing_behind() {
-    common::require_root("attaches uprobes and holds execs with fanotify");
+    test_support::require_root("attaches uprobes and holds execs with fanotify");
     let builds = [fixture("1.23"), fixture("1.27")];
     let scratch = Scratch::new("deploy-leaks");
     let path = scratch.dir.join("app");
@@ -308,7 +310,11 @@ fn a_hundred_deploys_leave_nothing_behind() {
         "cp",
         &[builds[0].path.to_str().unwrap(), path.to_str().unwrap()],
     );
-    let mut d = Daemon::start(&["--exe", path.to_str().unwrap(), "--format", "json"], true);
+    let mut d = Daemon::start(
+        MAP_TRACE,
+        &["--exe", path.to_str().unwrap(), "--format", "json"],
+        true,
+    );
     d.wait_line("probes attached for every process", Duration::from_secs(60));
     let mt = d.pid();
     // One round trip through both builds first: each map implementation's programs are loaded

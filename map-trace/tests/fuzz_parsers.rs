@@ -2,18 +2,16 @@
 //! plus property-based fuzzing of the regions the parsers read. Either must end in Ok or Err —
 //! never a panic (proptest reports a panic as a failure and shrinks it to a minimal case).
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::Fixture;
 use gobin::elf::ElfImage;
 use map_trace::plan::GoTarget;
 use object::{Object as _, ObjectSection as _};
 use proptest::prelude::*;
+use test_support::Fixture;
 
 fn pick(version: &str, variant: &str, arch: &str) -> Fixture {
-    common::fixtures_of("mapops")
+    test_support::fixtures_of("mapops")
         .into_iter()
         .find(|f| {
             f.go_version.starts_with(version)

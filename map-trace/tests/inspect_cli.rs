@@ -1,12 +1,13 @@
 //! `map-trace inspect` as a user runs it: JSON contract, `--pid`, and every error case by exit
 //! code and message.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{Fixture, Reaped, assert_fails, exited_pid, map_trace};
+use test_support::{Fixture, MapTrace, Reaped, assert_fails, exited_pid};
+
+/// The binary under test, for test-support's helpers that run it.
+const MAP_TRACE: MapTrace = MapTrace::new(env!("CARGO_BIN_EXE_map-trace"));
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -20,7 +21,7 @@ fn scratch(name: &str) -> PathBuf {
 
 /// An amd64 fixture of the given version and variant.
 fn fixture(version_prefix: &str, variant: &str) -> Fixture {
-    common::fixtures_of("mapops")
+    test_support::fixtures_of("mapops")
         .into_iter()
         .find(|f| {
             f.go_version.starts_with(version_prefix)
@@ -69,7 +70,7 @@ fn spawn(cmd: &Path, args: &[&str]) -> Reaped {
 #[test]
 fn json_has_the_documented_fields() {
     let f = fixture("1.24", "default");
-    let o = map_trace(&["inspect", "--json", f.path.to_str().unwrap()]);
+    let o = MAP_TRACE.run(&["inspect", "--json", f.path.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value =
         serde_json::from_slice(&o.stdout).expect("stdout is one JSON object");
@@ -126,7 +127,7 @@ fn json_has_the_documented_fields() {
 #[test]
 fn human_output_names_the_essentials() {
     let f = fixture("1.19", "stripped");
-    let o = map_trace(&["inspect", f.path.to_str().unwrap()]);
+    let o = MAP_TRACE.run(&["inspect", f.path.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     for needle in [
@@ -145,7 +146,7 @@ fn inspects_a_running_process_by_pid() {
     let f = fixture("1.26", "pie");
     let child = spawn(&f.path, &["-sleep", "30s"]);
     let pid = child.0.id().to_string();
-    let o = map_trace(&["inspect", "--json", "--pid", &pid]);
+    let o = MAP_TRACE.run(&["inspect", "--json", "--pid", &pid]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["pid"].as_u64().map(|p| p.to_string()), Some(pid));
@@ -156,7 +157,7 @@ fn inspects_a_running_process_by_pid() {
 #[test]
 fn missing_file() {
     assert_fails(
-        &map_trace(&["inspect", "/nonexistent/go-program"]),
+        &MAP_TRACE.run(&["inspect", "/nonexistent/go-program"]),
         3,
         "no such file",
     );
@@ -167,14 +168,14 @@ fn not_elf() {
     let p = scratch("notes.txt");
     std::fs::write(&p, "just text\n").unwrap();
     assert_fails(
-        &map_trace(&["inspect", p.to_str().unwrap()]),
+        &MAP_TRACE.run(&["inspect", p.to_str().unwrap()]),
         4,
         "not an ELF file",
     );
     let empty = scratch("empty");
     std::fs::write(&empty, b"").unwrap();
     assert_fails(
-        &map_trace(&["inspect", empty.to_str().unwrap()]),
+        &MAP_TRACE.run(&["inspect", empty.to_str().unwrap()]),
         4,
         "not an ELF file",
     );
@@ -184,7 +185,7 @@ fn not_elf() {
 fn elf_but_not_go() {
     let me = std::env::current_exe().unwrap();
     assert_fails(
-        &map_trace(&["inspect", me.to_str().unwrap()]),
+        &MAP_TRACE.run(&["inspect", me.to_str().unwrap()]),
         5,
         "not a Go program",
     );
@@ -196,7 +197,7 @@ fn go_too_old() {
     let f = fixture("1.19", "default");
     let p = patched(&f.path, "go116", b"go1.19.", b"go1.16.");
     assert_fails(
-        &map_trace(&["inspect", p.to_str().unwrap()]),
+        &MAP_TRACE.run(&["inspect", p.to_str().unwrap()]),
         6,
         "register ABI",
     );
@@ -210,20 +211,24 @@ fn unsupported_arch() {
     let p = scratch("riscv");
     std::fs::write(&p, &data).unwrap();
     assert_fails(
-        &map_trace(&["inspect", p.to_str().unwrap()]),
+        &MAP_TRACE.run(&["inspect", p.to_str().unwrap()]),
         7,
         "unsupported architecture riscv",
     );
     data[4] = 1; // ELFCLASS32
     std::fs::write(&p, &data).unwrap();
-    assert_fails(&map_trace(&["inspect", p.to_str().unwrap()]), 7, "32-bit");
+    assert_fails(
+        &MAP_TRACE.run(&["inspect", p.to_str().unwrap()]),
+        7,
+        "32-bit",
+    );
 }
 
 #[test]
 fn pid_missing() {
     // Above the kernel's PID_MAX_LIMIT (4194304), so never a live pid.
     assert_fails(
-        &map_trace(&["inspect", "--pid", "2147483600"]),
+        &MAP_TRACE.run(&["inspect", "--pid", "2147483600"]),
         8,
         "no process with pid 2147483600",
     );
@@ -233,7 +238,7 @@ fn pid_missing() {
 fn exited_process() {
     let pid = exited_pid();
     assert_fails(
-        &map_trace(&["inspect", "--pid", &pid]),
+        &MAP_TRACE.run(&["inspect", "--pid", &pid]),
         8,
         "no process with pid",
     );
@@ -244,7 +249,7 @@ fn non_go_process() {
     let child = spawn(Path::new("sleep"), &["30"]);
     let pid = child.0.id().to_string();
     assert_fails(
-        &map_trace(&["inspect", "--pid", &pid]),
+        &MAP_TRACE.run(&["inspect", "--pid", &pid]),
         5,
         "not a Go program",
     );
@@ -252,20 +257,20 @@ fn non_go_process() {
 
 #[test]
 fn permission_denied_names_the_fix() {
-    common::require_root("drops to nobody to provoke the error");
+    test_support::require_root("drops to nobody to provoke the error");
     let f = fixture("1.23", "default");
     let child = spawn(&f.path, &["-sleep", "30s"]);
     let pid = child.0.id().to_string();
-    let o = common::map_trace_as_nobody(&["inspect", "--pid", &pid]);
+    let o = MAP_TRACE.run_as_nobody(&["inspect", "--pid", &pid]);
     assert_fails(&o, 9, "CAP_SYS_PTRACE");
     assert!(stderr(&o).contains("sudo"), "{}", stderr(&o));
 }
 
 #[test]
 fn usage_errors_exit_2() {
-    let o = map_trace(&["inspect"]);
+    let o = MAP_TRACE.run(&["inspect"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    let o = map_trace(&["inspect", "/bin/true", "--pid", "1"]);
+    let o = MAP_TRACE.run(&["inspect", "/bin/true", "--pid", "1"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
 
@@ -274,7 +279,7 @@ fn newer_go_uses_the_nearest_known_layout_and_says_so() {
     // A stripped binary (no DWARF to read exactly) claiming a release newer than any measured.
     let f = fixture("1.27", "stripped");
     let p = patched(&f.path, "go129", b"go1.27.", b"go1.29.");
-    let o = map_trace(&["inspect", "--json", p.to_str().unwrap()]);
+    let o = MAP_TRACE.run(&["inspect", "--json", p.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["go_version"], "go1.29.3");

@@ -1,16 +1,14 @@
 //! `map-trace inspect` against every Go fixture of the matrix, with Go's own tools as oracles:
 //! `go tool nm` for addresses, `go tool objdump` for instruction boundaries, DWARF for layouts.
 
-mod common;
-
 use std::collections::HashMap;
 
-use common::{Fixture, check_all, go_tool};
 use gobin::elf::ElfImage;
 use gobin::symbols::Symbols;
 use gobin::{MapImpl, OffsetsSource, dwarf, offsets, runtime};
 use map_trace::plan::GoTarget;
 use map_trace_common::probe::Role;
+use test_support::{Fixture, check_all, go_tool};
 
 fn assert_none(failures: &[String]) {
     assert!(
@@ -23,7 +21,7 @@ fn assert_none(failures: &[String]) {
 
 /// Fixtures that still have `.symtab` and DWARF.
 fn unstripped() -> Vec<Fixture> {
-    common::fixtures()
+    test_support::fixtures()
         .into_iter()
         .filter(|f| !f.stripped)
         .collect()
@@ -49,7 +47,7 @@ fn nm(f: &Fixture) -> HashMap<String, u64> {
 
 #[test]
 fn probe_addresses_match_go_tool_nm() {
-    let fixtures = common::fixtures();
+    let fixtures = test_support::fixtures();
     let failures = check_all(&fixtures, |f| {
         let t = match analyze(f) {
             Ok(t) => t,
@@ -125,7 +123,7 @@ fn all_catalog_names() -> impl Iterator<Item = &'static str> {
 
 #[test]
 fn stripped_binaries_give_the_same_answers_as_their_unstripped_twins() {
-    let fixtures: Vec<Fixture> = common::fixtures()
+    let fixtures: Vec<Fixture> = test_support::fixtures()
         .into_iter()
         .filter(|f| f.stripped)
         .collect();
@@ -226,7 +224,7 @@ fn dwarf_offsets_equal_the_builtin_table_for_every_version() {
 
 #[test]
 fn binary_facts_match_how_each_fixture_was_built() {
-    let fixtures = common::fixtures();
+    let fixtures = test_support::fixtures();
     let failures = check_all(&fixtures, |f| {
         let t = match analyze(f) {
             Ok(t) => t,
@@ -362,7 +360,7 @@ fn is_prologue_insn(arch: &str, text: &str) -> bool {
 
 #[test]
 fn attach_offsets_land_after_the_stack_check_branch_per_objdump() {
-    let fixtures = common::fixtures();
+    let fixtures = test_support::fixtures();
     let failures = check_all(&fixtures, |f| {
         let t = match analyze(f) {
             Ok(t) => t,
@@ -477,7 +475,7 @@ fn jump_target(arch: &str, insn: &Insn) -> Option<u64> {
 /// the instruction after one (or the join its jump goes to), and names the store's register.
 #[test]
 fn iteration_end_sites_follow_every_it_key_nil_per_objdump_and_the_sources() {
-    let fixtures = common::fixtures();
+    let fixtures = test_support::fixtures();
     let failures = check_all(&fixtures, |f| {
         let t = match analyze(f) {
             Ok(t) => t,

@@ -3,16 +3,17 @@
 //!
 //! Needs root and a kernel with uprobes and BPF; fails (never skips) without them.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::run::{run_scenario, run_scenario_expecting, wait_timeout};
-use common::{Fixture, Reaped, check_all};
 use test_support::markers::Markers;
+use test_support::run::{run_scenario, run_scenario_expecting};
 use test_support::scenarios::{Build, CW, EXPECTED, SINCE, check_findings, check_sites};
+use test_support::{Fixture, MapTrace, Reaped, check_all, wait_timeout};
+
+/// The binary under test, for test-support's helpers that run it.
+const MAP_TRACE: MapTrace = MapTrace::new(env!("CARGO_BIN_EXE_map-trace"));
 
 fn minor(f: &Fixture) -> u32 {
     test_support::scenarios::go_minor(&f.go_version)
@@ -24,7 +25,7 @@ fn check(f: &Fixture, scenario: &str, expected: &[&str]) -> Vec<String> {
 
 /// `check`, with extra map-trace arguments.
 fn check_with(f: &Fixture, scenario: &str, expected: &[&str], args: &[&str]) -> Vec<String> {
-    let run = match run_scenario(f, scenario, args) {
+    let run = match run_scenario(MAP_TRACE, f, scenario, args) {
         Ok(r) => r,
         Err(e) => return vec![format!("{} {scenario}: {e}", f.name)],
     };
@@ -41,8 +42,8 @@ const ON_EVERY_VARIANT: &[&str] = &["cross_delete_u64", "self_insert", "reflect_
 
 #[test]
 fn scenarios_report_exactly_the_expected_kinds_on_every_go_version() {
-    common::require_root("attaches uprobes");
-    let fixtures: Vec<Fixture> = common::fixtures_of("scenarios")
+    test_support::require_root("attaches uprobes");
+    let fixtures: Vec<Fixture> = test_support::fixtures_of("scenarios")
         .into_iter()
         .filter(|f| f.arch == "x86_64")
         .collect();
@@ -92,7 +93,7 @@ fn scenarios_report_exactly_the_expected_kinds_on_every_go_version() {
 }
 
 fn trace_fails(args: &[&str], code: i32, needle: &str) {
-    common::assert_fails(&common::map_trace(args), code, needle);
+    test_support::assert_fails(&MAP_TRACE.run(args), code, needle);
 }
 
 #[test]
@@ -106,7 +107,11 @@ fn tracing_a_missing_pid_fails_clearly() {
 
 #[test]
 fn tracing_an_exited_process_fails_clearly() {
-    trace_fails(&["--pid", &common::exited_pid()], 8, "no process with pid");
+    trace_fails(
+        &["--pid", &test_support::exited_pid()],
+        8,
+        "no process with pid",
+    );
 }
 
 #[test]
@@ -118,8 +123,8 @@ fn tracing_a_non_go_process_fails_clearly() {
 
 #[test]
 fn duration_and_sigterm_detach_cleanly() {
-    common::require_root("attaches uprobes");
-    let f = common::fixtures_of("mapops")
+    test_support::require_root("attaches uprobes");
+    let f = test_support::fixtures_of("mapops")
         .into_iter()
         .find(|f| f.arch == "x86_64" && f.variant == "default" && f.go_version.starts_with("1.27"))
         .expect("go1.27 amd64 mapops");
@@ -178,8 +183,8 @@ fn emitted(stderr: &str) -> Option<usize> {
 
 #[test]
 fn findings_survive_the_target_dying_of_its_own_race() {
-    common::require_root("attaches uprobes");
-    let fixtures: Vec<Fixture> = common::fixtures_of("scenarios")
+    test_support::require_root("attaches uprobes");
+    let fixtures: Vec<Fixture> = test_support::fixtures_of("scenarios")
         .into_iter()
         .filter(|f| f.arch == "x86_64" && f.variant == "default")
         .collect();
@@ -187,7 +192,7 @@ fn findings_survive_the_target_dying_of_its_own_race() {
     let failures = check_all(&fixtures, |f| {
         // Go's runtime usually kills it ("concurrent map iteration and map write", exit 2); if
         // it survives its two seconds it exits 3.
-        let run = run_scenario_expecting(f, "fatal_race", &[], |code, out, err| {
+        let run = run_scenario_expecting(MAP_TRACE, f, "fatal_race", &[], |code, out, err| {
             (code == Some(2) && err.contains("concurrent map"))
                 || (code == Some(3) && out.contains("survived"))
         });
@@ -230,10 +235,10 @@ fn findings_survive_the_target_dying_of_its_own_race() {
 
 #[test]
 fn one_tracer_follows_processes_of_different_go_versions_at_once() {
-    common::require_root("attaches uprobes");
+    test_support::require_root("attaches uprobes");
     // A classic-map build and a Swiss one: each process gets its own offsets in the kernel.
     let pick = |v: &str| {
-        common::fixtures_of("scenarios")
+        test_support::fixtures_of("scenarios")
             .into_iter()
             .find(|f| {
                 f.arch == "x86_64"
@@ -299,9 +304,9 @@ fn one_tracer_follows_processes_of_different_go_versions_at_once() {
 
 #[test]
 fn tracing_without_privileges_says_what_is_needed() {
-    common::require_root("drops to nobody");
+    test_support::require_root("drops to nobody");
     let target = Reaped(Command::new("sleep").arg("30").spawn().unwrap());
-    let o = common::map_trace_as_nobody(&["--pid", &target.0.id().to_string()]);
+    let o = MAP_TRACE.run_as_nobody(&["--pid", &target.0.id().to_string()]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(12), "{err}");
     assert!(
@@ -321,11 +326,11 @@ const LEFT_EARLY: &[(&str, u32)] = &[("json_marshal_race", 27)];
 /// nothing for the ones left early, and never anything on correct code.
 #[test]
 fn low_overhead_mode_reports_ranges_that_finish_and_never_flags_correct_code() {
-    common::require_root("attaches uprobes");
+    test_support::require_root("attaches uprobes");
     // The oldest and newest release of each map implementation (the end sites themselves are
     // checked on every build by inspect_matrix).
     let builds = ["1.19.8", "1.25.5-noswiss", "1.24.11", "1.27.3"];
-    let fixtures: Vec<Fixture> = common::fixtures_of("scenarios")
+    let fixtures: Vec<Fixture> = test_support::fixtures_of("scenarios")
         .into_iter()
         .filter(|f| f.arch == "x86_64" && f.variant == "default")
         .filter(|f| {

@@ -6,8 +6,6 @@
 //! Runs the real daemon (root: it loads eBPF). Everything is on 127.0.0.1, so attackers and
 //! scraper are one peer to the daemon: the hardest case for its per-peer limits.
 
-mod common;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -15,7 +13,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::daemon::Daemon;
+use test_support::MapTrace;
+use test_support::daemon::Daemon;
+
+/// The binary under test, for test-support's helpers that run it.
+const MAP_TRACE: MapTrace = MapTrace::new(env!("CARGO_BIN_EXE_map-trace"));
 
 const SILENT: usize = 500;
 const DRIPPING: usize = 20;
@@ -137,10 +139,14 @@ fn get(addr: SocketAddr, path: &str) -> Result<u16, String> {
 
 #[test]
 fn idle_and_slow_connections_cannot_silence_metrics_or_health() {
-    common::require_root("runs the daemon, which loads eBPF");
+    test_support::require_root("runs the daemon, which loads eBPF");
     raise_fd_limit(4096);
     // A path on no file here: the daemon runs as a service would, tracing nothing yet.
-    let mut d = Daemon::start(&["--exe", "/nonexistent/map-trace-flood-target"], true);
+    let mut d = Daemon::start(
+        MAP_TRACE,
+        &["--exe", "/nonexistent/map-trace-flood-target"],
+        true,
+    );
     d.wait_line("serving metrics on", Duration::from_secs(60));
     let addr = SocketAddr::from(([127, 0, 0, 1], d.metrics_port.unwrap()));
     let deadline = Instant::now() + Duration::from_secs(30);

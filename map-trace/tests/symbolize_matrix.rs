@@ -8,17 +8,15 @@
 //! - where the binary has DWARF, every line-table row of the program's own files gives the
 //!   same file and line as map-trace at that address.
 
-mod common;
-
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::{Fixture, check_all};
 use gimli::{EndianSlice, LittleEndian};
 use gobin::elf::ElfImage;
 use map_trace::resolve::symbolize::Symbolizer;
 use object::{Object as _, ObjectSection as _};
+use test_support::{Fixture, check_all};
 
 /// A call site as objdump prints it.
 struct Call {
@@ -34,7 +32,7 @@ fn base(path: &str) -> &str {
 
 /// Every CALL/BL in `main.*` functions: objdump lines are `  file.go:N  0xADDR  HEX  CALL ...`.
 fn calls(f: &Fixture) -> Vec<Call> {
-    let text = common::go_tool(f, &["objdump", "-s", "^main\\.", f.twin.to_str().unwrap()]);
+    let text = test_support::go_tool(f, &["objdump", "-s", "^main\\.", f.twin.to_str().unwrap()]);
     let mut out = Vec::new();
     let mut function = String::new();
     for line in text.lines() {
@@ -161,7 +159,7 @@ fn check(f: &Fixture) -> Vec<String> {
 
 #[test]
 fn frames_match_objdump_and_dwarf_on_every_build() {
-    let fixtures = common::fixtures_of("scenarios");
+    let fixtures = test_support::fixtures_of("scenarios");
     assert!(
         fixtures.len() >= 80,
         "expected the whole matrix, got {}",

@@ -9,8 +9,6 @@
 //! systemd need not be PID 1: the credentials are applied with util-linux `setpriv`. Those runs
 //! need root (to hand out capabilities) and fail, never skip, without it.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -18,7 +16,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Fixture, Reaped};
+use test_support::{Fixture, Reaped};
 
 /// The unit's ExecStart, as the README documents it.
 const INSTALLED_BIN: &str = "/usr/local/bin/map-trace";
@@ -475,7 +473,7 @@ impl Credentials {
 
 /// The scenarios program of the newest Go toolchain, native arch, default build.
 fn scenarios_fixture() -> Fixture {
-    let mut all: Vec<Fixture> = common::fixtures_of("scenarios")
+    let mut all: Vec<Fixture> = test_support::fixtures_of("scenarios")
         .into_iter()
         .filter(|f| {
             f.arch == std::env::consts::ARCH && f.variant == "default" && f.goexperiment.is_none()
@@ -658,7 +656,7 @@ fn wait_http(port: u16, path: &str, ok: impl Fn(u16, &str) -> bool) {
 
 #[test]
 fn unit_credentials_run_the_daemon_end_to_end() {
-    common::require_root("hands map-trace the unit's capabilities with setpriv");
+    test_support::require_root("hands map-trace the unit's capabilities with setpriv");
     let creds = unit_credentials();
     let (_exe_dir, exe) = private_copy("daemon");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -768,7 +766,7 @@ fn assert_fails_clearly(o: &Output, missing: &str, code: i32, needles: &[&str]) 
 
 #[test]
 fn without_cap_sys_admin_uprobes_cannot_be_attached() {
-    common::require_root("hands map-trace the unit's capabilities with setpriv");
+    test_support::require_root("hands map-trace the unit's capabilities with setpriv");
     let o = run_without("sys_admin");
     assert_fails_clearly(
         &o,
@@ -780,7 +778,7 @@ fn without_cap_sys_admin_uprobes_cannot_be_attached() {
 
 #[test]
 fn without_cap_sys_ptrace_other_users_processes_cannot_be_read() {
-    common::require_root("hands map-trace the unit's capabilities with setpriv");
+    test_support::require_root("hands map-trace the unit's capabilities with setpriv");
     let o = run_without("sys_ptrace");
     assert_fails_clearly(
         &o,
@@ -792,7 +790,7 @@ fn without_cap_sys_ptrace_other_users_processes_cannot_be_read() {
 
 #[test]
 fn without_cap_dac_read_search_private_executables_cannot_be_read() {
-    common::require_root("hands map-trace the unit's capabilities with setpriv");
+    test_support::require_root("hands map-trace the unit's capabilities with setpriv");
     let o = run_without("dac_read_search");
     assert_fails_clearly(
         &o,

@@ -10,21 +10,22 @@
 //!
 //! Needs root and a kernel with uprobes and BPF; fails (never skips) without them.
 
-mod common;
-
-use common::run::run_scenario_expecting;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::Duration;
+use test_support::run::run_scenario_expecting;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use common::{Fixture, check_all};
 use test_support::scenarios::{
     Build, RACY, Shown, check_findings, check_racy, fatal_message, go_minor, racy_complete,
     racy_shown, racy_target_ok,
 };
+use test_support::{Fixture, MapTrace, check_all};
+
+/// The binary under test, for test-support's helpers that run it.
+const MAP_TRACE: MapTrace = MapTrace::new(env!("CARGO_BIN_EXE_map-trace"));
 
 /// Runs of one racy scenario before it counts as missed.
 const ATTEMPTS: usize = 8;
@@ -53,7 +54,7 @@ fn check(f: &Fixture, args: &[&str], direct: &Direct) -> Vec<String> {
         let (mut run, mut fallback) = (None, None);
         let _alone = ONE_RACE.lock().unwrap_or_else(|p| p.into_inner());
         for _ in 0..ATTEMPTS {
-            match run_scenario_expecting(f, scenario, args, racy_target_ok) {
+            match run_scenario_expecting(MAP_TRACE, f, scenario, args, racy_target_ok) {
                 Ok(r) => match racy_shown(racy, classic, &r.findings, &r.target_stderr) {
                     Shown::Directly => {
                         run = Some(Ok(r));
@@ -104,7 +105,7 @@ fn check(f: &Fixture, args: &[&str], direct: &Direct) -> Vec<String> {
 }
 
 fn amd64_default_builds() -> Vec<Fixture> {
-    common::fixtures_of("scenarios")
+    test_support::fixtures_of("scenarios")
         .into_iter()
         .filter(|f| f.arch == "x86_64" && f.variant == "default")
         .collect()
@@ -112,7 +113,7 @@ fn amd64_default_builds() -> Vec<Fixture> {
 
 #[test]
 fn writes_in_progress_name_both_sides_on_every_go_version() {
-    common::require_root("attaches uprobes");
+    test_support::require_root("attaches uprobes");
     let direct = Direct::default();
     let failures = check_all(&amd64_default_builds(), |f| check(f, &[], &direct));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -133,7 +134,7 @@ fn seen_directly_on_most_builds(direct: &Direct) {
 
 #[test]
 fn writes_in_progress_in_low_overhead_mode() {
-    common::require_root("attaches uprobes");
+    test_support::require_root("attaches uprobes");
     // The oldest and newest build of each map implementation.
     let builds: Vec<Fixture> = amd64_default_builds()
         .into_iter()
@@ -152,9 +153,9 @@ fn writes_in_progress_in_low_overhead_mode() {
 
 #[test]
 fn writes_in_progress_on_stripped_pie_and_cgo_builds() {
-    common::require_root("attaches uprobes");
+    test_support::require_root("attaches uprobes");
     // Classic and Swiss: pclntab-only symbols, a load bias, and a C runtime beside Go's.
-    let builds: Vec<Fixture> = common::fixtures_of("scenarios")
+    let builds: Vec<Fixture> = test_support::fixtures_of("scenarios")
         .into_iter()
         .filter(|f| {
             f.arch == "x86_64"
@@ -180,8 +181,8 @@ fn writes_in_progress_on_stripped_pie_and_cgo_builds() {
 /// (counted by nothing: the probes are simply not there), never misreported.
 #[test]
 fn crashes_are_reported_under_exe_with_a_duty_cycle() {
-    common::require_root("attaches uprobes");
-    let f = common::fixtures_of("scenarios")
+    test_support::require_root("attaches uprobes");
+    let f = test_support::fixtures_of("scenarios")
         .into_iter()
         .find(|f| f.arch == "x86_64" && f.variant == "default" && f.go_version.starts_with("1.27"))
         .expect("go1.27 amd64 scenarios fixture");
@@ -190,7 +191,8 @@ fn crashes_are_reported_under_exe_with_a_duty_cycle() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("scenarios");
     std::fs::copy(&f.path, &path).unwrap();
-    let mut d = common::daemon::Daemon::start(
+    let mut d = test_support::daemon::Daemon::start(
+        MAP_TRACE,
         &[
             "--exe",
             path.to_str().unwrap(),

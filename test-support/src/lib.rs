@@ -1,6 +1,246 @@
 //! What map-trace's test binaries and `cargo xtask vm-test` share, so that each exists once:
-//! the expectations and checks of the scenario programs (`markers`, `scenarios`), by which
-//! xtask also judges the runs it makes in VMs.
+//! the Go fixture matrix that `cargo xtask fixtures` builds, the expectations and checks of the
+//! scenario programs (`markers`, `scenarios`: also how xtask judges the runs made in VMs), and
+//! ways to run the map-trace binary under test (`MapTrace`, `daemon`, `run`).
+//!
+//! Tests never skip silently: without the manifest they fail and say how to build it.
 
+pub mod daemon;
+pub mod http;
 pub mod markers;
+pub mod run;
 pub mod scenarios;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Fixture {
+    pub program: String,
+    pub name: String,
+    pub path: PathBuf,
+    pub go_version: String,
+    pub goexperiment: Option<String>,
+    pub map_impl: String,
+    pub goarch: String,
+    pub arch: String,
+    pub variant: String,
+    pub stripped: bool,
+    pub pie: bool,
+    pub external_link: bool,
+    pub goroot: PathBuf,
+    pub go: PathBuf,
+    pub twin: PathBuf,
+    pub source_dir: PathBuf,
+}
+
+#[derive(Deserialize)]
+struct Manifest {
+    fixtures: Vec<Fixture>,
+}
+
+/// A path in the repository (this crate sits at its top level).
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+fn manifest_path() -> PathBuf {
+    match std::env::var_os("MAP_TRACE_FIXTURES") {
+        Some(p) => PathBuf::from(p),
+        None => repo_path("target/fixtures/manifest.json"),
+    }
+}
+
+/// All fixtures, or a panic that says how to get them.
+pub fn fixtures() -> Vec<Fixture> {
+    let path = manifest_path();
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "the Go fixture matrix is missing ({}: {e}); build it with `cargo xtask fixtures` or run every test with `cargo xtask test`",
+            path.display()
+        )
+    });
+    let m: Manifest = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{}: bad fixture manifest: {e}", path.display()));
+    assert!(!m.fixtures.is_empty(), "{}: no fixtures", path.display());
+    for f in &m.fixtures {
+        assert!(
+            f.path.exists(),
+            "fixture {} is listed but {} is missing; rerun `cargo xtask fixtures`",
+            f.name,
+            f.path.display()
+        );
+    }
+    m.fixtures
+}
+
+pub fn fixtures_of(program: &str) -> Vec<Fixture> {
+    let all: Vec<Fixture> = fixtures()
+        .into_iter()
+        .filter(|f| f.program == program)
+        .collect();
+    assert!(
+        !all.is_empty(),
+        "no fixtures of program {program} in the manifest"
+    );
+    all
+}
+
+/// Runs a Go tool of the fixture's own toolchain and returns its stdout.
+pub fn go_tool(f: &Fixture, args: &[&str]) -> String {
+    let out = Command::new(&f.go)
+        .arg("tool")
+        .args(args)
+        .env("GOROOT", &f.goroot)
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .unwrap_or_else(|e| panic!("running {} tool {args:?}: {e}", f.go.display()));
+    assert!(
+        out.status.success(),
+        "{} tool {args:?} failed: {}",
+        f.go.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `work` on every item with two threads (the machine has two cores) and collects the
+/// failure messages, so one run reports every broken fixture instead of the first.
+pub fn check_all<T: Sync>(items: &[T], work: impl Fn(&T) -> Vec<String> + Sync) -> Vec<String> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failures = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { break };
+                    let msgs = work(item);
+                    failures.lock().unwrap().extend(msgs);
+                }
+            });
+        }
+    });
+    failures.into_inner().unwrap()
+}
+
+/// The map-trace executable under test. Cargo tells only the test crate where it is
+/// (`env!("CARGO_BIN_EXE_map-trace")`), so each test binary that runs it holds one:
+/// `const MAP_TRACE: MapTrace = MapTrace::new(env!("CARGO_BIN_EXE_map-trace"));`
+#[derive(Clone, Copy, Debug)]
+pub struct MapTrace(&'static str);
+
+impl MapTrace {
+    pub const fn new(exe: &'static str) -> MapTrace {
+        MapTrace(exe)
+    }
+
+    pub fn command(self) -> Command {
+        Command::new(self.0)
+    }
+
+    /// Runs it with `args` and collects what it printed.
+    pub fn run(self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("run map-trace")
+    }
+
+    /// Runs it, failing the test if it has not exited within `limit` (it is killed then, so a
+    /// hang fails instead of blocking the suite).
+    pub fn run_within(self, args: &[&str], limit: Duration) -> Output {
+        let mut child = self
+            .command()
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run map-trace");
+        let deadline = Instant::now() + limit;
+        while child.try_wait().expect("wait map-trace").is_none() {
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let o = child.wait_with_output().expect("reap map-trace");
+                panic!(
+                    "map-trace {args:?} still ran after {limit:?} (killed); stderr: {:?}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // It has exited, so what it wrote is all in the pipes.
+        child.wait_with_output().expect("collect map-trace output")
+    }
+
+    /// Runs it as `nobody` with no capabilities (util-linux `setpriv`).
+    pub fn run_as_nobody(self, args: &[&str]) -> Output {
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+            ])
+            .arg(self.0)
+            .args(args)
+            .output()
+            .expect("setpriv (util-linux) runs")
+    }
+}
+
+/// Asserts a failure as users must see it: this exit code, a one-line message containing
+/// `needle`, no panic.
+pub fn assert_fails(o: &Output, code: i32, needle: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(code), "exit code; stderr: {err}");
+    assert!(err.contains(needle), "stderr {err:?} lacks {needle:?}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "error is one line: {err:?}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// The pid of a process that has exited and been reaped.
+pub fn exited_pid() -> String {
+    let mut child = Command::new("true").spawn().expect("spawn true");
+    let pid = child.id().to_string();
+    child.wait().expect("wait true");
+    pid
+}
+
+/// Fails (never skips) when not root: these tests load eBPF programs, attach uprobes, or drop
+/// privileges to provoke permission errors. `why` says which.
+pub fn require_root(why: &str) {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test {why} and must run as root: run `sudo cargo xtask test`"
+    );
+}
+
+/// A child process killed and reaped when dropped, so a failing test leaves nothing behind.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits for a child with a deadline; returns its exit code (None: killed by a signal).
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> Result<Option<i32>, String> {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return Ok(status.code());
+        }
+        if start.elapsed() > limit {
+            return Err(format!("still running after {limit:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

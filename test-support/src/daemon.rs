@@ -7,6 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::MapTrace;
+use crate::http::{free_port, http_get};
+
 /// A map-trace process; killed and reaped on drop if still running.
 pub struct Daemon {
     child: Option<Child>,
@@ -20,18 +23,24 @@ pub struct Daemon {
 impl Daemon {
     /// Starts map-trace with `args`; with `metrics`, adds `--metrics-addr` on a free loopback
     /// port.
-    pub fn start(args: &[&str], metrics: bool) -> Daemon {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_map-trace"));
+    pub fn start(exe: MapTrace, args: &[&str], metrics: bool) -> Daemon {
+        let mut cmd = exe.command();
         cmd.args(args);
-        let metrics_port = metrics.then(super::prometheus::free_port);
+        let metrics_port = metrics.then(free_port);
         if let Some(port) = metrics_port {
             cmd.arg("--metrics-addr").arg(format!("127.0.0.1:{port}"));
         }
+        Daemon::spawn(cmd, metrics_port)
+    }
+
+    /// Starts `cmd`: map-trace, or a program that execs it (`setpriv` with a service's
+    /// credentials), serving metrics on `metrics_port` if it does.
+    pub fn spawn(mut cmd: Command, metrics_port: Option<u16>) -> Daemon {
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn map-trace");
+            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()));
         let (tx, lines) = mpsc::channel();
         let err = child.stderr.take().unwrap();
         std::thread::spawn(move || {
@@ -94,7 +103,7 @@ impl Daemon {
     /// GET on the metrics port: (status, body).
     pub fn get(&self, path: &str) -> (u16, String) {
         let port = self.metrics_port.expect("started with metrics");
-        super::prometheus::http_get(port, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+        http_get(port, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
     /// The samples of /metrics, keyed by series (`name{labels}` exactly as exposed).

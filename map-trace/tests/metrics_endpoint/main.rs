@@ -4,7 +4,7 @@
 //!
 //! Needs root (eBPF) and Debian's prometheus package; fails (never skips) without them.
 
-mod common;
+mod prometheus;
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};
@@ -12,11 +12,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::daemon::Daemon;
-use common::prometheus::PrometheusServer;
+use prometheus::PrometheusServer;
+use test_support::MapTrace;
+use test_support::daemon::Daemon;
 
-fn racy_fixture() -> common::Fixture {
-    common::fixtures_of("scenarios")
+/// The binary under test, for test-support's helpers that run it.
+const MAP_TRACE: MapTrace = MapTrace::new(env!("CARGO_BIN_EXE_map-trace"));
+
+fn racy_fixture() -> test_support::Fixture {
+    test_support::fixtures_of("scenarios")
         .into_iter()
         .find(|f| f.arch == "x86_64" && f.variant == "default" && f.go_version.starts_with("1.27"))
         .expect("go1.27 amd64 scenarios fixture")
@@ -51,7 +55,7 @@ fn promtool_check(body: &str) -> Result<(), String> {
 }
 
 /// Runs the racy scenario again and again until told to stop.
-fn keep_racing(f: &common::Fixture, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u32> {
+fn keep_racing(f: &test_support::Fixture, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u32> {
     let path = f.path.clone();
     std::thread::spawn(move || {
         let mut runs = 0;
@@ -73,9 +77,10 @@ fn keep_racing(f: &common::Fixture, stop: Arc<AtomicBool>) -> std::thread::JoinH
 
 #[test]
 fn prometheus_scrapes_findings_and_promtool_accepts_the_endpoint() {
-    common::require_root("attaches uprobes");
+    test_support::require_root("attaches uprobes");
     let f = racy_fixture();
     let mut d = Daemon::start(
+        MAP_TRACE,
         &["--exe", f.path.to_str().unwrap(), "--format", "json"],
         true,
     );
@@ -155,14 +160,14 @@ fn a_metrics_address_that_cannot_be_bound_has_its_own_exit_code() {
     let addr = taken.local_addr().unwrap().to_string();
     let me = std::process::id().to_string();
     let limit = Duration::from_secs(1);
-    common::assert_fails(
-        &common::map_trace_within(&["--pid", &me, "--metrics-addr", &addr], limit),
+    test_support::assert_fails(
+        &MAP_TRACE.run_within(&["--pid", &me, "--metrics-addr", &addr], limit),
         14,
         &format!("cannot serve metrics on {addr}: the port is in use"),
     );
     // TEST-NET-1 (RFC 5737): never an address of this host. Not loopback either, so the
     // warning about that comes first, on its own line.
-    let o = common::map_trace_within(&["--pid", &me, "--metrics-addr", "192.0.2.1:9464"], limit);
+    let o = MAP_TRACE.run_within(&["--pid", &me, "--metrics-addr", "192.0.2.1:9464"], limit);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(14), "{err}");
     let lines: Vec<&str> = err.lines().collect();
@@ -177,14 +182,14 @@ fn a_metrics_address_that_cannot_be_bound_has_its_own_exit_code() {
 
 #[test]
 fn metrics_addr_defaults_to_loopback_and_rejects_host_names() {
-    let o = common::map_trace(&["--pid", "1", "--metrics-addr", "--check-config"]);
+    let o = MAP_TRACE.run(&["--pid", "1", "--metrics-addr", "--check-config"]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{o:?}");
     assert!(
         out.contains("metrics: http://127.0.0.1:9464/metrics"),
         "{out}"
     );
-    let o = common::map_trace(&["--pid", "1", "--metrics-addr", "localhost:9464"]);
+    let o = MAP_TRACE.run(&["--pid", "1", "--metrics-addr", "localhost:9464"]);
     assert_eq!(o.status.code(), Some(2), "{o:?}");
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("IP:PORT"),

@@ -8,8 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -17,11 +15,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use test_support::http::{free_port, http_get};
 
 /// Generous: on a loaded two-core machine Prometheus can take several seconds to open its TSDB.
 const READY_DEADLINE: Duration = Duration::from_secs(60);
 const READY_LINE: &str = "Server is ready to receive web requests.";
-const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Another process can take the port between our probe bind and Prometheus's own.
 const PORT_ATTEMPTS: usize = 3;
 
@@ -37,16 +35,6 @@ impl PrometheusServer {
     /// Starts /usr/bin/prometheus on 127.0.0.1:<free port> with a fresh storage dir and a scrape config
     /// scraping `target` ("127.0.0.1:PORT", metrics_path /metrics) every `interval` (e.g. 1s); waits until ready (/-/ready) with a deadline, failing with its log on timeout.
     pub fn start(target: &str, interval: Duration) -> PrometheusServer {
-        Self::launch(Some(target), interval)
-    }
-
-    /// Like [`PrometheusServer::start`], scraping Prometheus's own /metrics: a target that is
-    /// known to work, to check the harness itself.
-    pub fn start_self_scrape(interval: Duration) -> PrometheusServer {
-        Self::launch(None, interval)
-    }
-
-    fn launch(target: Option<&str>, interval: Duration) -> PrometheusServer {
         assert!(
             interval >= Duration::from_millis(1),
             "scrape interval {interval:?} is below Prometheus's resolution"
@@ -55,8 +43,7 @@ impl PrometheusServer {
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port();
             let dir = fresh_dir();
-            let own = format!("127.0.0.1:{port}");
-            let config = scrape_config(target.unwrap_or(&own), interval);
+            let config = scrape_config(target, interval);
             fs::write(dir.join("prometheus.yml"), config).expect("write prometheus.yml");
             let mut server = PrometheusServer {
                 child: spawn(&dir, port),
@@ -93,10 +80,6 @@ impl PrometheusServer {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
     }
 
     /// Prometheus's own output so far, for failure messages.
@@ -229,13 +212,6 @@ fn spawn(dir: &Path, port: u16) -> Child {
     })
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
-}
-
 fn fresh_dir() -> PathBuf {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     loop {
@@ -251,30 +227,6 @@ fn fresh_dir() -> PathBuf {
             Err(e) => panic!("creating {}: {e}", dir.display()),
         }
     }
-}
-
-/// A GET to Prometheus on 127.0.0.1:`port`. HTTP/1.0, so the response is never chunked and
-/// ends when the connection closes.
-pub fn http_get(port: u16, path_and_query: &str) -> std::io::Result<(u16, String)> {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let mut s = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)?;
-    s.set_read_timeout(Some(HTTP_TIMEOUT))?;
-    s.set_write_timeout(Some(HTTP_TIMEOUT))?;
-    write!(
-        s,
-        "GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let raw = String::from_utf8_lossy(&raw);
-    let bad = || std::io::Error::other(format!("malformed HTTP response: {raw:?}"));
-    let (head, body) = raw.split_once("\r\n\r\n").ok_or_else(bad)?;
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(bad)?;
-    Ok((status, body.to_owned()))
 }
 
 fn url_encode(s: &str) -> String {

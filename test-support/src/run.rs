@@ -3,27 +3,12 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use test_support::scenarios::kinds_of;
-
-use super::{Fixture, Reaped};
-
-/// Waits for a child with a deadline; returns its exit code (None: killed by a signal).
-pub fn wait_timeout(child: &mut Child, limit: Duration) -> Result<Option<i32>, String> {
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            return Ok(status.code());
-        }
-        if start.elapsed() > limit {
-            return Err(format!("still running after {limit:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use crate::scenarios::kinds_of;
+use crate::{Fixture, MapTrace, Reaped, wait_timeout};
 
 pub struct Run {
     pub kinds: BTreeSet<String>,
@@ -36,8 +21,13 @@ pub struct Run {
 }
 
 /// Runs one scenario under `map-trace --pid --format json`; the target must exit 0 and print ok.
-pub fn run_scenario(f: &Fixture, scenario: &str, args: &[&str]) -> Result<Run, String> {
-    run_scenario_expecting(f, scenario, args, |code, out, _| {
+pub fn run_scenario(
+    exe: MapTrace,
+    f: &Fixture,
+    scenario: &str,
+    args: &[&str],
+) -> Result<Run, String> {
+    run_scenario_expecting(exe, f, scenario, args, |code, out, _| {
         code == Some(0) && out.trim() == "ok"
     })
 }
@@ -45,6 +35,7 @@ pub fn run_scenario(f: &Fixture, scenario: &str, args: &[&str]) -> Result<Run, S
 /// Like `run_scenario`, with the target's acceptable outcomes given by `target_ok(code, stdout,
 /// stderr)`.
 pub fn run_scenario_expecting(
+    exe: MapTrace,
     f: &Fixture,
     scenario: &str,
     args: &[&str],
@@ -61,7 +52,7 @@ pub fn run_scenario_expecting(
     );
     let pid = target.0.id().to_string();
     let mut tracer = Reaped(
-        Command::new(env!("CARGO_BIN_EXE_map-trace"))
+        exe.command()
             .args(["--pid", &pid, "--format", "json"])
             .args(args)
             .stdout(Stdio::piped())
