@@ -6,9 +6,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use gobin::elf::ElfImage;
-use gobin::gotypes::{MapTypeName, ProcMem, TypeLayout, TypeNames};
+use gobin::gotypes::{MapTypeName, TypeLayout, TypeNames};
 use gobin::symbols::Symbols;
 use map_trace::plan::GoTarget;
+use map_trace::resolve::memory::ProcMem;
 use test_support::{Fixture, Reaped, check_all, go_tool};
 
 /// The map types mapops declares, so the linker puts their descriptors and names in the binary.
