@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use aya::Ebpf;
-use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
+use aya::maps::{HashMap as BpfHashMap, MapData};
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
 use aya::programs::{RawTracePoint, UProbe};
 use gobin::offsets::MapOffsets;
@@ -119,8 +119,8 @@ pub fn load() -> Result<Ebpf, AttachError> {
     Ebpf::load(crate::ebpf::object()).map_err(|e| AttachError::Load(Box::new(e)))
 }
 
-/// Loads and attaches the exec tracepoint and hands back the ring buffer it writes to.
-pub fn watch_execs(ebpf: &mut Ebpf) -> Result<RingBuf<MapData>, AttachError> {
+/// Loads and attaches the exec tracepoint; its notices arrive in the `EXECS` ring (`events`).
+pub fn watch_execs(ebpf: &mut Ebpf) -> Result<(), AttachError> {
     let verify = |source| AttachError::Verify {
         program: EXEC_PROGRAM.to_string(),
         source: Box::new(source),
@@ -136,13 +136,7 @@ pub fn watch_execs(ebpf: &mut Ebpf) -> Result<RingBuf<MapData>, AttachError> {
             name: "sched_process_exec",
             source: Box::new(source),
         })?;
-    let map = ebpf
-        .take_map(map::EXECS)
-        .ok_or(AttachError::Missing(map::EXECS))?;
-    RingBuf::try_from(map).map_err(|source| AttachError::Map {
-        map: map::EXECS,
-        source: Box::new(source),
-    })
+    Ok(())
 }
 
 /// One attached uprobe: which program, and the link to detach.

@@ -112,7 +112,8 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
     // Exec notices first, then the /proc scan: a process started in between is seen twice
     // (harmless), never missed.
     let mut execs = if targets.watches_executables() {
-        let ring = attach::watch_execs(&mut ebpf)?;
+        attach::watch_execs(&mut ebpf)?;
+        let ring = ring(&mut ebpf, map::EXECS)?;
         // SAFETY: the ring buffer owns its fd and moves into the AsyncFd, which keeps it open
         // until dropped.
         let fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }

@@ -48,7 +48,7 @@ pub(super) fn adopt(
         Ok(Some(a)) => announce(&a, metrics),
         Ok(None) => {}
         Err(e) => {
-            let reason = targets::failure_reason(&e);
+            let reason = AttachFailure::of(&e);
             // A process that ran a matching file and exited before it could be read is
             // counted, but not worth a line each.
             if reason != AttachFailure::ProcessGone {

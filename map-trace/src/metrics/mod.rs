@@ -13,6 +13,8 @@ use prometheus::{
     Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::error::{TargetError, TraceError};
+
 /// The `reason` label values of [`Metrics::events_dropped`].
 pub const DROP_REASONS: [&str; 6] = [
     "ring_buffer_full",
@@ -47,6 +49,27 @@ impl AttachFailure {
         AttachFailure::KernelRejected,
         AttachFailure::Other,
     ];
+
+    /// Why attaching failed, as the bounded label of `map_trace_attach_failures_total`.
+    pub fn of(e: &TraceError) -> AttachFailure {
+        match e {
+            TraceError::Target(t) => match t {
+                TargetError::NotElf { .. } | TargetError::NotGo { .. } => AttachFailure::NotGo,
+                TargetError::GoTooOld { .. }
+                | TargetError::UnsupportedArch { .. }
+                | TargetError::Malformed { .. } => AttachFailure::UnsupportedGo,
+                TargetError::PermissionDenied { .. } => AttachFailure::Permission,
+                TargetError::PidMissing { .. }
+                | TargetError::NoExecutable { .. }
+                | TargetError::FileMissing { .. } => AttachFailure::ProcessGone,
+                TargetError::Io { .. }
+                | TargetError::NotRegular { .. }
+                | TargetError::TooLarge { .. } => AttachFailure::Other,
+            },
+            TraceError::Attach(_) | TraceError::Kernel(_) => AttachFailure::KernelRejected,
+            TraceError::MetricsAddr { .. } | TraceError::Other(_) => AttachFailure::Other,
+        }
+    }
 
     pub fn label(self) -> &'static str {
         match self {

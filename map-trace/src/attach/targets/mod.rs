@@ -30,9 +30,7 @@ use super::exec_guard::{ExecGuard, Fingerprint, stamp};
 use super::probes::{self as attach, AttachError, Link};
 use crate::discover::exe_match::{ExeSpec, FileId};
 use crate::discover::process;
-use crate::error::TargetError;
-use crate::error::TraceError;
-use crate::metrics::AttachFailure;
+use crate::error::{TargetError, TraceError};
 use crate::plan::GoTarget;
 use crate::plan::IterationMode;
 use crate::resolve::{BinaryInfo, ProcessInfo, Resolver};
@@ -557,27 +555,6 @@ impl Targets {
     /// Waits for every link being closed: where probes of an old content must be gone.
     pub(super) fn wait_closed(&mut self) {
         self.closing.drain(..).for_each(Detaching::wait);
-    }
-}
-
-/// Maps why attaching failed to the bounded label of `map_trace_attach_failures_total`.
-pub fn failure_reason(e: &TraceError) -> AttachFailure {
-    match e {
-        TraceError::Target(t) => match t {
-            TargetError::NotElf { .. } | TargetError::NotGo { .. } => AttachFailure::NotGo,
-            TargetError::GoTooOld { .. }
-            | TargetError::UnsupportedArch { .. }
-            | TargetError::Malformed { .. } => AttachFailure::UnsupportedGo,
-            TargetError::PermissionDenied { .. } => AttachFailure::Permission,
-            TargetError::PidMissing { .. }
-            | TargetError::NoExecutable { .. }
-            | TargetError::FileMissing { .. } => AttachFailure::ProcessGone,
-            TargetError::Io { .. }
-            | TargetError::NotRegular { .. }
-            | TargetError::TooLarge { .. } => AttachFailure::Other,
-        },
-        TraceError::Attach(_) | TraceError::Kernel(_) => AttachFailure::KernelRejected,
-        TraceError::MetricsAddr { .. } | TraceError::Other(_) => AttachFailure::Other,
     }
 }
 
