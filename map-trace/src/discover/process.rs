@@ -3,6 +3,9 @@
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
+use procfs::process::{MemoryMap, Process};
+use procfs::ProcError;
+
 use crate::error::TargetError;
 
 /// The executable of a running process.
@@ -77,39 +80,11 @@ fn same_file_as<'a>(link: &Path, candidates: [&'a PathBuf; 2]) -> Option<&'a Pat
     candidates.into_iter().find(|c| id(c) == Some(target))
 }
 
-/// One line of `/proc/PID/maps` that maps a file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Mapping {
-    pub start: u64,
-    pub offset: u64,
-    pub inode: u64,
-}
-
-/// The file mappings listed in a `/proc/PID/maps` text; anonymous ones are left out.
-pub fn parse_maps(text: &str) -> Vec<Mapping> {
-    text.lines()
-        .filter_map(|line| {
-            let mut f = line.split_ascii_whitespace();
-            let range = f.next()?;
-            let _perms = f.next()?;
-            let offset = u64::from_str_radix(f.next()?, 16).ok()?;
-            let _dev = f.next()?;
-            let inode: u64 = f.next()?.parse().ok()?;
-            let start = u64::from_str_radix(range.split('-').next()?, 16).ok()?;
-            (inode != 0).then_some(Mapping {
-                start,
-                offset,
-                inode,
-            })
-        })
-        .collect()
-}
-
 /// How far the process loaded its executable from the link-time addresses (0 unless PIE):
 /// runtime addresses the probes report minus this are what the binary's tables describe.
 /// `vaddr_of_offset` maps a file offset to its link-time address (see `ElfImage`).
 pub fn load_bias(
-    maps: &[Mapping],
+    maps: &[MemoryMap],
     inode: u64,
     vaddr_of_offset: impl Fn(u64) -> Option<u64>,
 ) -> Option<u64> {
@@ -117,7 +92,7 @@ pub fn load_bias(
         .iter()
         .filter(|m| m.inode == inode)
         .min_by_key(|m| m.offset)?;
-    first.start.checked_sub(vaddr_of_offset(first.offset)?)
+    first.address.0.checked_sub(vaddr_of_offset(first.offset)?)
 }
 
 /// `load_bias` of a running process whose executable is reachable at `host_path`.
@@ -130,13 +105,30 @@ pub fn process_load_bias(
     let inode = std::fs::metadata(host_path)
         .map_err(|e| TargetError::from_io(host_path, e))?
         .ino();
-    let maps_path = PathBuf::from(format!("/proc/{pid}/maps"));
-    let text =
-        std::fs::read_to_string(&maps_path).map_err(|e| TargetError::from_io(&maps_path, e))?;
-    load_bias(&parse_maps(&text), inode, vaddr_of_offset).ok_or_else(|| TargetError::Malformed {
+    let maps = Process::new(pid as i32)
+        .and_then(|p| p.maps())
+        .map_err(|e| proc_error(pid, "maps", e))?;
+    load_bias(&maps.0, inode, vaddr_of_offset).ok_or_else(|| TargetError::Malformed {
         path: host_path.to_path_buf(),
         detail: format!("pid {pid} does not map this executable at a known segment"),
     })
+}
+
+/// What reading `/proc/PID/<file>` failed with, as a target error.
+fn proc_error(pid: u32, file: &str, e: ProcError) -> TargetError {
+    let path = PathBuf::from(format!("/proc/{pid}/{file}"));
+    match e {
+        ProcError::NotFound(_) => TargetError::PidMissing { pid },
+        ProcError::PermissionDenied(_) => TargetError::from_io(
+            path,
+            std::io::Error::from(ErrorKind::PermissionDenied),
+        ),
+        ProcError::Io(e, _) => TargetError::from_io(path, e),
+        other => TargetError::Malformed {
+            path,
+            detail: other.to_string(),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -167,16 +159,24 @@ mod tests {
         std::fs::remove_dir_all(&fake).unwrap();
     }
 
+    fn parse_maps(text: &str) -> Vec<MemoryMap> {
+        use procfs::FromBufRead as _;
+        procfs::process::MemoryMaps::from_buf_read(text.as_bytes())
+            .unwrap()
+            .0
+    }
+
     #[test]
     fn pie_bias_is_the_first_mapping_minus_its_link_address() {
+        // As the kernel prints it: an anonymous mapping's line ends in a space.
         let text = "\
 55d0c0a00000-55d0c0b00000 r--p 00000000 fd:01 4242 /app
 55d0c0b00000-55d0c0c00000 r-xp 00100000 fd:01 4242 /app
-7f0000000000-7f0000001000 rw-p 00000000 00:00 0
+7f0000000000-7f0000001000 rw-p 00000000 00:00 0\x20
 7f0000001000-7f0000002000 r--p 00000000 fd:01 77 /lib/libc.so
 ";
         let maps = parse_maps(text);
-        assert_eq!(maps.len(), 3);
+        assert_eq!(maps.len(), 4);
         // Go's internal-link PIE: the first PT_LOAD is linked at 0x400000, file offset 0.
         let bias = load_bias(&maps, 4242, |off| Some(0x400000 + off)).unwrap();
         assert_eq!(bias, 0x55d0c0a00000 - 0x400000);
