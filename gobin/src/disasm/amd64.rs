@@ -6,7 +6,7 @@ use iced_x86::{
 };
 
 use super::matcher::{Decode, Decoded, Isa, Match, forward};
-use super::{CheckShape, STACKGUARD0, StackCheck};
+use super::{CheckShape, STACKGUARD0};
 
 pub(super) struct Amd64;
 
@@ -138,22 +138,13 @@ impl Isa for Amd64 {
                 }
                 (State::NeedCmpR12(shape), X86Op::CmpGuard(Register::R12)) => State::NeedJbe(shape),
                 (State::NeedJbe(shape), X86Op::Jbe(target)) if forward(target, d.next) => {
-                    return Match::Found(StackCheck {
-                        shape,
-                        g_from_tls,
-                        attach_offset: d.next,
-                        morestack_block: entry.wrapping_add_signed(target),
-                    });
+                    return Match::found(shape, g_from_tls, d.next, entry, target);
                 }
                 (State::Start, _) => return Match::No,
                 _ => return Match::Deviates,
             };
         }
-        if matches!(state, State::Start) {
-            Match::No
-        } else {
-            Match::Partial
-        }
+        Match::ran_out(!matches!(state, State::Start))
     }
 }
 

@@ -7,7 +7,7 @@ use yaxpeax_arm::armv8::a64::{
 };
 
 use super::matcher::{Decode, Decoded, Isa, Match, forward};
-use super::{CheckShape, STACKGUARD0, StackCheck};
+use super::{CheckShape, STACKGUARD0};
 use crate::Arch;
 
 pub(super) struct Arm64;
@@ -124,22 +124,13 @@ impl Isa for Arm64 {
                 }
                 (State::NeedCmpX17(shape), A64Op::CmpX17) => State::NeedBLs(shape),
                 (State::NeedBLs(shape), A64Op::BLs(target)) if forward(target, d.next) => {
-                    return Match::Found(StackCheck {
-                        shape,
-                        g_from_tls: false,
-                        attach_offset: d.next,
-                        morestack_block: entry.wrapping_add_signed(target),
-                    });
+                    return Match::found(shape, false, d.next, entry, target);
                 }
                 (State::Start, _) => return Match::No,
                 _ => return Match::Deviates,
             };
         }
-        if matches!(state, State::Start) {
-            Match::No
-        } else {
-            Match::Partial
-        }
+        Match::ran_out(!matches!(state, State::Start))
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Fallback, StackCheck};
+use super::{CheckShape, Fallback, StackCheck};
 
 /// How far to look for a late `g.stackguard0` read, only to word the fallback reason: the
 /// maymorestack hook's spill and reload of up to 24 argument registers fits.
@@ -121,6 +121,30 @@ pub(super) enum Match {
     Deviates,
     /// The first instruction does not start a check.
     No,
+}
+
+impl Match {
+    /// The final conditional branch of a check of `shape` (at `target`, relative to the
+    /// function's `entry`) is matched: probes go right after it, at `next`.
+    pub(super) fn found(
+        shape: CheckShape,
+        g_from_tls: bool,
+        next: u64,
+        entry: u64,
+        target: i64,
+    ) -> Match {
+        Match::Found(StackCheck {
+            shape,
+            g_from_tls,
+            attach_offset: next,
+            morestack_block: entry.wrapping_add_signed(target),
+        })
+    }
+
+    /// The instructions ran out before a check was complete: none begun, or one begun.
+    pub(super) fn ran_out(begun: bool) -> Match {
+        if begun { Match::Partial } else { Match::No }
+    }
 }
 
 pub(super) fn classify<A: Isa>(scan: &Scan<A>) -> Result<StackCheck, Fallback> {
