@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use test_support::{MapTrace, assert_fails};
+use test_support::{MapTrace, Scratch, assert_fails};
 
 /// The binary under test, for test-support's helpers that run it.
 const MAP_TRACE: MapTrace = MapTrace::new(env!("CARGO_BIN_EXE_map-trace"));
@@ -19,54 +19,34 @@ const LIMIT: Duration = Duration::from_secs(1);
 const BINARY_LIMIT: u64 = 1 << 30;
 const CONFIG_LIMIT: u64 = 1 << 20;
 
-/// A directory of this test's own, removed when it ends (the oversize files are sparse, but
-/// still 1 GiB to anyone who lists them).
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!(
-            "map-trace-bad-inputs-{}-{test}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    /// The bad files, by name: (case, path).
-    fn bad_files(&self) -> Vec<(&'static str, PathBuf)> {
-        let fifo = self.0.join("fifo");
-        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-        // SAFETY: mkfifo with a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
-        let (a, b) = (self.0.join("loop-a"), self.0.join("loop-b"));
-        std::os::unix::fs::symlink(&b, &a).unwrap();
-        std::os::unix::fs::symlink(&a, &b).unwrap();
-        let dir = self.0.join("a-directory");
-        std::fs::create_dir(&dir).unwrap();
-        vec![
-            ("/dev/zero", PathBuf::from("/dev/zero")),
-            ("fifo", fifo),
-            ("directory", dir),
-            ("symlink loop", a),
-        ]
-    }
-
-    /// A sparse file one byte over `limit`: no disk space, but its size is what counts.
-    fn oversize(&self, name: &str, limit: u64) -> PathBuf {
-        let p = self.0.join(name);
-        std::fs::File::create(&p)
-            .unwrap()
-            .set_len(limit + 1)
-            .unwrap();
-        p
-    }
+/// The bad files, by name, in `dir`: (case, path).
+fn bad_files(dir: &Scratch) -> Vec<(&'static str, PathBuf)> {
+    let fifo = dir.join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    let (a, b) = (dir.join("loop-a"), dir.join("loop-b"));
+    std::os::unix::fs::symlink(&b, &a).unwrap();
+    std::os::unix::fs::symlink(&a, &b).unwrap();
+    let sub = dir.join("a-directory");
+    std::fs::create_dir(&sub).unwrap();
+    vec![
+        ("/dev/zero", PathBuf::from("/dev/zero")),
+        ("fifo", fifo),
+        ("directory", sub),
+        ("symlink loop", a),
+    ]
 }
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A sparse file one byte over `limit`: no disk space, but its size is what counts. In the
+/// test's own directory, removed when it ends: still 1 GiB to anyone who lists it.
+fn oversize(dir: &Scratch, name: &str, limit: u64) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::File::create(&p)
+        .unwrap()
+        .set_len(limit + 1)
+        .unwrap();
+    p
 }
 
 /// What each bad file must produce for a binary (`--exe`, `inspect`): (exit code, words).
@@ -90,12 +70,12 @@ fn check(args: &[&str], code: i32, needle: &str) {
 
 #[test]
 fn inspect_refuses_what_is_not_a_program_file() {
-    let scratch = Scratch::new("inspect");
-    for (case, path) in scratch.bad_files() {
+    let scratch = Scratch::new("bad-inputs-inspect");
+    for (case, path) in bad_files(&scratch) {
         let (code, needle) = binary_verdict(case);
         check(&["inspect", path.to_str().unwrap()], code, needle);
     }
-    let big = scratch.oversize("big-binary", BINARY_LIMIT);
+    let big = oversize(&scratch, "big-binary", BINARY_LIMIT);
     check(
         &["inspect", big.to_str().unwrap()],
         16,
@@ -105,22 +85,22 @@ fn inspect_refuses_what_is_not_a_program_file() {
 
 #[test]
 fn exe_refuses_what_is_not_a_program_file_before_loading_ebpf() {
-    let scratch = Scratch::new("exe");
-    for (case, path) in scratch.bad_files() {
+    let scratch = Scratch::new("bad-inputs-exe");
+    for (case, path) in bad_files(&scratch) {
         let (code, needle) = binary_verdict(case);
         check(&["--exe", path.to_str().unwrap()], code, needle);
     }
-    let big = scratch.oversize("big-exe", BINARY_LIMIT);
+    let big = oversize(&scratch, "big-exe", BINARY_LIMIT);
     check(&["--exe", big.to_str().unwrap()], 16, "more than the 1 GiB");
-    let text = scratch.0.join("not-elf");
+    let text = scratch.join("not-elf");
     std::fs::write(&text, "#!/bin/sh\n").unwrap();
     check(&["--exe", text.to_str().unwrap()], 4, "not an ELF file");
 }
 
 #[test]
 fn config_refuses_what_is_not_a_config_file() {
-    let scratch = Scratch::new("config");
-    for (case, path) in scratch.bad_files() {
+    let scratch = Scratch::new("bad-inputs-config");
+    for (case, path) in bad_files(&scratch) {
         let needle = match case {
             "/dev/zero" => "not a regular file but a character device",
             "fifo" => "not a regular file but a FIFO",
@@ -130,7 +110,7 @@ fn config_refuses_what_is_not_a_config_file() {
         };
         check(&["--config", path.to_str().unwrap()], 2, needle);
     }
-    let big = scratch.oversize("big.toml", CONFIG_LIMIT);
+    let big = oversize(&scratch, "big.toml", CONFIG_LIMIT);
     check(
         &["--config", big.to_str().unwrap()],
         2,
@@ -141,8 +121,8 @@ fn config_refuses_what_is_not_a_config_file() {
 #[test]
 fn a_long_bad_line_in_a_config_is_not_quoted_back() {
     // Within the size limit, one line of almost a MiB that toml cannot parse.
-    let scratch = Scratch::new("long-line");
-    let p = scratch.0.join("long-line.toml");
+    let scratch = Scratch::new("bad-inputs-long-line");
+    let p = scratch.join("long-line.toml");
     std::fs::write(&p, format!("exe = [\"/x\"]\n{}\n", "z".repeat(900_000))).unwrap();
     let o = MAP_TRACE.run_within(&["--config", p.to_str().unwrap()], LIMIT);
     assert_fails(&o, 2, "line 2, column");
@@ -157,8 +137,8 @@ fn check_config_warns_about_exe_paths_with_their_real_problem() {
         Path::new(missing).symlink_metadata().is_err(),
         "{missing} exists"
     );
-    let scratch = Scratch::new("check-config");
-    let files = scratch.bad_files();
+    let scratch = Scratch::new("bad-inputs-check-config");
+    let files = bad_files(&scratch);
     let path = |case: &str| files.iter().find(|f| f.0 == case).unwrap().1.clone();
     for (exe, needle) in [
         // The one bad-looking name that is fine: processes may run it inside their own root.

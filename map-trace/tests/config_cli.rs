@@ -1,20 +1,18 @@
 //! `--config` and `--check-config` as a user runs them: the shipped example validates, flags
 //! override the file, and every mistake is one clear line with exit code 2.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use test_support::{MapTrace, assert_fails};
+use test_support::{MapTrace, Scratch, assert_fails};
 
 /// The binary under test, for test-support's helpers that run it.
 const MAP_TRACE: MapTrace = MapTrace::new(env!("CARGO_BIN_EXE_map-trace"));
 
 fn shipped_config() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/config.toml")
+    test_support::repo_path("dist/config.toml")
 }
 
-fn write_config(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("map-trace-config-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+fn write_config(dir: &Scratch, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
     p
@@ -45,7 +43,9 @@ fn the_shipped_config_is_valid() {
 
 #[test]
 fn flags_override_the_file() {
+    let dir = Scratch::new("config-cli-override");
     let p = write_config(
+        &dir,
         "override.toml",
         "pid = [11]\nexe = [\"/usr/bin/env\"]\nformat = \"json\"\nduration = \"1m\"\n",
     );
@@ -68,7 +68,9 @@ fn flags_override_the_file() {
 
 #[test]
 fn mistakes_are_one_clear_line_and_exit_2() {
+    let dir = Scratch::new("config-cli-mistakes");
     let typo = write_config(
+        &dir,
         "typo.toml",
         "exe = [\"/x\"]\nmetric_addr = \"127.0.0.1:1\"\n",
     );
@@ -77,13 +79,17 @@ fn mistakes_are_one_clear_line_and_exit_2() {
         2,
         "metric_addr",
     );
-    let bad_addr = write_config("addr.toml", "exe = [\"/x\"]\nmetrics_addr = \"0.0.0.0\"\n");
+    let bad_addr = write_config(
+        &dir,
+        "addr.toml",
+        "exe = [\"/x\"]\nmetrics_addr = \"0.0.0.0\"\n",
+    );
     assert_fails(
         &MAP_TRACE.run(&["--config", bad_addr.to_str().unwrap()]),
         2,
         "metrics_addr = \"0.0.0.0\"",
     );
-    let empty = write_config("empty.toml", "format = \"json\"\n");
+    let empty = write_config(&dir, "empty.toml", "format = \"json\"\n");
     assert_fails(
         &MAP_TRACE.run(&["--config", empty.to_str().unwrap()]),
         2,
@@ -99,7 +105,9 @@ fn mistakes_are_one_clear_line_and_exit_2() {
 
 #[test]
 fn surprising_settings_are_warned_about() {
+    let dir = Scratch::new("config-cli-warn");
     let p = write_config(
+        &dir,
         "warn.toml",
         "exe = [\"/no/such/service\"]\nmetrics_addr = \"0.0.0.0:9464\"\n",
     );

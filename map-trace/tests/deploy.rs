@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use test_support::daemon::{Daemon, bpf_map_entries, fd_kinds};
-use test_support::{Fixture, MapTrace};
+use test_support::{Fixture, MapTrace, Scratch};
 
 /// The binary under test, for test-support's helpers that run it.
 const MAP_TRACE: MapTrace = MapTrace::new(env!("CARGO_BIN_EXE_map-trace"));
@@ -33,16 +33,16 @@ fn fixture(go: &str) -> Fixture {
         .unwrap_or_else(|| panic!("go{go} amd64 scenarios fixture"))
 }
 
-/// A tmpfs mounted for one test; unmounted (and checked unmountable) by `release`.
-struct Scratch {
-    dir: PathBuf,
+/// A tmpfs mounted on a scratch directory for one test; unmounted (and checked unmountable) by
+/// `release`.
+struct Tmpfs {
+    dir: Scratch,
     mounted: bool,
 }
 
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("map-trace-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+impl Tmpfs {
+    fn new(name: &str) -> Tmpfs {
+        let dir = Scratch::new(name);
         run(
             "mount",
             &[
@@ -51,36 +51,46 @@ impl Scratch {
                 "-o",
                 "size=512m",
                 "none",
-                dir.to_str().unwrap(),
+                dir.path().to_str().unwrap(),
             ],
         );
-        Scratch { dir, mounted: true }
+        Tmpfs { dir, mounted: true }
+    }
+
+    fn join(&self, name: impl AsRef<Path>) -> PathBuf {
+        self.dir.join(name)
     }
 
     /// Bytes in use on the tmpfs.
     fn used(&self) -> u64 {
-        let s = nix::sys::statvfs::statvfs(&self.dir).unwrap();
+        let s = nix::sys::statvfs::statvfs(self.dir.path()).unwrap();
         (s.blocks() - s.blocks_free()) * s.fragment_size()
     }
 
-    /// Unmounts; fails the test if anything still holds a file there.
+    /// Unmounts; fails the test if anything still holds a file there. (The scratch directory,
+    /// empty again, goes when `self` drops.)
     fn release(mut self) {
-        let o = Command::new("umount").arg(&self.dir).output().unwrap();
+        let o = Command::new("umount")
+            .arg(self.dir.path())
+            .output()
+            .unwrap();
         assert!(
             o.status.success(),
             "the scratch tmpfs is still busy (something holds a deployed file): {}",
             String::from_utf8_lossy(&o.stderr)
         );
         self.mounted = false;
-        let _ = std::fs::remove_dir(&self.dir);
     }
 }
 
-impl Drop for Scratch {
+impl Drop for Tmpfs {
     fn drop(&mut self) {
+        // Lazily, so that the scratch directory's own drop, which follows, finds it empty.
         if self.mounted {
-            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-            let _ = std::fs::remove_dir(&self.dir);
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(self.dir.path())
+                .status();
         }
     }
 }
@@ -213,13 +223,13 @@ fn every_deploy_method_keeps_every_process_alive_and_traced() {
         (classic.map_impl.as_str(), swiss.map_impl.as_str()),
         ("classic", "swiss")
     );
-    let scratch = Scratch::new("deploy");
+    let scratch = Tmpfs::new("deploy");
     let mut crashed = Vec::new();
     let mut expected: BTreeMap<u32, String> = BTreeMap::new();
     let mut runs = 0;
     let mut logs = String::new();
     for (m, how) in DEPLOYS.into_iter().enumerate() {
-        let dir = scratch.dir.join(format!("{how:?}"));
+        let dir = scratch.join(format!("{how:?}"));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("app");
         first_deploy(how, &classic.path, &path);
@@ -304,8 +314,8 @@ fn every_deploy_method_keeps_every_process_alive_and_traced() {
 fn a_hundred_deploys_leave_nothing_behind() {
     test_support::require_root("attaches uprobes and holds execs with fanotify");
     let builds = [fixture("1.23"), fixture("1.27")];
-    let scratch = Scratch::new("deploy-leaks");
-    let path = scratch.dir.join("app");
+    let scratch = Tmpfs::new("deploy-leaks");
+    let path = scratch.join("app");
     run(
         "cp",
         &[builds[0].path.to_str().unwrap(), path.to_str().unwrap()],

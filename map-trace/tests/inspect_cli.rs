@@ -4,19 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use test_support::{Fixture, MapTrace, Reaped, assert_fails, exited_pid};
+use test_support::{Fixture, MapTrace, Reaped, Scratch, assert_fails, exited_pid};
 
 /// The binary under test, for test-support's helpers that run it.
 const MAP_TRACE: MapTrace = MapTrace::new(env!("CARGO_BIN_EXE_map-trace"));
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("map-trace-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
 }
 
 /// An amd64 fixture of the given version and variant.
@@ -34,7 +28,7 @@ fn fixture(version_prefix: &str, variant: &str) -> Fixture {
 
 /// A copy of `src` with `find` replaced by `replace` at its first occurrence in the build info
 /// (the runtime keeps other copies of the version string elsewhere).
-fn patched(src: &Path, name: &str, find: &[u8], replace: &[u8]) -> PathBuf {
+fn patched(src: &Path, dir: &Scratch, name: &str, find: &[u8], replace: &[u8]) -> PathBuf {
     use object::{Object as _, ObjectSection as _};
     let mut data = std::fs::read(src).unwrap();
     let (start, len) = {
@@ -51,7 +45,7 @@ fn patched(src: &Path, name: &str, find: &[u8], replace: &[u8]) -> PathBuf {
             .position(|w| w == find)
             .expect("pattern present in .go.buildinfo");
     data[at..at + replace.len()].copy_from_slice(replace);
-    let out = scratch(name);
+    let out = dir.join(name);
     std::fs::write(&out, data).unwrap();
     out
 }
@@ -165,14 +159,15 @@ fn missing_file() {
 
 #[test]
 fn not_elf() {
-    let p = scratch("notes.txt");
+    let dir = Scratch::new("inspect-cli-not-elf");
+    let p = dir.join("notes.txt");
     std::fs::write(&p, "just text\n").unwrap();
     assert_fails(
         &MAP_TRACE.run(&["inspect", p.to_str().unwrap()]),
         4,
         "not an ELF file",
     );
-    let empty = scratch("empty");
+    let empty = dir.join("empty");
     std::fs::write(&empty, b"").unwrap();
     assert_fails(
         &MAP_TRACE.run(&["inspect", empty.to_str().unwrap()]),
@@ -195,7 +190,8 @@ fn elf_but_not_go() {
 fn go_too_old() {
     // The same binary claiming an older toolchain in its build info.
     let f = fixture("1.19", "default");
-    let p = patched(&f.path, "go116", b"go1.19.", b"go1.16.");
+    let dir = Scratch::new("inspect-cli-too-old");
+    let p = patched(&f.path, &dir, "go116", b"go1.19.", b"go1.16.");
     assert_fails(
         &MAP_TRACE.run(&["inspect", p.to_str().unwrap()]),
         6,
@@ -208,7 +204,8 @@ fn unsupported_arch() {
     let f = fixture("1.22", "default");
     let mut data = std::fs::read(&f.path).unwrap();
     data[18..20].copy_from_slice(&243u16.to_le_bytes()); // EM_RISCV
-    let p = scratch("riscv");
+    let dir = Scratch::new("inspect-cli-arch");
+    let p = dir.join("riscv");
     std::fs::write(&p, &data).unwrap();
     assert_fails(
         &MAP_TRACE.run(&["inspect", p.to_str().unwrap()]),
@@ -278,7 +275,8 @@ fn usage_errors_exit_2() {
 fn newer_go_uses_the_nearest_known_layout_and_says_so() {
     // A stripped binary (no DWARF to read exactly) claiming a release newer than any measured.
     let f = fixture("1.27", "stripped");
-    let p = patched(&f.path, "go129", b"go1.27.", b"go1.29.");
+    let dir = Scratch::new("inspect-cli-newer");
+    let p = patched(&f.path, &dir, "go129", b"go1.27.", b"go1.29.");
     let o = MAP_TRACE.run(&["inspect", "--json", p.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();

@@ -10,13 +10,14 @@
 //! need root (to hand out capabilities) and fail, never skip, without it.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use test_support::{Fixture, Reaped};
+use test_support::daemon::Daemon;
+use test_support::http::free_port;
+use test_support::{Fixture, Reaped, Scratch, wait_timeout};
 
 /// The unit's ExecStart, as the README documents it.
 const INSTALLED_BIN: &str = "/usr/local/bin/map-trace";
@@ -120,33 +121,6 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// A scratch directory of this test process, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    /// Root-only (mode 0700) unless `open`.
-    fn new(name: &str, open: bool) -> Scratch {
-        use std::os::unix::fs::PermissionsExt as _;
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("systemd-unit-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let mode = if open { 0o755 } else { 0o700 };
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
-        Scratch(dir)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// `Key=value` lines of one section, comments and blank lines left out.
 fn section<'a>(unit: &'a str, name: &str) -> Vec<(&'a str, &'a str)> {
     let header = format!("[{name}]");
@@ -207,7 +181,7 @@ fn unit_under_test(name: &str) -> (Scratch, PathBuf) {
         &format!("ExecStart={INSTALLED_BIN} "),
         &format!("ExecStart={} ", env!("CARGO_BIN_EXE_map-trace")),
     );
-    let dir = Scratch::new(name, true);
+    let dir = Scratch::new(&format!("systemd-unit-{name}")).with_mode(0o755);
     let path = dir.join("map-trace.service");
     std::fs::write(&path, unit).unwrap();
     (dir, path)
@@ -496,7 +470,7 @@ fn scenarios_fixture() -> Fixture {
 /// A copy of the scenarios program in a root-only directory (mode 0700), like a service binary
 /// its own user may run but others may not read: opening it takes CAP_DAC_READ_SEARCH.
 fn private_copy(name: &str) -> (Scratch, PathBuf) {
-    let dir = Scratch::new(name, false);
+    let dir = Scratch::new(&format!("systemd-unit-{name}")).with_mode(0o700);
     let path = dir.join("racy-service");
     // cp, not std::fs::copy: a child another test thread forks meanwhile would inherit our write
     // descriptor and make exec fail with ETXTBSY.
@@ -525,7 +499,8 @@ fn start_target(exe: &Path) -> Reaped {
 /// Lets a started target race, and asserts it then exits 0 after printing "ok".
 fn run_target(target: &mut Reaped) {
     target.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
-    let code = wait_timeout(&mut target.0, Duration::from_secs(60));
+    let code = wait_timeout(&mut target.0, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("the target: {e}"));
     let mut out = String::new();
     let _ = target.0.stdout.take().unwrap().read_to_string(&mut out);
     let mut err = String::new();
@@ -536,113 +511,11 @@ fn run_target(target: &mut Reaped) {
     );
 }
 
-fn wait_timeout(child: &mut Child, limit: Duration) -> Option<i32> {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code();
-        }
-        assert!(start.elapsed() < limit, "still running after {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A started map-trace whose stderr lines are relayed as they come.
-struct Tracer {
-    child: Reaped,
-    lines: mpsc::Receiver<String>,
-    said: String,
-    stdout: std::thread::JoinHandle<String>,
-}
-
-impl Tracer {
-    fn start(mut cmd: Command) -> Tracer {
-        let mut child = Reaped(
-            cmd.stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("setpriv (util-linux) runs"),
-        );
-        let (tx, lines) = mpsc::channel();
-        let err = child.0.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut out = child.0.stdout.take().unwrap();
-        let stdout = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = out.read_to_string(&mut s);
-            s
-        });
-        Tracer {
-            child,
-            lines,
-            said: String::new(),
-            stdout,
-        }
-    }
-
-    /// Waits for a stderr line containing every needle.
-    fn wait_line(&mut self, needles: &[&str]) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.said.push_str(&line);
-                    self.said.push('\n');
-                    if needles.iter().all(|n| line.contains(n)) {
-                        return;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        panic!(
-            "map-trace never said {needles:?} (exit code {:?}); it said:\n{}",
-            self.child.0.try_wait().ok().flatten().map(|s| s.code()),
-            self.said
-        );
-    }
-
-    /// SIGTERM, as `systemctl stop` sends; returns the exit code, stdout and all of stderr.
-    fn stop(mut self) -> (Option<i32>, String, String) {
-        // SAFETY: kill(2) of our own child, which has not been reaped.
-        unsafe { libc::kill(self.child.0.id() as i32, libc::SIGTERM) };
-        let code = wait_timeout(&mut self.child.0, Duration::from_secs(20));
-        for line in self.lines.iter() {
-            self.said.push_str(&line);
-            self.said.push('\n');
-        }
-        (code, self.stdout.join().unwrap_or_default(), self.said)
-    }
-}
-
-/// A minimal HTTP/1.0 GET on loopback: status code and body.
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).unwrap();
-    let code = reply
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = reply
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (code, body)
-}
-
-/// Polls `path` until `ok(status, body)` holds (for up to 10 s).
-fn wait_http(port: u16, path: &str, ok: impl Fn(u16, &str) -> bool) {
+/// Polls `path` on the daemon's metrics port until `ok(status, body)` holds (for up to 10 s).
+fn wait_http(daemon: &Daemon, path: &str, ok: impl Fn(u16, &str) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (code, body) = http_get(port, path);
+        let (code, body) = daemon.get(path);
         if ok(code, &body) {
             return;
         }
@@ -659,11 +532,7 @@ fn unit_credentials_run_the_daemon_end_to_end() {
     test_support::require_root("hands map-trace the unit's capabilities with setpriv");
     let creds = unit_credentials();
     let (_exe_dir, exe) = private_copy("daemon");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     // The example config with this test's executable and port.
     let shipped = std::fs::read_to_string(dist("config.toml")).unwrap();
     let config: String = shipped
@@ -682,28 +551,29 @@ fn unit_credentials_run_the_daemon_end_to_end() {
         config, shipped,
         "the example config has no exe and metrics_addr lines"
     );
-    let config_dir = Scratch::new("daemon-config", true);
+    let config_dir = Scratch::new("systemd-unit-daemon-config").with_mode(0o755);
     let config_path = config_dir.join("config.toml");
     std::fs::write(&config_path, config).unwrap();
 
     // One process of the program runs before map-trace starts and waits; another starts after.
     let mut early = start_target(&exe);
-    let mut tracer = Tracer::start(creds.command(&exec_start_args(&config_path)));
+    let mut tracer = Daemon::spawn(creds.command(&exec_start_args(&config_path)), Some(port));
     let exe_name = exe.display().to_string();
-    tracer.wait_line(&["probes attached", &exe_name]);
-    tracer.wait_line(&["tracing pid", &early.0.id().to_string()]);
-    creds.assert_held_by(tracer.child.0.id());
-    wait_http(port, "/healthz", |code, _| code == 200);
+    let limit = Duration::from_secs(30);
+    tracer.wait_line_with(&["probes attached", &exe_name], limit);
+    tracer.wait_line_with(&["tracing pid", &early.0.id().to_string()], limit);
+    creds.assert_held_by(tracer.pid());
+    wait_http(&tracer, "/healthz", |code, _| code == 200);
 
     let mut late = start_target(&exe);
-    tracer.wait_line(&["tracing pid", &late.0.id().to_string()]);
+    tracer.wait_line_with(&["tracing pid", &late.0.id().to_string()], limit);
     run_target(&mut late);
-    wait_http(port, "/metrics", |_, body| {
+    wait_http(&tracer, "/metrics", |_, body| {
         body.lines()
             .any(|l| l.starts_with("map_trace_findings_total{") && !l.ends_with(" 0"))
     });
 
-    let (code, stdout, stderr) = tracer.stop();
+    let (code, stdout, stderr) = tracer.terminate();
     assert_eq!(code, Some(0), "map-trace on SIGTERM: {stderr}");
     assert!(stderr.contains("SIGTERM: detached"), "{stderr}");
     let kinds: Vec<String> = stdout

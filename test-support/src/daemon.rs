@@ -72,7 +72,13 @@ impl Daemon {
     /// Waits for a stderr line containing `needle` (also among lines already received);
     /// panics with the log on timeout or if map-trace exits first.
     pub fn wait_line(&mut self, needle: &str, limit: Duration) -> String {
-        if let Some(l) = self.log.iter().find(|l| l.contains(needle)) {
+        self.wait_line_with(&[needle], limit)
+    }
+
+    /// Like `wait_line`, for a line that contains every one of `needles`.
+    pub fn wait_line_with(&mut self, needles: &[&str], limit: Duration) -> String {
+        let wanted = |l: &str| needles.iter().all(|n| l.contains(n));
+        if let Some(l) = self.log.iter().find(|l| wanted(l)) {
             return l.clone();
         }
         let deadline = Instant::now() + limit;
@@ -81,22 +87,18 @@ impl Daemon {
             match self.lines.recv_timeout(left) {
                 Ok(line) => {
                     self.log.push(line.clone());
-                    if line.contains(needle) {
+                    if wanted(&line) {
                         return line;
                     }
                 }
                 Err(_) => panic!(
-                    "map-trace did not print {needle:?} within {limit:?}; stderr so far:\n{}",
+                    "map-trace did not print {needles:?} within {limit:?} (exit status {:?}); stderr so far:\n{}",
+                    self.child
+                        .as_mut()
+                        .and_then(|c| c.try_wait().ok().flatten()),
                     self.log.join("\n")
                 ),
             }
-        }
-    }
-
-    /// The lines that arrived since the last call, without waiting.
-    pub fn pump(&mut self) {
-        while let Ok(line) = self.lines.try_recv() {
-            self.log.push(line);
         }
     }
 

@@ -10,12 +10,15 @@ pub mod http;
 pub mod markers;
 pub mod run;
 pub mod scenarios;
+pub mod scratch;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
+
+pub use scratch::Scratch;
 
 #[derive(Clone, Debug, Deserialize)]
 pub struct Fixture {

@@ -9,12 +9,12 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use test_support::Scratch;
 use test_support::http::{free_port, http_get};
 
 /// Generous: on a loaded two-core machine Prometheus can take several seconds to open its TSDB.
@@ -28,7 +28,8 @@ pub type Sample = (BTreeMap<String, String>, f64);
 pub struct PrometheusServer {
     child: Child,
     port: u16,
-    dir: PathBuf,
+    /// Its config, log and storage; removed after the server is killed (fields drop last).
+    dir: Scratch,
 }
 
 impl PrometheusServer {
@@ -42,11 +43,11 @@ impl PrometheusServer {
         let mut last_log = String::new();
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port();
-            let dir = fresh_dir();
+            let dir = Scratch::new("prometheus");
             let config = scrape_config(target, interval);
             fs::write(dir.join("prometheus.yml"), config).expect("write prometheus.yml");
             let mut server = PrometheusServer {
-                child: spawn(&dir, port),
+                child: spawn(dir.path(), port),
                 port,
                 dir,
             };
@@ -161,7 +162,6 @@ impl Drop for PrometheusServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -210,23 +210,6 @@ fn spawn(dir: &Path, port: u16) -> Child {
     cmd.spawn().unwrap_or_else(|e| {
         panic!("starting {bin}: {e}; install it with `apt-get install prometheus`")
     })
-}
-
-fn fresh_dir() -> PathBuf {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    loop {
-        let dir = std::env::temp_dir().join(format!(
-            "map-trace-prometheus-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        match fs::create_dir(&dir) {
-            Ok(()) => return dir,
-            // Left by an earlier run whose pid we now have.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => panic!("creating {}: {e}", dir.display()),
-        }
-    }
 }
 
 fn url_encode(s: &str) -> String {
