@@ -4,8 +4,10 @@
 use std::path::PathBuf;
 
 use crate::buildinfo::{self, BuildInfo, BuildInfoError, GoVersion};
+use crate::buildversion::{self, VersionSource};
 use crate::elf::{ElfFacts, ElfImage};
 use crate::offsets::{self, RuntimeOffsets};
+use crate::pclntab::{Format, Pclntab};
 use crate::symbols::Symbols;
 use crate::{Arch, MapImpl, TargetError, dwarf, mapimpl};
 
@@ -34,6 +36,8 @@ pub struct GoBinary {
     pub elf: ElfFacts,
     pub build: BuildInfo,
     pub version: GoVersion,
+    /// Build info, or `runtime.buildVersion` when the build info was removed.
+    pub version_source: VersionSource,
     pub map_impl: MapImpl,
     /// Its functions by name; `symbols.source` says whether from `.symtab` or `.gopclntab`.
     pub symbols: Symbols,
@@ -51,9 +55,9 @@ impl GoBinary {
         let path = image.path().to_path_buf();
         let file = image.object()?;
         let elf = image.facts()?;
-        let build = match buildinfo::read(&file) {
-            Ok(b) => b,
-            Err(BuildInfoError::Missing) => return Err(TargetError::NotGo { path }),
+        let (build, version_source) = match buildinfo::read(&file) {
+            Ok(b) => (b, VersionSource::BuildInfo),
+            Err(BuildInfoError::Missing) => without_build_info(image, &file)?,
             Err(BuildInfoError::Malformed(d)) => return Err(image.malformed(d)),
         };
         let mut warnings = Vec::new();
@@ -108,6 +112,7 @@ impl GoBinary {
             elf,
             build,
             version,
+            version_source,
             map_impl,
             symbols,
             offsets,
@@ -115,4 +120,41 @@ impl GoBinary {
             warnings,
         })
     }
+}
+
+/// A file without `.go.buildinfo`: a Go program only if it has Go's function table, and then
+/// traced only if `runtime.buildVersion` pins its version, agreeing with the table's format.
+fn without_build_info(
+    image: &ElfImage,
+    file: &object::read::elf::ElfFile64<'_>,
+) -> Result<(BuildInfo, VersionSource), TargetError> {
+    let path = image.path().to_path_buf();
+    let table = object::File::parse(file.data())
+        .ok()
+        .and_then(|generic| Pclntab::read(&generic).ok());
+    let Some(table) = table else {
+        return Err(TargetError::NotGo { path });
+    };
+    let (build, source) =
+        buildversion::read(file).map_err(|detail| TargetError::GoVersionUnknown {
+            path: path.clone(),
+            detail,
+        })?;
+    let minor = build.version.map_or(0, |v| v.minor);
+    let fits = match table.format() {
+        Format::Go116 => (16..=17).contains(&minor),
+        Format::Go118 => (18..=19).contains(&minor),
+        Format::Go120 => minor >= 20,
+    };
+    if !fits {
+        return Err(TargetError::GoVersionUnknown {
+            path,
+            detail: format!(
+                "runtime.buildVersion says {} but the function table has the {:?} layout",
+                build.raw_version,
+                table.format()
+            ),
+        });
+    }
+    Ok((build, source))
 }

@@ -210,7 +210,7 @@ fn read_varint_string(rest: &mut &[u8]) -> Result<String, BuildInfoError> {
     Ok(String::from_utf8_lossy(s).into_owned())
 }
 
-fn interpret(raw_version: String, modinfo: &str) -> BuildInfo {
+pub(crate) fn interpret(raw_version: String, modinfo: &str) -> BuildInfo {
     let mut settings = Vec::new();
     for line in modinfo.lines() {
         if let Some(setting) = line.strip_prefix("build\t")

@@ -26,8 +26,16 @@ pub enum TargetError {
     },
     #[error("{}: not an ELF file", .path.display())]
     NotElf { path: PathBuf },
-    #[error("{}: ELF file but not a Go program (no Go build info)", .path.display())]
+    #[error(
+        "{}: ELF file but not a Go program (no Go build info, no Go function table)",
+        .path.display()
+    )]
     NotGo { path: PathBuf },
+    #[error(
+        "{}: a Go program without build info whose Go version cannot be pinned: {detail}",
+        .path.display()
+    )]
+    GoVersionUnknown { path: PathBuf, detail: String },
     #[error(
         "{}: built with {version}, which passes arguments on the stack; map-trace needs Go's register ABI (Go 1.17+ on x86_64, 1.18+ on aarch64)",
         .path.display()
@@ -71,6 +79,7 @@ impl TargetError {
             // `error::TraceError`).
             TargetError::NotRegular { .. } => 15,
             TargetError::TooLarge { .. } => 16,
+            TargetError::GoVersionUnknown { .. } => 17,
         }
     }
 

@@ -25,6 +25,7 @@
 
 pub mod binary;
 pub mod buildinfo;
+pub mod buildversion;
 pub mod bytes;
 pub mod disasm;
 pub mod dwarf;

@@ -53,6 +53,18 @@ fn apt_wanted() -> Vec<(String, &'static str)> {
             "systemd".into(),
             "the service unit test (systemd-analyze verify)",
         ),
+        (
+            "binutils-aarch64-linux-gnu".into(),
+            "objcopy for arm64 fixtures (the no-build-info test removes .go.buildinfo)",
+        ),
+        (
+            "binutils".into(),
+            "objcopy for amd64 fixtures (the same test)",
+        ),
+        (
+            "npm".into(),
+            "fetches esbuild, a third-party Go binary shipped without build info",
+        ),
         // Debian's python3 cannot create a venv (ensurepip) without it; the Go venvs need it.
         ("python3-venv".into(), "the Go toolchain venvs"),
     ];

@@ -56,6 +56,7 @@ impl AttachFailure {
             TraceError::Target(t) => match t {
                 TargetError::NotElf { .. } | TargetError::NotGo { .. } => AttachFailure::NotGo,
                 TargetError::GoTooOld { .. }
+                | TargetError::GoVersionUnknown { .. }
                 | TargetError::UnsupportedArch { .. }
                 | TargetError::Malformed { .. } => AttachFailure::UnsupportedGo,
                 TargetError::PermissionDenied { .. } => AttachFailure::Permission,

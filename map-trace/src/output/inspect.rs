@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use gobin::OffsetsSource;
+use gobin::buildversion::VersionSource;
 use gobin::offsets::RuntimeOffsets;
 use serde::Serialize;
 
@@ -20,6 +21,8 @@ pub struct Document {
     pub pid: Option<u32>,
     pub go_version: String,
     pub go_version_raw: String,
+    /// `build_info`, or `runtime.buildVersion` (`_symbol`, `_scan`) when the binary has none.
+    pub version_source: &'static str,
     pub goexperiments: Vec<String>,
     pub arch: &'static str,
     pub map_impl: &'static str,
@@ -58,6 +61,11 @@ impl Document {
             pid: process.map(|p| p.pid),
             go_version: t.version.to_string(),
             go_version_raw: t.build.raw_version.clone(),
+            version_source: match t.version_source {
+                VersionSource::BuildInfo => "build_info",
+                VersionSource::BuildVersionSymbol => "runtime.buildVersion_symbol",
+                VersionSource::BuildVersionScan => "runtime.buildVersion_scan",
+            },
             goexperiments: t.build.goexperiments.clone(),
             arch: t.elf.arch.name(),
             map_impl: t.map_impl.name(),
@@ -114,6 +122,12 @@ impl Document {
             format!("  (GOEXPERIMENT={})", self.goexperiments.join(","))
         };
         let _ = writeln!(s, "  Go:           {}{exps}", self.go_version);
+        let from = match self.version_source {
+            "build_info" => VersionSource::BuildInfo,
+            "runtime.buildVersion_symbol" => VersionSource::BuildVersionSymbol,
+            _ => VersionSource::BuildVersionScan,
+        };
+        let _ = writeln!(s, "  version from: {}", from.describe());
         let _ = writeln!(s, "  arch:         {}", self.arch);
         let _ = writeln!(s, "  maps:         {}", self.map_impl);
         let _ = writeln!(

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use gobin::buildinfo::{BuildInfo, GoVersion};
+use gobin::buildversion::VersionSource;
 use gobin::disasm::{self, AttachPoint, iter_end};
 use gobin::elf::{ElfFacts, ElfImage};
 use gobin::offsets::RuntimeOffsets;
@@ -64,6 +65,8 @@ pub struct GoTarget {
     pub elf: ElfFacts,
     pub build: BuildInfo,
     pub version: GoVersion,
+    /// Build info, or `runtime.buildVersion` in a binary whose build info was removed.
+    pub version_source: VersionSource,
     pub map_impl: MapImpl,
     pub symbols_source: SymbolSource,
     pub offsets: RuntimeOffsets,
@@ -86,6 +89,7 @@ impl GoTarget {
             elf,
             build,
             version,
+            version_source,
             map_impl,
             symbols,
             offsets,
@@ -139,6 +143,7 @@ impl GoTarget {
             elf,
             build,
             version,
+            version_source,
             map_impl,
             symbols_source: symbols.source,
             offsets,
