@@ -4,7 +4,7 @@
 //! Needs root and a kernel with uprobes and BPF; fails (never skips) without them.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use test_support::markers::Markers;
@@ -302,11 +302,26 @@ fn one_tracer_follows_processes_of_different_go_versions_at_once() {
     }
 }
 
+/// Runs map-trace as `nobody` with no capabilities (util-linux `setpriv`).
+fn map_trace_as_nobody(args: &[&str]) -> Output {
+    Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_map-trace"))
+        .args(args)
+        .output()
+        .expect("setpriv (util-linux) runs")
+}
+
 #[test]
 fn tracing_without_privileges_says_what_is_needed() {
     test_support::require_root("drops to nobody");
     let target = Reaped(Command::new("sleep").arg("30").spawn().unwrap());
-    let o = MAP_TRACE.run_as_nobody(&["--pid", &target.0.id().to_string()]);
+    let o = map_trace_as_nobody(&["--pid", &target.0.id().to_string()]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(12), "{err}");
     assert!(
@@ -314,6 +329,36 @@ fn tracing_without_privileges_says_what_is_needed() {
         "{err}"
     );
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+}
+
+/// `inspect --pid` as nobody (here rather than with the offline inspect tests: dropping to
+/// nobody takes root).
+#[test]
+fn permission_denied_names_the_fix() {
+    test_support::require_root("drops to nobody to provoke the error");
+    let f = test_support::fixtures_of("mapops")
+        .into_iter()
+        .find(|f| {
+            f.go_version.starts_with("1.23")
+                && f.variant == "default"
+                && f.arch == "x86_64"
+                && f.goexperiment.is_none()
+        })
+        .expect("go1.23 amd64 mapops");
+    let child = Reaped(
+        Command::new(&f.path)
+            .args(["-sleep", "30s"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Give the kernel a moment to finish exec, so /proc/PID/exe is the new image.
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = child.0.id().to_string();
+    let o = map_trace_as_nobody(&["inspect", "--pid", &pid]);
+    test_support::assert_fails(&o, 9, "CAP_SYS_PTRACE");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("sudo"), "{err}");
 }
 
 /// Scenarios whose range is abandoned before its end in some Go release on, as (name, minor):

@@ -11,6 +11,7 @@ pub mod markers;
 pub mod run;
 pub mod scenarios;
 pub mod scratch;
+pub mod systemd_unit;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
@@ -92,24 +93,6 @@ pub fn fixtures_of(program: &str) -> Vec<Fixture> {
     all
 }
 
-/// Runs a Go tool of the fixture's own toolchain and returns its stdout.
-pub fn go_tool(f: &Fixture, args: &[&str]) -> String {
-    let out = Command::new(&f.go)
-        .arg("tool")
-        .args(args)
-        .env("GOROOT", &f.goroot)
-        .env("GOTOOLCHAIN", "local")
-        .output()
-        .unwrap_or_else(|e| panic!("running {} tool {args:?}: {e}", f.go.display()));
-    assert!(
-        out.status.success(),
-        "{} tool {args:?} failed: {}",
-        f.go.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Runs `work` on every item with two threads (the machine has two cores) and collects the
 /// failure messages, so one run reports every broken fixture instead of the first.
 pub fn check_all<T: Sync>(items: &[T], work: impl Fn(&T) -> Vec<String> + Sync) -> Vec<String> {
@@ -175,21 +158,6 @@ impl MapTrace {
         }
         // It has exited, so what it wrote is all in the pipes.
         child.wait_with_output().expect("collect map-trace output")
-    }
-
-    /// Runs it as `nobody` with no capabilities (util-linux `setpriv`).
-    pub fn run_as_nobody(self, args: &[&str]) -> Output {
-        Command::new("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "--inh-caps=-all",
-            ])
-            .arg(self.0)
-            .args(args)
-            .output()
-            .expect("setpriv (util-linux) runs")
     }
 }
 

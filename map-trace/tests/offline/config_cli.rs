@@ -3,10 +3,9 @@
 
 use std::path::PathBuf;
 
-use test_support::{MapTrace, Scratch, assert_fails};
+use test_support::{Scratch, assert_fails};
 
-/// The binary under test, for test-support's helpers that run it.
-const MAP_TRACE: MapTrace = MapTrace::new(env!("CARGO_BIN_EXE_map-trace"));
+use crate::MAP_TRACE;
 
 fn shipped_config() -> PathBuf {
     test_support::repo_path("dist/config.toml")

@@ -10,7 +10,9 @@ use gobin::gotypes::{MapTypeName, TypeLayout, TypeNames};
 use gobin::symbols::Symbols;
 use map_trace::plan::GoTarget;
 use map_trace::resolve::memory::ProcMem;
-use test_support::{Fixture, Reaped, check_all, go_tool};
+use test_support::{Fixture, Reaped, check_all};
+
+use crate::go_tool;
 
 /// The map types mapops declares, so the linker puts their descriptors and names in the binary.
 const STATIC: [&str; 9] = [

@@ -8,7 +8,9 @@ use gobin::symbols::Symbols;
 use gobin::{MapImpl, OffsetsSource, dwarf, offsets, runtime};
 use map_trace::plan::GoTarget;
 use map_trace_common::probe::Role;
-use test_support::{Fixture, check_all, go_tool};
+use test_support::{Fixture, check_all};
+
+use crate::go_tool;
 
 fn assert_none(failures: &[String]) {
     assert!(

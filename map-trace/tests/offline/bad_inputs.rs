@@ -8,10 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use test_support::{MapTrace, Scratch, assert_fails};
+use test_support::{Scratch, assert_fails};
 
-/// The binary under test, for test-support's helpers that run it.
-const MAP_TRACE: MapTrace = MapTrace::new(env!("CARGO_BIN_EXE_map-trace"));
+use crate::MAP_TRACE;
 
 /// Long enough for a loaded machine to start a process; far shorter than any hang.
 const LIMIT: Duration = Duration::from_secs(1);

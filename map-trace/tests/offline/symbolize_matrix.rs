@@ -18,6 +18,8 @@ use map_trace::resolve::symbolize::Symbolizer;
 use object::{Object as _, ObjectSection as _};
 use test_support::{Fixture, check_all};
 
+use crate::go_tool;
+
 /// A call site as objdump prints it.
 struct Call {
     function: String,
@@ -32,7 +34,7 @@ fn base(path: &str) -> &str {
 
 /// Every CALL/BL in `main.*` functions: objdump lines are `  file.go:N  0xADDR  HEX  CALL ...`.
 fn calls(f: &Fixture) -> Vec<Call> {
-    let text = test_support::go_tool(f, &["objdump", "-s", "^main\\.", f.twin.to_str().unwrap()]);
+    let text = go_tool(f, &["objdump", "-s", "^main\\.", f.twin.to_str().unwrap()]);
     let mut out = Vec::new();
     let mut function = String::new();
     for line in text.lines() {
