@@ -98,12 +98,16 @@ pub fn read(file: &object::read::elf::ElfFile64<'_>) -> Result<BuildInfo, BuildI
             .map_err(|e| BuildInfoError::Malformed(e.to_string()))?;
         return parse(data, |addr, len| read_vaddr(file, addr, len));
     }
-    for segment in file.segments() {
+    // Only there: any program that reads Go binaries (map-trace itself) has the magic among
+    // its read-only constants, which is no build info of its own.
+    const PF_W: u32 = 2;
+    let writable = |s: &object::read::elf::ElfSegment64<'_, '_>| matches!(s.flags(), object::SegmentFlags::Elf { p_flags } if p_flags & PF_W != 0);
+    for segment in file.segments().filter(writable) {
         let Ok(data) = segment.data() else { continue };
         let mut at = 0;
         while let Some(pos) = find(&data[at..], MAGIC) {
             let start = at + pos;
-            if start % 16 == 0 {
+            if (segment.address() + start as u64).is_multiple_of(16) {
                 return parse(&data[start..], |addr, len| read_vaddr(file, addr, len));
             }
             at = start + 1;

@@ -3,8 +3,8 @@
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-use procfs::process::{MemoryMap, Process};
 use procfs::ProcError;
+use procfs::process::{MemoryMap, Process};
 
 use crate::error::TargetError;
 
@@ -119,10 +119,9 @@ fn proc_error(pid: u32, file: &str, e: ProcError) -> TargetError {
     let path = PathBuf::from(format!("/proc/{pid}/{file}"));
     match e {
         ProcError::NotFound(_) => TargetError::PidMissing { pid },
-        ProcError::PermissionDenied(_) => TargetError::from_io(
-            path,
-            std::io::Error::from(ErrorKind::PermissionDenied),
-        ),
+        ProcError::PermissionDenied(_) => {
+            TargetError::from_io(path, std::io::Error::from(ErrorKind::PermissionDenied))
+        }
         ProcError::Io(e, _) => TargetError::from_io(path, e),
         other => TargetError::Malformed {
             path,
