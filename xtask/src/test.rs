@@ -90,6 +90,8 @@ pub fn run(cargo_test_args: &[String]) -> Result<()> {
                     "-p",
                     "map-trace-common",
                     "-p",
+                    "test-support",
+                    "-p",
                     "xtask",
                 ])
                 .args(["--all-targets", "--", "-D", "warnings"])

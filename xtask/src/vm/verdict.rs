@@ -1,5 +1,5 @@
 //! Judges a VM's outputs, on the host, with the same checks live_scenarios.rs makes on host
-//! runs (tests/common/scenarios.rs): one outcome per scenario run, failed when it did not run.
+//! runs (test-support/src/scenarios.rs): one outcome per scenario run, failed when it did not run.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::AssertUnwindSafe;
