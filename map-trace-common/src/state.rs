@@ -111,6 +111,8 @@ pub struct PendingAssign {
 /// Slots of the `WRITERS` array: each map has four at `hash(tgid, map)`, one per writing
 /// goroutine by a hash of its `g`.
 pub const WRITER_SLOTS: u32 = 65536;
+/// Slots per map in `WRITERS` (a group); `LIVE_HINT` has one entry per group.
+pub const WRITER_WAYS: u32 = 4;
 
 /// CPUs whose latest writes are noted in `RECENT`, where the fatal-error probe looks; writes
 /// on CPUs past this are not named at a crash.

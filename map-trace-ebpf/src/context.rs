@@ -12,7 +12,7 @@ use map_trace_common::probe::Role;
 use map_trace_common::state::{GoKey, IterKey, MapKey, MapState};
 
 use crate::goabi;
-use crate::maps::{CONFIG, MAPS, count};
+use crate::maps::{CONFIG, LIVE_HINT, MAPS, count, live_hint_index};
 
 /// The goroutine and process a probe fired in, with that process's settings.
 pub struct Event {
@@ -66,6 +66,13 @@ pub fn full_event(ctx: &ProbeContext, tgid: u32) -> Option<Event> {
 /// or the clock.
 #[inline(always)]
 pub fn tracked(ctx: &ProbeContext, tgid: u32, map: u64) -> Option<(Event, *mut MapState)> {
+    // An array read first: a map with no range in its group has none in progress.
+    if LIVE_HINT
+        .get(live_hint_index(tgid, map))
+        .is_none_or(|&n| n == 0)
+    {
+        return None;
+    }
     let ms = MAPS.get_ptr_mut(MapKey { tgid, _pad: 0, map })?;
     // SAFETY: valid map value pointer for the duration of the program.
     if unsafe { (*ms).live } == 0 {

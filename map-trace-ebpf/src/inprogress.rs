@@ -18,12 +18,12 @@ use aya_ebpf::helpers::bpf_get_attach_cookie;
 use aya_ebpf::programs::ProbeContext;
 use map_trace_common::config::{MAP_IMPL_CLASSIC, ProcConfig};
 use map_trace_common::event::{Finding, FindingKind, Op, counter};
-use map_trace_common::state::{RECENT_CPUS, RECENT_PER_CPU, WRITER_SLOTS, Writer};
+use map_trace_common::state::{RECENT_CPUS, RECENT_PER_CPU, WRITER_WAYS, Writer};
 
 use crate::context::{self, Event};
 use crate::finding::{self, Overlap, StepContext};
 use crate::goabi::{self, StackStart};
-use crate::maps::{CONFIG, RECENT, RECENT_AT, WRITERS, count};
+use crate::maps::{CONFIG, RECENT, RECENT_AT, WRITERS, count, writer_group as group};
 use crate::stack;
 use map_trace_common::stack::MAX_STACK_DEPTH;
 
@@ -33,15 +33,7 @@ const G_STACK_HI: u64 = 8;
 
 /// Slots per map, each holding one goroutine's latest write: a goroutine's own next write must
 /// not overwrite the entry of the write in progress it is about to meet.
-pub const WAYS: u32 = 4;
-
-/// The first of a map's `WAYS` slots.
-#[inline(always)]
-fn group(tgid: u32, map: u64) -> u32 {
-    // Map headers are 8-byte aligned heap objects: multiply so neighbours spread.
-    let h = (map ^ ((tgid as u64) << 40)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    ((h >> 32) as u32) & (WRITER_SLOTS - 1) & !(WAYS - 1)
-}
+pub const WAYS: u32 = WRITER_WAYS;
 
 /// What one look at a map's slots found, for goroutine `g`'s write.
 struct Slots {

@@ -13,7 +13,7 @@ use map_trace_common::state::*;
 
 use crate::context::{Event, iter_key, map_state, read_u64};
 use crate::finding::{Overlap, StepContext, emit};
-use crate::maps::{ITERS, count};
+use crate::maps::{ITERS, LIVE_HINT, count, live_hint_index};
 use crate::pending::resolve_pending;
 use crate::{inprogress, stack};
 
@@ -59,6 +59,10 @@ fn begin_iteration(e: &Event, key: &IterKey, ms: *mut MapState, it: u64, replace
         // SAFETY: as above. Atomic: other CPUs update the same count (a BPF atomic add; the
         // `core::sync::atomic` types offer no read-modify-write on this target).
         unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*ms).live, 1) };
+        if let Some(h) = LIVE_HINT.get_ptr_mut(live_hint_index(key.tgid, key.map)) {
+            // SAFETY: an array slot; atomic, as above.
+            unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(h, 1) };
+        }
     }
 }
 
@@ -72,6 +76,15 @@ pub fn end_iteration(key: &IterKey, ms: *mut MapState) {
         unsafe {
             if (*ms).live > 0 {
                 atomic_xsub::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*ms).live, 1);
+            }
+        }
+        // The same for the map's group: its entry was counted when it was inserted.
+        if let Some(h) = LIVE_HINT.get_ptr_mut(live_hint_index(key.tgid, key.map)) {
+            // SAFETY: an array slot; atomic, as above.
+            unsafe {
+                if *h > 0 {
+                    atomic_xsub::<u64, u64, { AtomicOrdering::Relaxed }>(h, 1);
+                }
             }
         }
     }

@@ -8,7 +8,7 @@ use map_trace_common::fatal::Fatal;
 use map_trace_common::stack::{STACK_TABLE_ENTRIES, UserStack};
 use map_trace_common::state::{
     GoKey, IterKey, IterState, MapKey, MapState, PendingAssign, RECENT_CPUS, RECENT_PER_CPU,
-    WRITER_SLOTS, Writer,
+    WRITER_SLOTS, WRITER_WAYS, Writer,
 };
 
 /// Binary id → runtime offsets of that executable, written by the daemon before attaching. The
@@ -45,6 +45,13 @@ pub static RECENT: Array<u32> = Array::with_max_entries(RECENT_CPUS * RECENT_PER
 /// Where this CPU writes next in its `RECENT` entries.
 #[map]
 pub static RECENT_AT: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per group of `WRITERS` slots (hash of tgid and map): how many iterations of maps of that
+/// group may be live. Kept by the kernel alone as the `ITERS` entries it inserts and removes,
+/// so never below the live ones (entries the daemon sweeps leave it high: only slower). A write
+/// to a map whose group reads 0 skips the `MAPS` lookup: no range over it can be in progress.
+#[map]
+pub static LIVE_HINT: Array<u64> = Array::with_max_entries(WRITER_SLOTS / WRITER_WAYS, 0);
 
 /// Stack key → return addresses, for the daemon to symbolize. LRU: stacks no finding refers to
 /// any more age out on their own.
@@ -88,4 +95,18 @@ pub fn count(index: u32) {
         // SAFETY: per-CPU slot, and programs are not preempted on their CPU.
         unsafe { *slot += 1 };
     }
+}
+
+/// The first of the map's `WRITER_WAYS` slots in `WRITERS`.
+#[inline(always)]
+pub fn writer_group(tgid: u32, map: u64) -> u32 {
+    // Map headers are 8-byte aligned heap objects: multiply so neighbours spread.
+    let h = (map ^ ((tgid as u64) << 40)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    ((h >> 32) as u32) & (WRITER_SLOTS - 1) & !(WRITER_WAYS - 1)
+}
+
+/// The map's entry in `LIVE_HINT`: its group of `WRITERS` slots.
+#[inline(always)]
+pub fn live_hint_index(tgid: u32, map: u64) -> u32 {
+    writer_group(tgid, map) / WRITER_WAYS
 }
