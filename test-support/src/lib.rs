@@ -6,6 +6,7 @@
 //! Tests never skip silently: without the manifest they fail and say how to build it.
 
 pub mod daemon;
+pub mod gate;
 pub mod http;
 pub mod markers;
 pub mod run;
@@ -114,7 +115,7 @@ pub fn check_all<T: Sync>(items: &[T], work: impl Fn(&T) -> Vec<String> + Sync) 
 }
 
 /// The map-trace executable under test. Cargo tells only the test crate where it is
-/// (`env!("CARGO_BIN_EXE_map-trace")`), so each test binary that runs it holds one:
+/// (`env!("CARGO_BIN_EXE_map-trace")`), so the test binary that runs it holds one:
 /// `const MAP_TRACE: MapTrace = MapTrace::new(env!("CARGO_BIN_EXE_map-trace"));`
 #[derive(Clone, Copy, Debug)]
 pub struct MapTrace(&'static str);
@@ -188,8 +189,23 @@ pub fn exited_pid() -> String {
 pub fn require_root(why: &str) {
     assert!(
         rustix::process::geteuid().is_root(),
-        "this test {why} and must run as root: run `sudo cargo xtask test`"
+        "this test {why} and must run as root: run `sudo cargo xtask test`; as non-root, \
+         `cargo test offline::` runs the offline part"
     );
+}
+
+/// The gate of the kernel tests: one group (former test file) at a time, see [`gate`].
+static KERNEL_GATE: gate::Gate = gate::Gate::new();
+
+/// A kernel test's hold on the gate; bind it for the whole test: `let _gate = kernel_test(..)`.
+pub type KernelGuard = gate::Pass<'static>;
+
+/// What every kernel test calls first: fails loudly when not root ([`require_root`]), then
+/// waits until no test of another `group` runs (tests of `group` run alongside each other), and
+/// holds the gate until the guard drops.
+pub fn kernel_test(group: &'static str, why: &str) -> KernelGuard {
+    require_root(why);
+    KERNEL_GATE.enter(group)
 }
 
 /// A child process killed and reaped when dropped, so a failing test leaves nothing behind.
