@@ -10,10 +10,12 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use test_support::daemon::{Daemon, bpf_map_entries, fd_kinds};
-use test_support::{Fixture, MapTrace, Reaped};
+use test_support::{Fixture, Reaped};
 
-/// The binary under test, for test-support's helpers that run it.
-const MAP_TRACE: MapTrace = MapTrace::new(env!("CARGO_BIN_EXE_map-trace"));
+use crate::MAP_TRACE;
+
+/// This module's group at the kernel tests' gate.
+const GROUP: &str = "daemon_exe";
 
 const RACE: &str = "cross_delete_u64";
 const CW: &str = "concurrent_write_during_iteration";
@@ -76,7 +78,7 @@ const PER_PROCESS_MAPS: [&str; 4] = ["MAPS", "ITERS", "PENDING", "STACKS"];
 
 #[test]
 fn exe_traces_processes_as_they_start_and_leaves_nothing_when_they_exit() {
-    test_support::require_root("attaches uprobes and a tracepoint");
+    let _gate = test_support::kernel_test(GROUP, "attaches uprobes and a tracepoint");
     let f = own_copy("1.27", "leaks");
     let path = f.path.to_str().unwrap();
     // Already running before map-trace starts: found by the /proc scan.
@@ -178,7 +180,7 @@ fn exe_traces_processes_as_they_start_and_leaves_nothing_when_they_exit() {
 
 #[test]
 fn exe_and_pid_together_and_other_binaries_are_left_alone() {
-    test_support::require_root("attaches uprobes and a tracepoint");
+    let _gate = test_support::kernel_test(GROUP, "attaches uprobes and a tracepoint");
     let newest = own_copy("1.27", "mixed");
     let other = own_copy("1.23", "mixed");
     // An explicit --pid of another binary (another Go version, other offsets) and an --exe.
@@ -237,7 +239,7 @@ fn exe_and_pid_together_and_other_binaries_are_left_alone() {
 
 #[test]
 fn exe_that_is_not_go_fails_clearly() {
-    test_support::require_root("loads eBPF programs");
+    let _gate = test_support::kernel_test(GROUP, "loads eBPF programs");
     test_support::assert_fails(
         &MAP_TRACE.run(&["--exe", "/bin/true"]),
         5,
@@ -247,7 +249,7 @@ fn exe_that_is_not_go_fails_clearly() {
 
 #[test]
 fn exe_reaches_a_binary_in_a_container_by_its_path_there() {
-    test_support::require_root("makes a mount namespace and attaches uprobes");
+    let _gate = test_support::kernel_test(GROUP, "makes a mount namespace and attaches uprobes");
     let f = fixture("1.27");
     // A container without a container runtime: a private mount namespace whose root is a
     // tmpfs holding a copy of the binary (another inode) at /app/server, entered with
@@ -307,7 +309,7 @@ fn exe_reaches_a_binary_in_a_container_by_its_path_there() {
 
 #[test]
 fn duty_cycle_detaches_between_windows_and_still_reports() {
-    test_support::require_root("attaches uprobes");
+    let _gate = test_support::kernel_test(GROUP, "attaches uprobes");
     let f = own_copy("1.27", "duty");
     let mut d = Daemon::start(
         MAP_TRACE,

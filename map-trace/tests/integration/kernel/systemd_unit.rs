@@ -2,7 +2,7 @@
 //! `dist/systemd/map-trace.service` (user, capability bounding and ambient sets,
 //! no_new_privs), works as the daemon - follows a racy Go program started after it, reports the
 //! race, serves /healthz, detaches on SIGTERM - and fails clearly when any one of the
-//! capabilities it really needs is missing. (The unit file's own checks: tests/offline.)
+//! capabilities it really needs is missing. (The unit file's own checks: `offline::systemd_unit`.)
 //!
 //! systemd need not be PID 1: the credentials are applied with util-linux `setpriv`. These runs
 //! need root (to hand out capabilities) and fail, never skip, without it.
@@ -17,6 +17,9 @@ use test_support::daemon::Daemon;
 use test_support::http::free_port;
 use test_support::systemd_unit::{exec_start_args, section, unit_text};
 use test_support::{Fixture, Reaped, Scratch, repo_path, wait_timeout};
+
+/// This module's group at the kernel tests' gate.
+const GROUP: &str = "systemd_unit";
 
 /// The first uid of systemd's DynamicUser= range (61184-65519): an id that owns nothing and has
 /// no passwd entry, like the one the unit gets.
@@ -267,7 +270,10 @@ fn wait_http(daemon: &Daemon, path: &str, ok: impl Fn(u16, &str) -> bool) {
 
 #[test]
 fn unit_credentials_run_the_daemon_end_to_end() {
-    test_support::require_root("hands map-trace the unit's capabilities with setpriv");
+    let _gate = test_support::kernel_test(
+        GROUP,
+        "hands map-trace the unit's capabilities with setpriv",
+    );
     let creds = unit_credentials();
     let (_exe_dir, exe) = private_copy("daemon");
     let port = free_port();
@@ -374,7 +380,10 @@ fn assert_fails_clearly(o: &Output, missing: &str, code: i32, needles: &[&str]) 
 
 #[test]
 fn without_cap_sys_admin_uprobes_cannot_be_attached() {
-    test_support::require_root("hands map-trace the unit's capabilities with setpriv");
+    let _gate = test_support::kernel_test(
+        GROUP,
+        "hands map-trace the unit's capabilities with setpriv",
+    );
     let o = run_without("sys_admin");
     assert_fails_clearly(
         &o,
@@ -386,7 +395,10 @@ fn without_cap_sys_admin_uprobes_cannot_be_attached() {
 
 #[test]
 fn without_cap_sys_ptrace_other_users_processes_cannot_be_read() {
-    test_support::require_root("hands map-trace the unit's capabilities with setpriv");
+    let _gate = test_support::kernel_test(
+        GROUP,
+        "hands map-trace the unit's capabilities with setpriv",
+    );
     let o = run_without("sys_ptrace");
     assert_fails_clearly(
         &o,
@@ -398,7 +410,10 @@ fn without_cap_sys_ptrace_other_users_processes_cannot_be_read() {
 
 #[test]
 fn without_cap_dac_read_search_private_executables_cannot_be_read() {
-    test_support::require_root("hands map-trace the unit's capabilities with setpriv");
+    let _gate = test_support::kernel_test(
+        GROUP,
+        "hands map-trace the unit's capabilities with setpriv",
+    );
     let o = run_without("dac_read_search");
     assert_fails_clearly(
         &o,

@@ -10,10 +10,12 @@ use std::time::Duration;
 use test_support::markers::Markers;
 use test_support::run::{run_scenario, run_scenario_expecting};
 use test_support::scenarios::{Build, CW, EXPECTED, SINCE, check_findings, check_sites};
-use test_support::{Fixture, MapTrace, Reaped, check_all, wait_timeout};
+use test_support::{Fixture, Reaped, check_all, wait_timeout};
 
-/// The binary under test, for test-support's helpers that run it.
-const MAP_TRACE: MapTrace = MapTrace::new(env!("CARGO_BIN_EXE_map-trace"));
+use crate::MAP_TRACE;
+
+/// This module's group at the kernel tests' gate.
+const GROUP: &str = "live_scenarios";
 
 fn minor(f: &Fixture) -> u32 {
     test_support::scenarios::go_minor(&f.go_version)
@@ -42,7 +44,7 @@ const ON_EVERY_VARIANT: &[&str] = &["cross_delete_u64", "self_insert", "reflect_
 
 #[test]
 fn scenarios_report_exactly_the_expected_kinds_on_every_go_version() {
-    test_support::require_root("attaches uprobes");
+    let _gate = test_support::kernel_test(GROUP, "attaches uprobes");
     let fixtures: Vec<Fixture> = test_support::fixtures_of("scenarios")
         .into_iter()
         .filter(|f| f.arch == "x86_64")
@@ -123,7 +125,7 @@ fn tracing_a_non_go_process_fails_clearly() {
 
 #[test]
 fn duration_and_sigterm_detach_cleanly() {
-    test_support::require_root("attaches uprobes");
+    let _gate = test_support::kernel_test(GROUP, "attaches uprobes");
     let f = test_support::fixtures_of("mapops")
         .into_iter()
         .find(|f| f.arch == "x86_64" && f.variant == "default" && f.go_version.starts_with("1.27"))
@@ -183,7 +185,7 @@ fn emitted(stderr: &str) -> Option<usize> {
 
 #[test]
 fn findings_survive_the_target_dying_of_its_own_race() {
-    test_support::require_root("attaches uprobes");
+    let _gate = test_support::kernel_test(GROUP, "attaches uprobes");
     let fixtures: Vec<Fixture> = test_support::fixtures_of("scenarios")
         .into_iter()
         .filter(|f| f.arch == "x86_64" && f.variant == "default")
@@ -235,7 +237,7 @@ fn findings_survive_the_target_dying_of_its_own_race() {
 
 #[test]
 fn one_tracer_follows_processes_of_different_go_versions_at_once() {
-    test_support::require_root("attaches uprobes");
+    let _gate = test_support::kernel_test(GROUP, "attaches uprobes");
     // A classic-map build and a Swiss one: each process gets its own offsets in the kernel.
     let pick = |v: &str| {
         test_support::fixtures_of("scenarios")
@@ -319,7 +321,7 @@ fn map_trace_as_nobody(args: &[&str]) -> Output {
 
 #[test]
 fn tracing_without_privileges_says_what_is_needed() {
-    test_support::require_root("drops to nobody");
+    let _gate = test_support::kernel_test(GROUP, "drops to nobody");
     let target = Reaped(Command::new("sleep").arg("30").spawn().unwrap());
     let o = map_trace_as_nobody(&["--pid", &target.0.id().to_string()]);
     let err = String::from_utf8_lossy(&o.stderr);
@@ -335,7 +337,7 @@ fn tracing_without_privileges_says_what_is_needed() {
 /// nobody takes root).
 #[test]
 fn permission_denied_names_the_fix() {
-    test_support::require_root("drops to nobody to provoke the error");
+    let _gate = test_support::kernel_test(GROUP, "drops to nobody to provoke the error");
     let f = test_support::fixtures_of("mapops")
         .into_iter()
         .find(|f| {
@@ -371,7 +373,7 @@ const LEFT_EARLY: &[(&str, u32)] = &[("json_marshal_race", 27)];
 /// nothing for the ones left early, and never anything on correct code.
 #[test]
 fn low_overhead_mode_reports_ranges_that_finish_and_never_flags_correct_code() {
-    test_support::require_root("attaches uprobes");
+    let _gate = test_support::kernel_test(GROUP, "attaches uprobes");
     // The oldest and newest release of each map implementation (the end sites themselves are
     // checked on every build by inspect_matrix).
     let builds = ["1.19.8", "1.25.5-noswiss", "1.24.11", "1.27.3"];

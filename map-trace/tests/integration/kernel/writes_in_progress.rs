@@ -22,10 +22,12 @@ use test_support::scenarios::{
     Build, RACY, Shown, check_findings, check_racy, fatal_message, go_minor, racy_complete,
     racy_shown, racy_target_ok,
 };
-use test_support::{Fixture, MapTrace, check_all};
+use test_support::{Fixture, check_all};
 
-/// The binary under test, for test-support's helpers that run it.
-const MAP_TRACE: MapTrace = MapTrace::new(env!("CARGO_BIN_EXE_map-trace"));
+use crate::MAP_TRACE;
+
+/// This module's group at the kernel tests' gate.
+const GROUP: &str = "writes_in_progress";
 
 /// Runs of one racy scenario before it counts as missed.
 const ATTEMPTS: usize = 8;
@@ -113,7 +115,7 @@ fn amd64_default_builds() -> Vec<Fixture> {
 
 #[test]
 fn writes_in_progress_name_both_sides_on_every_go_version() {
-    test_support::require_root("attaches uprobes");
+    let _gate = test_support::kernel_test(GROUP, "attaches uprobes");
     let direct = Direct::default();
     let failures = check_all(&amd64_default_builds(), |f| check(f, &[], &direct));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -134,7 +136,7 @@ fn seen_directly_on_most_builds(direct: &Direct) {
 
 #[test]
 fn writes_in_progress_in_low_overhead_mode() {
-    test_support::require_root("attaches uprobes");
+    let _gate = test_support::kernel_test(GROUP, "attaches uprobes");
     // The oldest and newest build of each map implementation.
     let builds: Vec<Fixture> = amd64_default_builds()
         .into_iter()
@@ -153,7 +155,7 @@ fn writes_in_progress_in_low_overhead_mode() {
 
 #[test]
 fn writes_in_progress_on_stripped_pie_and_cgo_builds() {
-    test_support::require_root("attaches uprobes");
+    let _gate = test_support::kernel_test(GROUP, "attaches uprobes");
     // Classic and Swiss: pclntab-only symbols, a load bias, and a C runtime beside Go's.
     let builds: Vec<Fixture> = test_support::fixtures_of("scenarios")
         .into_iter()
@@ -181,7 +183,7 @@ fn writes_in_progress_on_stripped_pie_and_cgo_builds() {
 /// (counted by nothing: the probes are simply not there), never misreported.
 #[test]
 fn crashes_are_reported_under_exe_with_a_duty_cycle() {
-    test_support::require_root("attaches uprobes");
+    let _gate = test_support::kernel_test(GROUP, "attaches uprobes");
     let f = test_support::fixtures_of("scenarios")
         .into_iter()
         .find(|f| f.arch == "x86_64" && f.variant == "default" && f.go_version.starts_with("1.27"))

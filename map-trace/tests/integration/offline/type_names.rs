@@ -12,7 +12,7 @@ use map_trace::plan::GoTarget;
 use map_trace::resolve::memory::ProcMem;
 use test_support::{Fixture, Reaped, check_all};
 
-use crate::go_tool;
+use super::go_tool;
 
 /// The map types mapops declares, so the linker puts their descriptors and names in the binary.
 const STATIC: [&str; 9] = [

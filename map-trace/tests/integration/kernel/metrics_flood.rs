@@ -13,11 +13,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use test_support::MapTrace;
 use test_support::daemon::Daemon;
 
-/// The binary under test, for test-support's helpers that run it.
-const MAP_TRACE: MapTrace = MapTrace::new(env!("CARGO_BIN_EXE_map-trace"));
+use crate::MAP_TRACE;
+
+/// This module's group at the kernel tests' gate.
+const GROUP: &str = "metrics_flood";
 
 const SILENT: usize = 500;
 const DRIPPING: usize = 20;
@@ -139,7 +140,7 @@ fn get(addr: SocketAddr, path: &str) -> Result<u16, String> {
 
 #[test]
 fn idle_and_slow_connections_cannot_silence_metrics_or_health() {
-    test_support::require_root("runs the daemon, which loads eBPF");
+    let _gate = test_support::kernel_test(GROUP, "runs the daemon, which loads eBPF");
     raise_fd_limit(4096);
     // A path on no file here: the daemon runs as a service would, tracing nothing yet.
     let mut d = Daemon::start(

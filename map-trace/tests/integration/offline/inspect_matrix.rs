@@ -10,7 +10,7 @@ use map_trace::plan::GoTarget;
 use map_trace_common::probe::Role;
 use test_support::{Fixture, check_all};
 
-use crate::go_tool;
+use super::go_tool;
 
 fn assert_none(failures: &[String]) {
     assert!(

@@ -18,7 +18,7 @@ use map_trace::resolve::symbolize::Symbolizer;
 use object::{Object as _, ObjectSection as _};
 use test_support::{Fixture, check_all};
 
-use crate::go_tool;
+use super::go_tool;
 
 /// A call site as objdump prints it.
 struct Call {

@@ -13,11 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use prometheus::PrometheusServer;
-use test_support::MapTrace;
 use test_support::daemon::Daemon;
 
-/// The binary under test, for test-support's helpers that run it.
-const MAP_TRACE: MapTrace = MapTrace::new(env!("CARGO_BIN_EXE_map-trace"));
+use crate::MAP_TRACE;
+
+/// This module's group at the kernel tests' gate.
+const GROUP: &str = "metrics_endpoint";
 
 fn racy_fixture() -> test_support::Fixture {
     test_support::fixtures_of("scenarios")
@@ -77,7 +78,7 @@ fn keep_racing(f: &test_support::Fixture, stop: Arc<AtomicBool>) -> std::thread:
 
 #[test]
 fn prometheus_scrapes_findings_and_promtool_accepts_the_endpoint() {
-    test_support::require_root("attaches uprobes");
+    let _gate = test_support::kernel_test(GROUP, "attaches uprobes");
     let f = racy_fixture();
     let mut d = Daemon::start(
         MAP_TRACE,

@@ -54,7 +54,7 @@ fn hex(s: &str) -> Vec<u8> {
 
 #[test]
 fn regression_corpus_never_panics() {
-    let corpus = include_str!("../corpus/parsers.txt");
+    let corpus = include_str!("../../corpus/parsers.txt");
     let mut ran = 0;
     for line in corpus
         .lines()

@@ -2,19 +2,16 @@
 //! the version comes from `runtime.buildVersion`, and everything else is what the intact
 //! binary gives. Oracles: the same fixture with its build info (every version, both arches,
 //! stripped and PIE), binutils' objcopy doing the removal, and esbuild from the npm registry.
+//! (esbuild traced while it bundles: `kernel::no_buildinfo`.)
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::path::Path;
+use std::process::Command;
 
 use map_trace::plan::GoTarget;
-use test_support::daemon::Daemon;
-use test_support::{Fixture, MapTrace, Scratch, check_all, require_root};
+use test_support::{Fixture, Scratch, check_all};
 
-const MAP_TRACE: MapTrace = MapTrace::new(env!("CARGO_BIN_EXE_map-trace"));
-
-/// The esbuild release of the npm registry the tests use (go1.26.5, stripped, no build info).
-const ESBUILD: &str = "0.28.2";
+use crate::MAP_TRACE;
+use crate::esbuild::esbuild;
 
 /// `src` copied to `dst` with `.go.buildinfo` removed by the objcopy of its architecture.
 fn without_build_info(src: &Path, arch: &str, dst: &Path) {
@@ -151,42 +148,6 @@ fn unpinnable_versions_are_refused_and_non_go_stays_non_go() {
     test_support::assert_fails(&o, 5, "not a Go program");
 }
 
-/// esbuild from the npm registry, unpacked under target/thirdparty (fetched once with npm).
-fn esbuild(npm_arch: &str) -> PathBuf {
-    let dir = test_support::repo_path("target/thirdparty");
-    let bin = dir.join(format!("esbuild-{npm_arch}-{ESBUILD}"));
-    if bin.exists() {
-        return bin;
-    }
-    std::fs::create_dir_all(&dir).unwrap();
-    let scratch = Scratch::new("esbuild-fetch");
-    let pkg = format!("@esbuild/linux-{npm_arch}@{ESBUILD}");
-    let out = Command::new("npm")
-        .args(["pack", "--silent", &pkg, "--pack-destination"])
-        .arg(scratch.path())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run npm to fetch {pkg} ({e}); run `cargo xtask setup`"));
-    assert!(
-        out.status.success(),
-        "cannot fetch {pkg} from the npm registry (this test needs it; it never skips): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let tgz = scratch.join(String::from_utf8_lossy(&out.stdout).trim());
-    let st = Command::new("tar")
-        .arg("xzf")
-        .arg(&tgz)
-        .arg("-C")
-        .arg(scratch.path())
-        .status()
-        .unwrap();
-    assert!(st.success(), "tar xzf {}", tgz.display());
-    // Rename into place: a concurrent test never sees half a file.
-    let tmp = dir.join(format!(".esbuild-{npm_arch}-{}", std::process::id()));
-    std::fs::copy(scratch.join("package/bin/esbuild"), &tmp).unwrap();
-    std::fs::rename(&tmp, &bin).unwrap();
-    bin
-}
-
 #[test]
 fn esbuild_from_npm_is_read_on_both_arches() {
     for (npm_arch, arch) in [("x64", "x86_64"), ("arm64", "aarch64")] {
@@ -204,54 +165,4 @@ fn esbuild_from_npm_is_read_on_both_arches() {
             );
         }
     }
-}
-
-/// The real thing: esbuild bundles a small program while map-trace traces it. It must do its
-/// job as it does untraced, and map-trace must see its map calls (esbuild is correct code, so
-/// no finding is expected; hits show the probes worked).
-#[test]
-fn esbuild_is_traced_while_it_bundles() {
-    require_root("attaches uprobes to esbuild");
-    let bin = esbuild("x64");
-    let dir = Scratch::new("esbuild-run");
-    let exe = dir.join("esbuild");
-    std::fs::copy(&bin, &exe).unwrap();
-    std::fs::write(
-        dir.join("a.js"),
-        "import {b} from './b.js'\nconst m = new Map([[1, b]])\nconsole.log(m.get(1))\n",
-    )
-    .unwrap();
-    std::fs::write(dir.join("b.js"), "export const b = 'bundled'\n").unwrap();
-    let mut d = Daemon::start(
-        MAP_TRACE,
-        &["--exe", exe.to_str().unwrap(), "--format", "json"],
-        true,
-    );
-    d.wait_line("probes attached", Duration::from_secs(60));
-    let child = Command::new(&exe)
-        .args(["--bundle", "a.js", "--outfile=out.js"])
-        .current_dir(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let js = std::fs::read_to_string(dir.join("out.js")).unwrap();
-    assert!(js.contains("bundled"), "{js}");
-    d.wait_line(&format!("pid {pid} exited"), Duration::from_secs(20));
-    let series = "map_trace_probe_hits_total{role=\"assign\"}";
-    let m = d.wait_metric(series, Duration::from_secs(10), |v| v > 0.0);
-    assert!(m[series] > 0.0, "{m:?}");
-    let (code, stdout, _) = d.terminate();
-    assert_eq!(code, Some(0));
-    assert!(
-        stdout.trim().is_empty(),
-        "findings in correct code: {stdout}"
-    );
 }

@@ -16,10 +16,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use test_support::daemon::{Daemon, bpf_map_entries, fd_kinds};
-use test_support::{Fixture, MapTrace, Scratch};
+use test_support::{Fixture, Scratch};
 
-/// The binary under test, for test-support's helpers that run it.
-const MAP_TRACE: MapTrace = MapTrace::new(env!("CARGO_BIN_EXE_map-trace"));
+use crate::MAP_TRACE;
+
+/// This module's group at the kernel tests' gate.
+const GROUP: &str = "deploy";
 
 /// Reported by both builds for this scenario, from these functions.
 const SCENARIO: &str = "cross_delete_u64";
@@ -216,7 +218,7 @@ fn finish(children: Vec<std::process::Child>, what: &str) -> Result<Vec<u32>, St
 
 #[test]
 fn every_deploy_method_keeps_every_process_alive_and_traced() {
-    test_support::require_root("attaches uprobes and holds execs with fanotify");
+    let _gate = test_support::kernel_test(GROUP, "attaches uprobes and holds execs with fanotify");
     let classic = fixture("1.23");
     let swiss = fixture("1.27");
     assert_eq!(
@@ -312,7 +314,7 @@ fn every_deploy_method_keeps_every_process_alive_and_traced() {
 
 #[test]
 fn a_hundred_deploys_leave_nothing_behind() {
-    test_support::require_root("attaches uprobes and holds execs with fanotify");
+    let _gate = test_support::kernel_test(GROUP, "attaches uprobes and holds execs with fanotify");
     let builds = [fixture("1.23"), fixture("1.27")];
     let scratch = Tmpfs::new("deploy-leaks");
     let path = scratch.join("app");

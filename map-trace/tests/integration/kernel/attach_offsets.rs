@@ -14,6 +14,9 @@ use map_trace_common::event::counter;
 use map_trace_common::probe::Role;
 use test_support::Fixture;
 
+/// This module's group at the kernel tests' gate.
+const GROUP: &str = "attach_offsets";
+
 fn assign_hits(ebpf: &Ebpf) -> u64 {
     let counters: PerCpuArray<_, u64> =
         PerCpuArray::try_from(ebpf.map("COUNTERS").expect("COUNTERS map")).unwrap();
@@ -54,7 +57,7 @@ fn count_calls(f: &Fixture, offset: u64) -> (u64, u64) {
 
 #[test]
 fn probe_after_the_prologue_fires_once_per_call_on_every_amd64_fixture() {
-    test_support::require_root("loads eBPF programs");
+    let _gate = test_support::kernel_test(GROUP, "loads eBPF programs");
     let fixtures: Vec<Fixture> = test_support::fixtures_of("mapops")
         .into_iter()
         .filter(|f| f.arch == "x86_64")
@@ -89,7 +92,7 @@ fn probe_after_the_prologue_fires_once_per_call_on_every_amd64_fixture() {
 
 #[test]
 fn every_probe_program_passes_the_verifier() {
-    test_support::require_root("loads eBPF programs");
+    let _gate = test_support::kernel_test(GROUP, "loads eBPF programs");
     let mut ebpf = Ebpf::load(map_trace::ebpf::object()).expect("load eBPF object");
     let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
     assert!(
