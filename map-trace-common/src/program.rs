@@ -87,9 +87,10 @@ pub mod map {
     pub const FINDINGS: &str = "FINDINGS";
     pub const FATALS: &str = "FATALS";
     pub const EXECS: &str = "EXECS";
+    pub const LIVE_DEBT: &str = "LIVE_DEBT";
 
     /// Every map the daemon opens by name.
-    pub const ALL: [&str; 9] = [
-        CONFIG, MAPS, ITERS, PENDING, STACKS, COUNTERS, FINDINGS, FATALS, EXECS,
+    pub const ALL: [&str; 10] = [
+        CONFIG, MAPS, ITERS, PENDING, STACKS, COUNTERS, FINDINGS, FATALS, EXECS, LIVE_DEBT,
     ];
 }

@@ -111,8 +111,23 @@ pub struct PendingAssign {
 /// Slots of the `WRITERS` array: each map has four at `hash(tgid, map)`, one per writing
 /// goroutine by a hash of its `g`.
 pub const WRITER_SLOTS: u32 = 65536;
-/// Slots per map in `WRITERS` (a group); `LIVE_HINT` has one entry per group.
+/// Slots per map in `WRITERS` (a group); `LIVE_HINT` and `LIVE_DEBT` have one entry per group.
 pub const WRITER_WAYS: u32 = 4;
+
+/// The first of the map's `WRITER_WAYS` slots in `WRITERS`.
+#[inline(always)]
+pub fn writer_group(tgid: u32, map: u64) -> u32 {
+    // Map headers are 8-byte aligned heap objects: multiply so neighbours spread.
+    let h = (map ^ ((tgid as u64) << 40)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    ((h >> 32) as u32) & (WRITER_SLOTS - 1) & !(WRITER_WAYS - 1)
+}
+
+/// The map's entry in `LIVE_HINT` and `LIVE_DEBT`: its group of `WRITERS` slots. The kernel
+/// and the daemon must agree on it, hence one definition here.
+#[inline(always)]
+pub fn live_hint_index(tgid: u32, map: u64) -> u32 {
+    writer_group(tgid, map) / WRITER_WAYS
+}
 
 /// CPUs whose latest writes are noted in `RECENT`, where the fatal-error probe looks; writes
 /// on CPUs past this are not named at a crash.
@@ -148,4 +163,33 @@ pub struct Writer {
     /// Both implementations: a growth probe fired inside this write.
     pub growing: u32,
     pub _pad: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use super::*;
+
+    #[test]
+    fn a_map_has_one_group_of_writer_slots_and_one_hint() {
+        let groups = WRITER_SLOTS / WRITER_WAYS;
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..10_000u64 {
+            // Heap-like addresses: 8-byte aligned, close together.
+            let (tgid, map) = ((i % 7) as u32 + 100, 0x00c0_0001_0000 + i * 48);
+            let g = writer_group(tgid, map);
+            assert_eq!(g % WRITER_WAYS, 0);
+            assert!(g + WRITER_WAYS <= WRITER_SLOTS);
+            assert_eq!(live_hint_index(tgid, map), g / WRITER_WAYS);
+            assert_eq!(writer_group(tgid, map), g, "stable");
+            seen.insert(g);
+        }
+        // Neighbouring maps spread over the groups instead of piling into a few.
+        assert!(
+            seen.len() > (groups as usize) / 4,
+            "{} groups used",
+            seen.len()
+        );
+    }
 }

@@ -12,7 +12,7 @@ use map_trace_common::probe::Role;
 use map_trace_common::state::{GoKey, IterKey, MapKey, MapState};
 
 use crate::goabi;
-use crate::maps::{CONFIG, LIVE_HINT, MAPS, count, live_hint_index};
+use crate::maps::{CONFIG, MAPS, count, live_hint_index, may_be_ranged};
 
 /// The goroutine and process a probe fired in, with that process's settings.
 pub struct Event {
@@ -66,11 +66,8 @@ pub fn full_event(ctx: &ProbeContext, tgid: u32) -> Option<Event> {
 /// or the clock.
 #[inline(always)]
 pub fn tracked(ctx: &ProbeContext, tgid: u32, map: u64) -> Option<(Event, *mut MapState)> {
-    // An array read first: a map with no range in its group has none in progress.
-    if LIVE_HINT
-        .get(live_hint_index(tgid, map))
-        .is_none_or(|&n| n == 0)
-    {
+    // Array reads first: a map with no range in its group has none in progress.
+    if !may_be_ranged(live_hint_index(tgid, map)) {
         return None;
     }
     let ms = MAPS.get_ptr_mut(MapKey { tgid, _pad: 0, map })?;

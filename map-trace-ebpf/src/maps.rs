@@ -10,6 +10,7 @@ use map_trace_common::state::{
     GoKey, IterKey, IterState, MapKey, MapState, PendingAssign, RECENT_CPUS, RECENT_PER_CPU,
     WRITER_SLOTS, WRITER_WAYS, Writer,
 };
+pub use map_trace_common::state::{live_hint_index, writer_group};
 
 /// Binary id → runtime offsets of that executable, written by the daemon before attaching. The
 /// id is each uprobe link's attach cookie: a probe shared by every process of one binary (`--exe`)
@@ -46,12 +47,26 @@ pub static RECENT: Array<u32> = Array::with_max_entries(RECENT_CPUS * RECENT_PER
 #[map]
 pub static RECENT_AT: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
-/// Per group of `WRITERS` slots (hash of tgid and map): how many iterations of maps of that
-/// group may be live. Kept by the kernel alone as the `ITERS` entries it inserts and removes,
-/// so never below the live ones (entries the daemon sweeps leave it high: only slower). A write
-/// to a map whose group reads 0 skips the `MAPS` lookup: no range over it can be in progress.
+/// Per group of `WRITERS` slots (hash of tgid and map): the `ITERS` entries of maps of that
+/// group the kernel inserted, less those it removed (atomic adds; only the kernel writes it).
+/// Entries the daemon removes (stale, of exited processes) are counted in `LIVE_DEBT`, which
+/// only the daemon writes, after each removal succeeded. `LIVE_HINT - LIVE_DEBT` is thus never
+/// below the live entries of the group: when it is 0 no range over the map is in progress, and
+/// a write to it skips the `MAPS` lookup.
 #[map]
 pub static LIVE_HINT: Array<u64> = Array::with_max_entries(WRITER_SLOTS / WRITER_WAYS, 0);
+
+/// Per group: `ITERS` entries the daemon removed (see `LIVE_HINT`).
+#[map]
+pub static LIVE_DEBT: Array<u64> = Array::with_max_entries(WRITER_SLOTS / WRITER_WAYS, 0);
+
+/// Whether a range over a map of group `index` may be in progress.
+#[inline(always)]
+pub fn may_be_ranged(index: u32) -> bool {
+    let hint = LIVE_HINT.get(index).copied().unwrap_or(u64::MAX);
+    let debt = LIVE_DEBT.get(index).copied().unwrap_or(0);
+    hint > debt
+}
 
 /// Stack key → return addresses, for the daemon to symbolize. LRU: stacks no finding refers to
 /// any more age out on their own.
@@ -95,18 +110,4 @@ pub fn count(index: u32) {
         // SAFETY: per-CPU slot, and programs are not preempted on their CPU.
         unsafe { *slot += 1 };
     }
-}
-
-/// The first of the map's `WRITER_WAYS` slots in `WRITERS`.
-#[inline(always)]
-pub fn writer_group(tgid: u32, map: u64) -> u32 {
-    // Map headers are 8-byte aligned heap objects: multiply so neighbours spread.
-    let h = (map ^ ((tgid as u64) << 40)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    ((h >> 32) as u32) & (WRITER_SLOTS - 1) & !(WRITER_WAYS - 1)
-}
-
-/// The map's entry in `LIVE_HINT`: its group of `WRITERS` slots.
-#[inline(always)]
-pub fn live_hint_index(tgid: u32, map: u64) -> u32 {
-    writer_group(tgid, map) / WRITER_WAYS
 }

@@ -2,13 +2,15 @@
 //! by `break` leave their entries behind (entry probes cannot see a loop end), so without this
 //! the bounded tables would fill up in a long-running process.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use aya::Ebpf;
-use aya::maps::HashMap as BpfHashMap;
+use aya::maps::{Array, HashMap as BpfHashMap};
 use map_trace_common::config::ProcConfig;
 use map_trace_common::program::map;
-use map_trace_common::state::{GoKey, IterKey, IterState, MapKey, MapState, PendingAssign};
+use map_trace_common::state::{
+    GoKey, IterKey, IterState, MapKey, MapState, PendingAssign, live_hint_index,
+};
 
 /// An entry untouched this long is dropped. An iteration paused longer than this between two
 /// steps is then re-tracked from its next step: a possible miss, never a false report.
@@ -20,7 +22,7 @@ pub fn is_stale(last_ns: u64, now_ns: u64) -> bool {
 }
 
 pub fn sweep(ebpf: &mut Ebpf, now_ns: u64) {
-    remove_where::<IterKey, IterState>(ebpf, map::ITERS, |_, v| is_stale(v.last_step_ns, now_ns));
+    remove_iterations(ebpf, |_, v| is_stale(v.last_step_ns, now_ns));
     remove_where::<MapKey, MapState>(ebpf, map::MAPS, |_, v| is_stale(v.last_step_ns, now_ns));
     remove_where::<GoKey, PendingAssign>(ebpf, map::PENDING, |_, v| is_stale(v.ns, now_ns));
 }
@@ -29,7 +31,7 @@ pub fn sweep(ebpf: &mut Ebpf, now_ns: u64) {
 /// would cost thousands of syscalls each when many short-lived processes come and go): a tgid
 /// may be reused by a process that must start clean, and the tables must not fill with the dead.
 pub fn forget_processes(ebpf: &mut Ebpf, dead: &HashSet<u32>) {
-    remove_where::<IterKey, IterState>(ebpf, map::ITERS, |k, _| dead.contains(&k.tgid));
+    remove_iterations(ebpf, |k, _| dead.contains(&k.tgid));
     remove_where::<MapKey, MapState>(ebpf, map::MAPS, |k, _| dead.contains(&k.tgid));
     remove_where::<GoKey, PendingAssign>(ebpf, map::PENDING, |k, _| dead.contains(&k.tgid));
 }
@@ -63,7 +65,7 @@ fn collect<K: aya::Pod, V: aya::Pod>(
 /// too: each counts its live iterations, and a count left without its iterations would only
 /// make their writes slower.
 pub fn forget_iterations(ebpf: &mut Ebpf) {
-    remove_where::<IterKey, IterState>(ebpf, map::ITERS, |_, _| true);
+    remove_iterations(ebpf, |_, _| true);
     remove_where::<MapKey, MapState>(ebpf, map::MAPS, |_, _| true);
     remove_where::<GoKey, PendingAssign>(ebpf, map::PENDING, |_, _| true);
 }
@@ -86,16 +88,17 @@ fn keys<K: aya::Pod, V: aya::Pod>(ebpf: &Ebpf, name: &str) -> usize {
     table.keys().filter(Result::is_ok).count()
 }
 
+/// Removes the entries `doomed` picks; returns those this call removed (not the kernel first).
 fn remove_where<K: aya::Pod, V: aya::Pod>(
     ebpf: &mut Ebpf,
     name: &str,
     doomed: impl Fn(&K, &V) -> bool,
-) {
+) -> Vec<K> {
     let Some(map) = ebpf.map_mut(name) else {
-        return;
+        return Vec::new();
     };
     let Ok(mut table) = BpfHashMap::<_, K, V>::try_from(map) else {
-        return;
+        return Vec::new();
     };
     let stale: Vec<K> = table
         .iter()
@@ -103,8 +106,35 @@ fn remove_where<K: aya::Pod, V: aya::Pod>(
         .filter(|(k, v)| doomed(k, v))
         .map(|(k, _)| k)
         .collect();
-    for k in stale {
-        let _ = table.remove(&k);
+    stale
+        .into_iter()
+        .filter(|k| table.remove(k).is_ok())
+        .collect()
+}
+
+/// Removes the iterations `doomed` picks, and counts each removed one in its group's
+/// `LIVE_DEBT`, so that the kernel's `LIVE_HINT` less it stays an upper bound of the live
+/// iterations (map-trace-ebpf/src/maps.rs). Only the daemon writes `LIVE_DEBT`, and only after
+/// a removal succeeded: an entry the kernel removed itself was already taken off its hint.
+fn remove_iterations(ebpf: &mut Ebpf, doomed: impl Fn(&IterKey, &IterState) -> bool) {
+    let removed = remove_where::<IterKey, IterState>(ebpf, map::ITERS, doomed);
+    if removed.is_empty() {
+        return;
+    }
+    let mut by_group: HashMap<u32, u64> = HashMap::new();
+    for k in &removed {
+        *by_group.entry(live_hint_index(k.tgid, k.map)).or_default() += 1;
+    }
+    let Some(m) = ebpf.map_mut(map::LIVE_DEBT) else {
+        return;
+    };
+    let Ok(mut debt) = Array::<_, u64>::try_from(m) else {
+        return;
+    };
+    for (group, n) in by_group {
+        if let Ok(old) = debt.get(&group, 0) {
+            let _ = debt.set(group, old + n, 0);
+        }
     }
 }
 
