@@ -100,6 +100,7 @@ fn trace_fails(args: &[&str], code: i32, needle: &str) {
 
 #[test]
 fn tracing_a_missing_pid_fails_clearly() {
+    let _gate = test_support::kernel_test(GROUP, "loads eBPF programs before it looks for the pid");
     trace_fails(
         &["--pid", "2147483600"],
         8,
@@ -109,6 +110,7 @@ fn tracing_a_missing_pid_fails_clearly() {
 
 #[test]
 fn tracing_an_exited_process_fails_clearly() {
+    let _gate = test_support::kernel_test(GROUP, "loads eBPF programs before it looks for the pid");
     trace_fails(
         &["--pid", &test_support::exited_pid()],
         8,
@@ -118,6 +120,7 @@ fn tracing_an_exited_process_fails_clearly() {
 
 #[test]
 fn tracing_a_non_go_process_fails_clearly() {
+    let _gate = test_support::kernel_test(GROUP, "loads eBPF programs before it looks for the pid");
     let child = Reaped(Command::new("sleep").arg("30").spawn().unwrap());
     std::thread::sleep(Duration::from_millis(200));
     trace_fails(&["--pid", &child.0.id().to_string()], 5, "not a Go program");

@@ -1,14 +1,16 @@
 //! The tests that need neither root nor a kernel feature: the CLI and config as users meet them,
 //! bad input files, the binary parsers and symbolizer against Go's own tools and DWARF, map
-//! type names, the systemd unit file, Go binaries without build info. One module per former
-//! test file; `cargo test -p map-trace --test integration offline::` runs them all, as any
-//! user. They do not take the kernel tests' gate (see main.rs).
+//! type names, the systemd unit file, Go binaries without build info, the metrics address. One
+//! module per former test file (metrics_addr: the no-root tests of the former metrics_endpoint);
+//! `cargo test -p map-trace --test integration offline::` runs them all, as any user. They do
+//! not take the kernel tests' gate (see main.rs).
 
 mod bad_inputs;
 mod config_cli;
 mod fuzz_parsers;
 mod inspect_cli;
 mod inspect_matrix;
+mod metrics_addr;
 mod no_buildinfo;
 mod symbolize_matrix;
 mod systemd_unit;
