@@ -8,6 +8,8 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd, atomic_xsub};
 
+use aya_ebpf::bindings::{BPF_EXIST, BPF_NOEXIST};
+
 use map_trace_common::event::{FindingKind, Op, counter};
 use map_trace_common::state::*;
 
@@ -34,28 +36,38 @@ pub fn iter_start(e: &Event, map: u64, it: u64, map_type: u64) {
         return;
     };
     let key = iter_key(e, map);
-    let replaces = ITERS.get_ptr_mut(key).is_some();
-    begin_iteration(e, &key, ms, it, replaces);
+    begin_iteration(e, &key, ms, it);
     inprogress::during_iteration(e, map, it, map_type);
 }
 
-/// Tracks an iteration from now on: writes before this point never overlap it. `replaces`: this
-/// goroutine's entry for the map, left by a range that ended or was left by `break`, is reused.
+/// Tracks an iteration from now on: writes before this point never overlap it. An entry this
+/// goroutine left for the map (a range that ended or was left by `break`) is reused.
+///
+/// Whether the entry is new is decided by the insert itself (no-exist, then exist, then
+/// no-exist again), not by an earlier lookup: the daemon may remove the entry in between, and
+/// only an entry this call created may be counted in `live` and `LIVE_HINT`, exactly once.
 #[inline(always)]
-fn begin_iteration(e: &Event, key: &IterKey, ms: *mut MapState, it: u64, replaces: bool) {
+fn begin_iteration(e: &Event, key: &IterKey, ms: *mut MapState, it: u64) {
     // SAFETY: valid map value pointer.
     let seen_seq = unsafe { (*ms).write_seq };
-    let st = IterState {
+    // A reference, so the three inserts share one copy on the 512-byte BPF stack.
+    let st = &IterState {
         it,
         seen_seq,
         last_step_ns: e.now,
         ..IterState::default()
     };
-    if ITERS.insert(key, st, 0).is_err() {
+    let created = if ITERS.insert(key, st, BPF_NOEXIST.into()).is_ok() {
+        true
+    } else if ITERS.insert(key, st, BPF_EXIST.into()).is_ok() {
+        false
+    } else if ITERS.insert(key, st, BPF_NOEXIST.into()).is_ok() {
+        true
+    } else {
         count(counter::ITERS_FULL);
         return;
-    }
-    if !replaces {
+    };
+    if created {
         // SAFETY: as above. Atomic: other CPUs update the same count (a BPF atomic add; the
         // `core::sync::atomic` types offer no read-modify-write on this target).
         unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*ms).live, 1) };
@@ -122,7 +134,7 @@ pub fn iter_step(e: &Event, it: u64) {
         // The first step of a range: iterators start zeroed and their key is never nil at a
         // later step, so this is where the iteration begins, with no probe on its start.
         _ if read_u64(it + e.cfg.iter_key as u64) == Some(0) => {
-            begin_iteration(e, &ikey, ms, it, existing.is_some());
+            begin_iteration(e, &ikey, ms, it);
             false
         }
         Some(st) => {
@@ -137,7 +149,7 @@ pub fn iter_step(e: &Event, it: u64) {
         }
         // An iteration that began before we attached (or was swept): track it from here.
         None => {
-            begin_iteration(e, &ikey, ms, it, false);
+            begin_iteration(e, &ikey, ms, it);
             false
         }
     };
