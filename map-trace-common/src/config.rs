@@ -36,5 +36,13 @@ pub struct ProcConfig {
     /// and the bits of it that do (classic `hashWriting` = 4; Swiss: any).
     pub map_writing: u32,
     pub writing_mask: u32,
-    pub _pad: u32,
+    /// The binary these settings belong to (its links' cookie; never 0). `CONFIG` is an array
+    /// indexed by `binary % MAX_BINARIES`: a probe whose cookie differs (a binary being let go
+    /// while another took its slot) finds no settings, as for a binary never configured.
+    pub binary: u32,
+}
+
+/// `CONFIG`'s slot for binary `id`.
+pub const fn config_slot(id: u32) -> u32 {
+    id % MAX_BINARIES
 }

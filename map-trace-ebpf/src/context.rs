@@ -12,7 +12,7 @@ use map_trace_common::probe::Role;
 use map_trace_common::state::{GoKey, IterKey, MapKey, MapState};
 
 use crate::goabi;
-use crate::maps::{CONFIG, MAPS, count, live_hint_index, may_be_ranged};
+use crate::maps::{MAPS, config, count, live_hint_index, may_be_ranged};
 
 /// The goroutine and process a probe fired in, with that process's settings.
 pub struct Event {
@@ -45,8 +45,7 @@ pub fn current_tgid() -> u32 {
 pub fn full_event(ctx: &ProbeContext, tgid: u32) -> Option<Event> {
     // SAFETY: the context is the probe's own; the helper only reads the link's cookie.
     let binary = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
-    // SAFETY: a map value of plain integers.
-    let cfg = unsafe { *CONFIG.get(binary)? };
+    let cfg = *config(binary)?;
     let g = goabi::g(ctx);
     let goid = read_u64(g.checked_add(cfg.g_goid as u64)?)?;
     Some(Event {

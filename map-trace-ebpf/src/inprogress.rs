@@ -23,7 +23,7 @@ use map_trace_common::state::{RECENT_CPUS, RECENT_PER_CPU, WRITER_WAYS, Writer};
 use crate::context::{self, Event};
 use crate::finding::{self, Overlap, StepContext};
 use crate::goabi::{self, StackStart};
-use crate::maps::{CONFIG, RECENT, RECENT_AT, WRITERS, count, writer_group as group};
+use crate::maps::{RECENT, RECENT_AT, WRITERS, config, count, writer_group as group};
 use crate::stack;
 use map_trace_common::stack::MAX_STACK_DEPTH;
 
@@ -96,8 +96,7 @@ pub fn write_begins(ctx: &ProbeContext, tgid: u32, map: u64, map_type: u64, op: 
     }
     // SAFETY: the helper only reads the link's cookie.
     let binary = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
-    // SAFETY: a map value of plain integers.
-    let Some(cfg) = (unsafe { CONFIG.get(binary) }) else {
+    let Some(cfg) = config(binary) else {
         return;
     };
     // Read last: the runtime's own check comes right after this probe returns, and a flag set

@@ -2,7 +2,7 @@
 
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf};
-use map_trace_common::config::{MAX_BINARIES, ProcConfig};
+use map_trace_common::config::{MAX_BINARIES, ProcConfig, config_slot};
 use map_trace_common::event::counter;
 use map_trace_common::fatal::Fatal;
 use map_trace_common::stack::{STACK_TABLE_ENTRIES, UserStack};
@@ -16,7 +16,16 @@ pub use map_trace_common::state::{live_hint_index, writer_group};
 /// id is each uprobe link's attach cookie: a probe shared by every process of one binary (`--exe`)
 /// then needs no per-process entry, so a process is traced from its first instruction.
 #[map]
-pub static CONFIG: HashMap<u32, ProcConfig> = HashMap::with_max_entries(MAX_BINARIES, 0);
+pub static CONFIG: Array<ProcConfig> = Array::with_max_entries(MAX_BINARIES, 0);
+
+/// The settings of binary `id` (a link's cookie), if the daemon configured it: an array slot
+/// (no hashing, inlined by the verifier) whose owner is checked.
+#[inline(always)]
+pub fn config(id: u32) -> Option<&'static ProcConfig> {
+    CONFIG
+        .get(config_slot(id))
+        .filter(|c| c.binary == id && id != 0)
+}
 
 /// (tgid, map) → write sequence and the last writes, for maps some goroutine ranges over.
 #[map]

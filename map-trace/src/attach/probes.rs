@@ -3,11 +3,11 @@
 use std::path::Path;
 
 use aya::Ebpf;
-use aya::maps::{HashMap as BpfHashMap, MapData};
+use aya::maps::{Array, MapData};
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
 use aya::programs::{RawTracePoint, UProbe};
 use gobin::offsets::MapOffsets;
-use map_trace_common::config::{MAP_IMPL_CLASSIC, MAP_IMPL_SWISS, ProcConfig};
+use map_trace_common::config::{MAP_IMPL_CLASSIC, MAP_IMPL_SWISS, ProcConfig, config_slot};
 use map_trace_common::probe::Role;
 use map_trace_common::program::{Program, map};
 
@@ -58,7 +58,7 @@ pub enum AttachError {
 }
 
 /// The per-binary settings the probes read, from the target's runtime offsets.
-pub fn proc_config(t: &GoTarget) -> ProcConfig {
+pub fn proc_config(t: &GoTarget, binary: u32) -> ProcConfig {
     let o = &t.offsets;
     let (map_impl, map_count, map_oldbuckets, iter_key, iter_map, iter_typ) = match &o.map {
         MapOffsets::Classic(c) => (
@@ -100,7 +100,7 @@ pub fn proc_config(t: &GoTarget) -> ProcConfig {
         type_kind: n(o.type_kind),
         map_writing: n(map_writing),
         writing_mask: writing_mask as u32,
-        _pad: 0,
+        binary,
     }
 }
 
@@ -145,10 +145,10 @@ pub struct Link {
     id: UProbeLinkId,
 }
 
-/// Writes a binary's settings under its id, which its links carry as their cookie.
+/// Writes a binary's settings in its slot, under its id, which its links carry as their cookie.
 pub fn write_config(ebpf: &mut Ebpf, t: &GoTarget, binary: u32) -> Result<(), AttachError> {
     config_table(ebpf)?
-        .insert(binary, proc_config(t), 0)
+        .set(config_slot(binary), proc_config(t, binary), 0)
         .map_err(|source| AttachError::Map {
             map: map::CONFIG,
             source: Box::new(source),
@@ -271,18 +271,22 @@ pub fn detach(ebpf: &mut Ebpf, links: Vec<Link>) -> Detaching {
     super::detach::close(owned)
 }
 
-/// Removes a binary's settings once nothing of it is attached.
+/// Clears a binary's settings once nothing of it is attached (unless its slot went to
+/// another binary meanwhile).
 pub fn forget_binary(ebpf: &mut Ebpf, binary: u32) {
     if let Ok(mut table) = config_table(ebpf) {
-        let _ = table.remove(&binary);
+        let slot = config_slot(binary);
+        if table.get(&slot, 0).is_ok_and(|c| c.binary == binary) {
+            let _ = table.set(slot, ProcConfig::default(), 0);
+        }
     }
 }
 
-fn config_table(ebpf: &mut Ebpf) -> Result<BpfHashMap<&mut MapData, u32, ProcConfig>, AttachError> {
+fn config_table(ebpf: &mut Ebpf) -> Result<Array<&mut MapData, ProcConfig>, AttachError> {
     let map = ebpf
         .map_mut(map::CONFIG)
         .ok_or(AttachError::Missing(map::CONFIG))?;
-    BpfHashMap::try_from(map).map_err(|source| AttachError::Map {
+    Array::try_from(map).map_err(|source| AttachError::Map {
         map: map::CONFIG,
         source: Box::new(source),
     })

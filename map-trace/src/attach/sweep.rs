@@ -6,7 +6,6 @@ use std::collections::{HashMap, HashSet};
 
 use aya::Ebpf;
 use aya::maps::{Array, HashMap as BpfHashMap};
-use map_trace_common::config::ProcConfig;
 use map_trace_common::program::map;
 use map_trace_common::state::{
     GoKey, IterKey, IterState, MapKey, MapState, PendingAssign, live_hint_index,
@@ -70,10 +69,10 @@ pub fn forget_iterations(ebpf: &mut Ebpf) {
     remove_where::<GoKey, PendingAssign>(ebpf, map::PENDING, |_, _| true);
 }
 
-/// Entries now in each correlation table, by the metric label of the table.
-pub fn entries(ebpf: &Ebpf) -> [(&'static str, usize); 4] {
+/// Entries now in each correlation table, by the metric label of the table. (`config`, an
+/// array, holds one entry per binary the daemon keeps: `Targets::binaries`.)
+pub fn entries(ebpf: &Ebpf) -> [(&'static str, usize); 3] {
     [
-        ("config", keys::<u32, ProcConfig>(ebpf, map::CONFIG)),
         ("maps", keys::<MapKey, MapState>(ebpf, map::MAPS)),
         ("iters", keys::<IterKey, IterState>(ebpf, map::ITERS)),
         ("pending", keys::<GoKey, PendingAssign>(ebpf, map::PENDING)),

@@ -208,6 +208,9 @@ impl Session<'_, '_> {
             m.bpf_map_entries.with_label_values(&[name]).set(n as i64);
         }
         m.bpf_map_entries
+            .with_label_values(&["config"])
+            .set(self.targets.binaries() as i64);
+        m.bpf_map_entries
             .with_label_values(&["stacks"])
             .set(self.sink.resolver.stack_entries() as i64);
     }

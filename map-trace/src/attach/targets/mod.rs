@@ -11,6 +11,7 @@
 //! content fingerprint says when the file was rewritten in place (`deploy.rs`).
 
 mod deploy;
+mod describe;
 mod duty;
 mod exits;
 
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use aya::Ebpf;
 use aya::programs::uprobe::UProbeScope;
 use gobin::elf::Segments;
+use map_trace_common::config::config_slot;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 
@@ -34,6 +36,7 @@ use crate::error::{TargetError, TraceError};
 use crate::plan::GoTarget;
 use crate::plan::IterationMode;
 use crate::resolve::{BinaryInfo, ProcessInfo, Resolver};
+use describe::{describe, give_back_freed_memory, warnings};
 
 /// A file to analyse: its identity and content, where to open it, and how to name it.
 struct FileAt<'a> {
@@ -183,6 +186,27 @@ impl Targets {
     /// Explicit `--pid` targets still running.
     pub fn explicit_running(&self) -> usize {
         self.procs.values().filter(|p| p.explicit).count()
+    }
+
+    /// A fresh binary id whose `CONFIG` slot no binary kept here holds (ids are never reused:
+    /// probes of a binary being let go may still fire with its id, and find no settings).
+    fn next_config_id(&mut self) -> u32 {
+        loop {
+            let id = self.next_id;
+            self.next_id = self.next_id.wrapping_add(1).max(1);
+            let taken = self
+                .binaries
+                .values()
+                .any(|b| config_slot(b.id) == config_slot(id));
+            if !taken {
+                return id;
+            }
+        }
+    }
+
+    /// Binaries with settings in the kernel's `CONFIG`.
+    pub fn binaries(&self) -> usize {
+        self.binaries.len()
     }
 
     pub fn processes(&self) -> usize {
@@ -411,9 +435,8 @@ impl Targets {
         let segments = image.segments();
         drop(image);
         give_back_freed_memory();
-        let id = self.next_id;
+        let id = self.next_config_id();
         attach::write_config(ebpf, &target, id)?;
-        self.next_id += 1;
         resolver.add_binary(id, info.clone(), target.elf.pie);
         let name = name.file_name().map_or_else(
             || name.display().to_string(),
@@ -555,38 +578,5 @@ impl Targets {
     /// Waits for every link being closed: where probes of an old content must be gone.
     pub(super) fn wait_closed(&mut self) {
         self.closing.drain(..).for_each(Detaching::wait);
-    }
-}
-
-fn describe(t: &GoTarget, mode: IterationMode) -> String {
-    let how = match t.effective_mode(mode) {
-        IterationMode::Steps => "",
-        IterationMode::Ends => ", low overhead: each range seen at its start and end",
-    };
-    format!(
-        "{} {} {} maps{how}",
-        t.version,
-        t.elf.arch,
-        t.map_impl.name()
-    )
-}
-
-fn warnings(b: &Binary) -> Vec<String> {
-    b.target
-        .warnings
-        .iter()
-        .cloned()
-        .chain(b.info.types_warning())
-        .collect()
-}
-
-/// The analysis of a large binary makes and frees hundreds of thousands of small allocations
-/// (its symbol table); glibc keeps the freed heap unless asked, which would leave a 95 MB
-/// binary's daemon at twice the memory it uses.
-fn give_back_freed_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only returns free memory to the kernel.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
