@@ -200,9 +200,8 @@ pub fn fd_kinds(pid: u32) -> BTreeMap<String, usize> {
     kinds
 }
 
-/// Entries in each BPF hash map `pid` holds open, by map name, as `bpftool` (the kernel's own
-/// tool) dumps them. Maps that cannot be dumped (ring buffers, arrays) are left out.
-pub fn bpf_map_entries(pid: u32) -> BTreeMap<String, usize> {
+/// The BPF maps process `pid` holds, by name: (id, type, max_entries).
+fn bpf_maps(pid: u32) -> BTreeMap<String, (String, String, u64)> {
     let mut out = BTreeMap::new();
     let dir = format!("/proc/{pid}/fd");
     for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
@@ -227,13 +226,72 @@ pub fn bpf_map_entries(pid: u32) -> BTreeMap<String, usize> {
         let (Some(name), Some(kind)) = (show["name"].as_str(), show["type"].as_str()) else {
             continue;
         };
-        if !kind.contains("hash") {
-            continue;
-        }
-        let dump = bpftool(&["map", "dump", "id", &id]);
-        out.insert(name.to_string(), dump.as_array().map_or(0, Vec::len));
+        let max = show["max_entries"].as_u64().unwrap_or(0);
+        out.insert(name.to_string(), (id, kind.to_string(), max));
     }
     out
+}
+
+/// Entries in each hash table process `pid` holds, and the used (not all-zero) slots of its
+/// small arrays (`CONFIG`: one per binary configured), by map name.
+pub fn bpf_map_entries(pid: u32) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for (name, (id, kind, max)) in bpf_maps(pid) {
+        let dump = || bpftool(&["map", "dump", "id", &id]);
+        if kind.contains("hash") {
+            out.insert(name, dump().as_array().map_or(0, Vec::len));
+        } else if kind == "array" && max <= 1024 {
+            let used = dump()
+                .as_array()
+                .map_or(0, |v| v.iter().filter(|e| nonzero(&e["value"])).count());
+            out.insert(name, used);
+        }
+    }
+    out
+}
+
+/// The values of the u64 array `name` of process `pid` (e.g. `LIVE_HINT`), by index.
+pub fn bpf_u64_array(pid: u32, name: &str) -> Vec<u64> {
+    let maps = bpf_maps(pid);
+    let (id, _, _) = maps
+        .get(name)
+        .unwrap_or_else(|| panic!("map-trace (pid {pid}) holds no BPF map {name}"));
+    let dump = bpftool(&["map", "dump", "id", id]);
+    let mut values: Vec<(u64, u64)> = dump
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| (number(&e["key"]), number(&e["value"])))
+        .collect();
+    values.sort_unstable();
+    values.into_iter().map(|(_, v)| v).collect()
+}
+
+/// bpftool prints a value with BTF as numbers and objects, without as `["0x01", …]` bytes.
+fn nonzero(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Number(n) => n.as_u64() != Some(0),
+        serde_json::Value::String(s) => {
+            u64::from_str_radix(s.trim_start_matches("0x"), 16) != Ok(0)
+        }
+        serde_json::Value::Array(a) => a.iter().any(nonzero),
+        serde_json::Value::Object(o) => o.values().any(nonzero),
+        _ => false,
+    }
+}
+
+/// A key or value as a little-endian number, from either of bpftool's forms.
+fn number(v: &serde_json::Value) -> u64 {
+    match v {
+        serde_json::Value::Number(n) => n.as_u64().unwrap_or(0),
+        serde_json::Value::Array(bytes) => bytes.iter().rev().fold(0, |acc, b| {
+            let b = b.as_str().map_or(0, |s| {
+                u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap_or(0)
+            });
+            (acc << 8) | b
+        }),
+        _ => 0,
+    }
 }
 
 fn bpftool(args: &[&str]) -> serde_json::Value {

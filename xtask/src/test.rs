@@ -47,6 +47,21 @@ impl Counts {
     }
 }
 
+/// The `cargo test` runs: everything but the kernel part of the integration tests, then that
+/// part alone, so the CPU-heavy offline tests (the fixture matrix) never run beside the tracing
+/// tests, whose timing they would disturb (as when they were separate binaries). Arguments
+/// given to `cargo xtask test` make one run, as given.
+fn test_runs(user: &[String]) -> Vec<Vec<String>> {
+    if !user.is_empty() {
+        return vec![user.to_vec()];
+    }
+    let owned = |a: &[&str]| a.iter().map(|s| s.to_string()).collect();
+    vec![
+        owned(&["--", "--skip", "kernel::"]),
+        owned(&["-p", "map-trace", "--test", "integration", "--", "kernel::"]),
+    ]
+}
+
 pub fn run(cargo_test_args: &[String]) -> Result<()> {
     cmd::require_root(
         "cargo xtask test",
@@ -129,22 +144,26 @@ pub fn run(cargo_test_args: &[String]) -> Result<()> {
     })?;
     let mut counts = Counts::default();
     step("cargo test", &mut || {
-        // No --workspace: the default members exclude map-trace-ebpf, which only builds for bpf.
-        let mut test = Command::new("cargo");
-        test.arg("test")
-            .args(cargo_test_args)
-            .env("MAP_TRACE_FIXTURES", &manifest)
-            .current_dir(root);
-        let status = cmd::run_tee(&mut test, "see the cargo output above", |l| {
-            counts.add_line(l)
-        })?;
-        if !status.success() {
-            println!("{}", counts.summary());
-            bail!(
-                "`cargo test` failed ({status}): {} failed, {} passed; fix the failing tests above",
-                counts.failed,
-                counts.passed
-            );
+        for args in test_runs(cargo_test_args) {
+            // No --workspace: the default members exclude map-trace-ebpf, which only builds
+            // for bpf.
+            let mut test = Command::new("cargo");
+            test.arg("test")
+                .args(&args)
+                .env("MAP_TRACE_FIXTURES", &manifest)
+                .current_dir(root);
+            let status = cmd::run_tee(&mut test, "see the cargo output above", |l| {
+                counts.add_line(l)
+            })?;
+            if !status.success() {
+                println!("{}", counts.summary());
+                bail!(
+                    "`cargo test {}` failed ({status}): {} failed, {} passed; fix the failing tests above",
+                    args.join(" "),
+                    counts.failed,
+                    counts.passed
+                );
+            }
         }
         Ok(())
     })?;
@@ -180,6 +199,16 @@ pub fn run(cargo_test_args: &[String]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_tests_run_apart_unless_told_otherwise() {
+        let runs = test_runs(&[]);
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[0], ["--", "--skip", "kernel::"]);
+        assert_eq!(runs[1].last().map(String::as_str), Some("kernel::"));
+        let mine = vec!["inspect".to_string(), "--".into(), "--nocapture".into()];
+        assert_eq!(test_runs(&mine), vec![mine.clone()]);
+    }
 
     #[test]
     fn counts_add_up() {

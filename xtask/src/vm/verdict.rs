@@ -185,7 +185,7 @@ fn daemon_runs(plan: &Plan, console: &Console, everywhere: &[String]) -> Vec<Out
 }
 
 /// The racy scenarios (`racy` in the guest): every attempt's pid is claimed, the last one is
-/// judged as tests/writes_in_progress.rs judges a host run.
+/// judged as tests/integration/kernel/writes_in_progress.rs judges a host run.
 fn racy_runs(
     plan: &Plan,
     console: &Console,

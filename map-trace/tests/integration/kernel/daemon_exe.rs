@@ -9,7 +9,7 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use test_support::daemon::{Daemon, bpf_map_entries, fd_kinds};
+use test_support::daemon::{Daemon, bpf_map_entries, bpf_u64_array, fd_kinds};
 use test_support::{Fixture, Reaped};
 
 use crate::MAP_TRACE;
@@ -132,6 +132,22 @@ fn exe_traces_processes_as_they_start_and_leaves_nothing_when_they_exit() {
         );
         std::thread::sleep(Duration::from_millis(200));
     };
+    // With no iteration left, every group's count of iterations the kernel inserted less those
+    // it removed equals those the daemon removed: writes skip the MAPS lookup again.
+    let (hint, debt) = (
+        bpf_u64_array(mt, "LIVE_HINT"),
+        bpf_u64_array(mt, "LIVE_DEBT"),
+    );
+    assert_eq!(hint.len(), debt.len());
+    assert!(
+        hint.iter().sum::<u64>() > 0,
+        "no iteration was ever counted"
+    );
+    let off: Vec<(usize, u64, u64)> = (0..hint.len())
+        .filter(|&i| hint[i] != debt[i])
+        .map(|i| (i, hint[i], debt[i]))
+        .collect();
+    assert!(off.is_empty(), "groups whose hint is not settled: {off:?}");
     std::thread::sleep(Duration::from_millis(1200));
     let m = d.metrics();
     assert_eq!(m["map_trace_process_attaches_total"], 21.0, "{m:?}");
