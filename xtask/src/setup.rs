@@ -24,10 +24,36 @@ pub fn run() -> Result<()> {
         "it installs Debian packages and writes /opt/map-trace",
     )?;
     apt_packages()?;
+    npm()?;
     rustup()?;
     bpf_linker()?;
     go_toolchains()?;
     crate::vm::install::run()?;
+    Ok(())
+}
+
+/// npm, which fetches esbuild (a third-party Go binary shipped without build info) for the
+/// no-build-info tests. Any npm will do: NodeSource's nodejs bundles one and conflicts with
+/// Debian's npm package, so the package is installed only when no `npm` runs.
+fn npm() -> Result<()> {
+    let runs = || {
+        Command::new("npm")
+            .arg("--version")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if runs() {
+        ok("npm");
+        return Ok(());
+    }
+    println!("installing Debian's npm (no npm on PATH)");
+    apt_get(&["install", "-y"], &["npm"])?;
+    if !runs() {
+        bail!("apt-get installed npm but `npm --version` still fails; install npm by hand");
+    }
+    done("npm");
     Ok(())
 }
 
@@ -60,10 +86,6 @@ fn apt_wanted() -> Vec<(String, &'static str)> {
         (
             "binutils".into(),
             "objcopy for amd64 fixtures (the same test)",
-        ),
-        (
-            "npm".into(),
-            "fetches esbuild, a third-party Go binary shipped without build info",
         ),
         // Debian's python3 cannot create a venv (ensurepip) without it; the Go venvs need it.
         ("python3-venv".into(), "the Go toolchain venvs"),
