@@ -135,7 +135,7 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
         let me = std::process::id();
         for pid in exe_match::pids(Path::new("/proc")) {
             if pid != me {
-                adopt(&mut targets, &mut ebpf, &mut resolver, &metrics, pid, false);
+                let _gone = adopt(&mut targets, &mut ebpf, &mut resolver, &metrics, pid, false);
             }
         }
     }
@@ -188,6 +188,7 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
             groups: &mut groups,
             resolver: &mut resolver,
         },
+        unfollowed: std::collections::HashSet::new(),
     };
     let stop = loop {
         if !session.targets.watches_executables() && session.targets.explicit_running() == 0 {

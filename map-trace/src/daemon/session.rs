@@ -31,6 +31,7 @@ pub(super) fn announce(a: &targets::Attached, metrics: &Metrics) {
 
 /// Starts tracing a process found by the /proc scan or an exec notice, or a finding of a
 /// process whose notice was lost; failures are counted and said, never fatal.
+/// True when the process was gone before it could be read.
 pub(super) fn adopt(
     targets: &mut Targets,
     ebpf: &mut Ebpf,
@@ -38,15 +39,18 @@ pub(super) fn adopt(
     metrics: &Metrics,
     pid: u32,
     exec: bool,
-) {
+) -> bool {
     let result = if exec {
         targets.on_exec(ebpf, resolver, pid)
     } else {
         targets.add(ebpf, resolver, pid, false)
     };
     match result {
-        Ok(Some(a)) => announce(&a, metrics),
-        Ok(None) => {}
+        Ok(Some(a)) => {
+            announce(&a, metrics);
+            false
+        }
+        Ok(None) => false,
         Err(e) => {
             let reason = AttachFailure::of(&e);
             // A process that ran a matching file and exited before it could be read is
@@ -59,6 +63,7 @@ pub(super) fn adopt(
                 .attach_failures
                 .with_label_values(&[reason.label()])
                 .inc();
+            reason == AttachFailure::ProcessGone
         }
     }
 }
@@ -69,6 +74,8 @@ pub(super) struct Session<'a, 's> {
     pub targets: &'a mut Targets,
     pub metrics: &'a Metrics,
     pub sink: Sink<'s>,
+    /// Pids with findings that were gone before they could be followed, said once each.
+    pub unfollowed: std::collections::HashSet<u32>,
 }
 
 impl Session<'_, '_> {
@@ -107,7 +114,7 @@ impl Session<'_, '_> {
     }
 
     fn adopt(&mut self, pid: u32, exec: bool) {
-        adopt(
+        let _gone = adopt(
             self.targets,
             self.ebpf,
             self.sink.resolver,
@@ -138,10 +145,23 @@ impl Session<'_, '_> {
         let targets = &mut *self.targets;
         let ebpf = &mut *self.ebpf;
         let metrics = self.metrics;
+        let unfollowed = &mut self.unfollowed;
         self.sink.drain(out, last, |resolver, r| {
-            // A process whose exec notice was lost still reaches us through its findings.
-            if !targets.is_traced(r.pid) && targets.watches_executables() {
-                adopt(targets, ebpf, resolver, metrics, r.pid, false);
+            // A process whose exec notice was lost still reaches us through its findings. One
+            // that is gone already (a short process whose notice came while the loop was busy)
+            // is said once, so its findings are not orphans in the log.
+            if !targets.is_traced(r.pid)
+                && targets.watches_executables()
+                && adopt(targets, ebpf, resolver, metrics, r.pid, false)
+                && unfollowed.insert(r.pid)
+            {
+                eprintln!(
+                    "map-trace: pid {} exited before it could be followed: its findings are reported",
+                    r.pid
+                );
+                if unfollowed.len() > 4096 {
+                    unfollowed.clear();
+                }
             }
             let exe = targets
                 .exe_name(r.pid)
