@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use object::elf::PF_W;
 use object::{Object as _, ObjectSection as _, ObjectSegment as _};
 
 const MAGIC: &[u8; 14] = b"\xff Go buildinf:";
@@ -98,10 +99,9 @@ pub fn read(file: &object::read::elf::ElfFile64<'_>) -> Result<BuildInfo, BuildI
             .map_err(|e| BuildInfoError::Malformed(e.to_string()))?;
         return parse(data, |addr, len| read_vaddr(file, addr, len));
     }
-    // Only there: any program that reads Go binaries (map-trace itself) has the magic among
-    // its read-only constants, which is no build info of its own.
-    const PF_W: u32 = 2;
-    let writable = |s: &object::read::elf::ElfSegment64<'_, '_>| matches!(s.flags(), object::SegmentFlags::Elf { p_flags } if p_flags & PF_W != 0);
+    // Only there: a program that reads Go binaries (map-trace itself) has the magic among its
+    // read-only constants, which is no build info of its own.
+    let writable = |s: &object::read::elf::ElfSegment64<'_, '_>| p_flags(s) & PF_W != 0;
     for segment in file.segments().filter(writable) {
         let Ok(data) = segment.data() else { continue };
         let mut at = 0;
@@ -116,11 +116,24 @@ pub fn read(file: &object::read::elf::ElfFile64<'_>) -> Result<BuildInfo, BuildI
     Err(BuildInfoError::Missing)
 }
 
+/// A segment's ELF `p_flags` (`PF_R`, `PF_W`, `PF_X`).
+pub(crate) fn p_flags(s: &object::read::elf::ElfSegment64<'_, '_>) -> u32 {
+    match s.flags() {
+        object::SegmentFlags::Elf { p_flags } => p_flags,
+        _ => 0,
+    }
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-fn read_vaddr(file: &object::read::elf::ElfFile64<'_>, addr: u64, len: u64) -> Option<Vec<u8>> {
+/// `len` bytes of the program's memory image at `addr`, from whichever segment holds them.
+pub(crate) fn read_vaddr(
+    file: &object::read::elf::ElfFile64<'_>,
+    addr: u64,
+    len: u64,
+) -> Option<Vec<u8>> {
     file.segments().find_map(|s| {
         let data = s.data_range(addr, len).ok()??;
         Some(data.to_vec())

@@ -10,10 +10,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use object::elf::{PF_W, PF_X};
 use object::read::elf::ElfFile64;
-use object::{Object as _, ObjectSegment as _, ObjectSymbol as _, SegmentFlags};
+use object::{Object as _, ObjectSegment as _, ObjectSymbol as _};
 
-use crate::buildinfo::{self, BuildInfo};
+use crate::buildinfo::{self, BuildInfo, p_flags, read_vaddr};
 
 /// Where a binary's Go version came from (`inspect` says it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,12 +48,13 @@ const MAX_VERSION: u64 = 128;
 /// or why it cannot be had.
 pub fn read(file: &ElfFile64<'_>) -> Result<(BuildInfo, VersionSource), String> {
     if let Some(sym) = file.symbol_by_name("runtime.buildVersion") {
-        let header = read_at(file, sym.address(), 16).ok_or("runtime.buildVersion unreadable")?;
+        let header =
+            read_vaddr(file, sym.address(), 16).ok_or("runtime.buildVersion unreadable")?;
         let (ptr, len) = pair(&header, 0);
         if len == 0 || len > MAX_VERSION {
             return Err(format!("runtime.buildVersion has length {len}"));
         }
-        let text = read_at(file, ptr, len).ok_or("runtime.buildVersion's string unreadable")?;
+        let text = read_vaddr(file, ptr, len).ok_or("runtime.buildVersion's string unreadable")?;
         let raw = String::from_utf8_lossy(&text).into_owned();
         return Ok((info(raw)?, VersionSource::BuildVersionSymbol));
     }
@@ -83,26 +85,11 @@ fn pair(b: &[u8], at: usize) -> (u64, u64) {
     (word(at), word(at + 8))
 }
 
-fn read_at(file: &ElfFile64<'_>, addr: u64, len: u64) -> Option<Vec<u8>> {
-    file.segments()
-        .find_map(|s| s.data_range(addr, len).ok().flatten().map(<[u8]>::to_vec))
-}
-
-fn flags(s: &object::read::elf::ElfSegment64<'_, '_>) -> u32 {
-    match s.flags() {
-        SegmentFlags::Elf { p_flags } => p_flags,
-        _ => 0,
-    }
-}
-
-const PF_X: u32 = 1;
-const PF_W: u32 = 2;
-
 /// The distinct version strings that a string header in writable data points at exactly.
 fn scan(file: &ElfFile64<'_>) -> BTreeSet<String> {
     // Candidates: (address, length) → text, in read-only, non-executable segments.
     let mut candidates: HashMap<(u64, u64), String> = HashMap::new();
-    for seg in file.segments().filter(|s| flags(s) & (PF_W | PF_X) == 0) {
+    for seg in file.segments().filter(|s| p_flags(s) & (PF_W | PF_X) == 0) {
         let Ok(data) = seg.data() else { continue };
         let mut at = 0;
         while let Some(pos) = data[at..].windows(4).position(|w| w == b"go1.") {
@@ -119,7 +106,7 @@ fn scan(file: &ElfFile64<'_>) -> BTreeSet<String> {
     if candidates.is_empty() {
         return found;
     }
-    for seg in file.segments().filter(|s| flags(s) & PF_W != 0) {
+    for seg in file.segments().filter(|s| p_flags(s) & PF_W != 0) {
         let Ok(data) = seg.data() else { continue };
         // Headers are 8-byte aligned in memory; the segment's start may not be.
         let skew = ((8 - seg.address() % 8) % 8) as usize;
