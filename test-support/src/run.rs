@@ -10,6 +10,19 @@ use std::time::Duration;
 use crate::scenarios::kinds_of;
 use crate::{Fixture, MapTrace, Reaped, wait_timeout};
 
+/// Starts scenario `scenario` of `f`, its stdio piped: it waits for a line on stdin before it
+/// runs, so a tracer can attach first.
+pub fn spawn_waiting(f: &Fixture, scenario: &str) -> Result<Reaped, String> {
+    Command::new(&f.path)
+        .arg(scenario)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map(Reaped)
+        .map_err(|e| format!("spawn {}: {e}", f.path.display()))
+}
+
 pub struct Run {
     pub kinds: BTreeSet<String>,
     pub findings: Vec<serde_json::Value>,
@@ -41,15 +54,7 @@ pub fn run_scenario_expecting(
     args: &[&str],
     target_ok: impl Fn(Option<i32>, &str, &str) -> bool,
 ) -> Result<Run, String> {
-    let mut target = Reaped(
-        Command::new(&f.path)
-            .arg(scenario)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("spawn {}: {e}", f.path.display()))?,
-    );
+    let mut target = spawn_waiting(f, scenario)?;
     let pid = target.0.id().to_string();
     let mut tracer = Reaped(
         exe.command()

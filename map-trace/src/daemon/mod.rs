@@ -135,7 +135,7 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
         let me = std::process::id();
         for pid in exe_match::pids(Path::new("/proc")) {
             if pid != me {
-                let _gone = adopt(&mut targets, &mut ebpf, &mut resolver, &metrics, pid, false);
+                adopt(&mut targets, &mut ebpf, &mut resolver, &metrics, pid, false);
             }
         }
     }

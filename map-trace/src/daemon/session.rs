@@ -114,7 +114,7 @@ impl Session<'_, '_> {
     }
 
     fn adopt(&mut self, pid: u32, exec: bool) {
-        let _gone = adopt(
+        adopt(
             self.targets,
             self.ebpf,
             self.sink.resolver,

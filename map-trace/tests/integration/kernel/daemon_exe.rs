@@ -41,15 +41,7 @@ fn own_copy(go: &str, test: &str) -> Fixture {
 
 /// Starts a scenario that waits for a line on stdin.
 fn spawn_waiting(f: &Fixture, scenario: &str) -> Reaped {
-    Reaped(
-        Command::new(&f.path)
-            .arg(scenario)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", f.path.display())),
-    )
+    test_support::run::spawn_waiting(f, scenario).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Lets the scenario run and checks it finished as a correct Go program does.
