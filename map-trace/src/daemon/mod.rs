@@ -5,6 +5,7 @@
 
 mod session;
 mod startup;
+mod turns;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -190,19 +191,29 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
         },
         unfollowed: std::collections::HashSet::new(),
     };
+    let mut turns = turns::Turns::from_env();
     let stop = loop {
+        turns.end();
         if !session.targets.watches_executables() && session.targets.explicit_running() == 0 {
             break Stop::TargetsExited;
         }
         tokio::select! {
             _ = poll.tick() => {
+                turns.begin("poll");
                 session.drain(&mut out, false);
                 health.beat();
             }
-            Some(h) = next_held(&mut held) => session.held(h, &mut out),
+            Some(h) = next_held(&mut held) => {
+                turns.begin("held exec");
+                session.held(h, &mut out);
+            }
             // At once: a new release directory must be marked before a symlink flips to it.
-            () = changed(paths.as_mut()) => session.rescan(paths.as_mut(), &mut out),
+            () = changed(paths.as_mut()) => {
+                turns.begin("path change");
+                session.rescan(paths.as_mut(), &mut out);
+            }
             ready = next_exec(&mut execs) => {
+                turns.begin("exec notice");
                 if let Ok(mut guard) = ready {
                     let pids = drain_execs(guard.get_inner_mut());
                     guard.clear_ready();
@@ -211,8 +222,12 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
                     }
                 }
             }
-            _ = metrics_tick.tick() => session.update_metrics(),
+            _ = metrics_tick.tick() => {
+                turns.begin("metrics");
+                session.update_metrics();
+            }
             () = &mut duty, if opts.duty_cycle.is_some() => {
+                turns.begin("duty cycle");
                 let d = opts.duty_cycle.expect("guarded");
                 // Phases are timed from their start, so slow attaching does not stretch them.
                 let started = tokio::time::Instant::now();
@@ -236,6 +251,7 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
                 duty.as_mut().reset(started + next);
             }
             _ = sweep_tick.tick() => {
+                turns.begin("sweep");
                 sweep::sweep(session.ebpf, crate::output::monotonic_ns());
                 session.targets.find_orphans(session.ebpf, session.sink.resolver);
                 // Also a backstop for changes inotify cannot see (another mount namespace).
@@ -244,7 +260,10 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
             _ = sigint.recv() => break Stop::Signal("SIGINT"),
             _ = sigterm.recv() => break Stop::Signal("SIGTERM"),
             _ = &mut deadline => break Stop::Duration,
-            Some(pid) = exits.recv() => session.exited(pid, &mut out),
+            Some(pid) = exits.recv() => {
+                turns.begin("exit");
+                session.exited(pid, &mut out);
+            }
         }
     };
     // Findings emitted just before a target died (e.g. of Go's own fatal error) are still in

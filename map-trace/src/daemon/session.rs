@@ -5,6 +5,7 @@ use aya::Ebpf;
 
 use crate::attach::targets::{self, Targets};
 use crate::attach::{exec_guard, path_watch, sweep};
+use crate::discover::process;
 use crate::error::{MAX_MESSAGE_CHARS, one_line};
 use crate::events::sink::{Sink, read_counters};
 use crate::metrics::{AttachFailure, Metrics, raise_to};
@@ -109,11 +110,16 @@ impl Session<'_, '_> {
     /// still run a watched file.
     pub(super) fn readd(&mut self) {
         for pid in self.targets.take_readd() {
-            self.adopt(pid, false);
+            // It was traced until its probes were retired: its end is said like any other.
+            if self.adopt(pid, false) {
+                eprintln!("map-trace: pid {pid} exited: detached");
+                self.metrics.process_detaches.inc();
+            }
         }
     }
 
-    fn adopt(&mut self, pid: u32, exec: bool) {
+    /// True when the process was gone before it could be traced.
+    fn adopt(&mut self, pid: u32, exec: bool) -> bool {
         adopt(
             self.targets,
             self.ebpf,
@@ -121,7 +127,7 @@ impl Session<'_, '_> {
             self.metrics,
             pid,
             exec,
-        );
+        )
     }
 
     pub(super) fn exec(&mut self, pid: u32) {
@@ -150,9 +156,14 @@ impl Session<'_, '_> {
             // A process whose exec notice was lost still reaches us through its findings. One
             // that is gone already (a short process whose notice came while the loop was busy)
             // is said once, so its findings are not orphans in the log.
+            if !targets.is_traced(r.pid) && targets.watches_executables() {
+                adopt(targets, ebpf, resolver, metrics, r.pid, false);
+            }
+            // Findings come only from watched files, so a process with findings that could
+            // not be followed ran one: its end is said, as for a traced process.
             if !targets.is_traced(r.pid)
                 && targets.watches_executables()
-                && adopt(targets, ebpf, resolver, metrics, r.pid, false)
+                && process::is_gone(r.pid)
                 && unfollowed.insert(r.pid)
             {
                 eprintln!(

@@ -23,6 +23,14 @@ pub fn resolve(pid: u32) -> Result<ProcessExe, TargetError> {
     resolve_in(Path::new("/proc"), pid)
 }
 
+/// True when `pid` no longer runs a program: exited (reaped or a zombie) or never there.
+pub fn is_gone(pid: u32) -> bool {
+    matches!(
+        resolve(pid),
+        Err(TargetError::PidMissing { .. } | TargetError::NoExecutable { .. })
+    )
+}
+
 /// `resolve` against another procfs mount, so tests can use a fake one.
 pub fn resolve_in(proc: &Path, pid: u32) -> Result<ProcessExe, TargetError> {
     let dir = proc.join(pid.to_string());
@@ -142,6 +150,20 @@ mod tests {
             resolve_in(&fake, 4242),
             Err(TargetError::PidMissing { pid: 4242 })
         ));
+    }
+
+    #[test]
+    fn an_exited_child_is_gone_zombie_or_reaped() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Until it is waited for it is a zombie: no program, still a /proc entry.
+        while Path::new(&format!("/proc/{pid}/exe")).read_link().is_ok() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(is_gone(pid));
+        child.wait().unwrap();
+        assert!(is_gone(pid));
+        assert!(!is_gone(std::process::id()));
     }
 
     #[test]

@@ -71,6 +71,30 @@ fn last_lines(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// Why the guest did not see "pid N exited" in time: what the daemon said of N at all (a line
+/// that came after the guest stopped waiting shows a slow main loop, none a process it never
+/// followed) and its slow turns (`MAP_TRACE_DEBUG_LOOP`), so a CI log alone tells the two apart.
+fn exit_unseen(pid: u64, log: &str) -> String {
+    let mine = format!("pid {pid} ");
+    let said: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&mine) || l.contains("main loop took"))
+        .take(8)
+        .collect();
+    let said = if said.is_empty() {
+        format!("it said nothing of pid {pid}")
+    } else {
+        format!(
+            "what it said of pid {pid}, and its slow turns: {}",
+            said.join(" | ")
+        )
+    };
+    format!(
+        "map-trace did not say pid {pid} exited within {}s of its end: not traced, or its findings not drained; {said}",
+        super::guest::EXIT_WAIT / 10
+    )
+}
+
 /// The shared checks; `Markers::load` panics on unreadable sources, which fails this run only.
 fn check(
     f: &GuestFixture,
@@ -156,9 +180,7 @@ fn daemon_runs(plan: &Plan, console: &Console, everywhere: &[String]) -> Vec<Out
                         ));
                     }
                     if !r.exit_seen {
-                        problems.push(format!(
-                            "map-trace never said pid {n} exited: not traced, or its findings not drained {see_log}"
-                        ));
+                        problems.push(format!("{} {see_log}", exit_unseen(n, &log)));
                     }
                     let findings = by_pid.remove(&r.pid).unwrap_or_default();
                     problems.extend(check(f, scenario, expected, &findings, see_log));
@@ -193,6 +215,7 @@ fn racy_runs(
     by_pid: &mut BTreeMap<u64, Vec<serde_json::Value>>,
 ) -> Vec<Outcome> {
     let text = console.text("racy-runs");
+    let said = console.text("daemon.err");
     let attempts: Vec<((String, String), Run)> = text
         .lines()
         .filter_map(|l| parse_runs(l).into_iter().next())
@@ -228,10 +251,7 @@ fn racy_runs(
                 ));
             }
             if !last.exit_seen {
-                problems.push(format!(
-                    "map-trace never said pid {} exited: not traced, or its findings not drained",
-                    last.pid
-                ));
+                problems.push(exit_unseen(last.pid, &said));
             }
             let build = Build {
                 name: &f.name,
@@ -382,7 +402,10 @@ mod tests {
             put(&format!("run-{fixture}-{s}.out"), "ok\n");
         }
         put("daemon.rc", "0\n");
-        put("daemon.err", "map-trace summary: 1 finding(s)\n");
+        put(
+            "daemon.err",
+            "map-trace: tracing pid 13 (/fx/x): go1.27.3\nmap-trace: tracing pid 130 (/fx/x)\nmap-trace: debug: a sweep turn of the main loop took 900 ms\nmap-trace summary: 1 finding(s)\n",
+        );
         put(
             "daemon.out",
             "{\"kind\":\"x\",\"pid\":999}\n{\"kind\":\"concurrent_writes\",\"pid\":30}\n",
@@ -422,9 +445,14 @@ mod tests {
         assert!(problems(&format!("{fixture} self_insert")).contains("kinds {}"));
         assert!(problems(&format!("{fixture} channel_handoff")).contains("exited 2"));
         assert!(problems(&format!("{fixture} break_then_write")).contains("did not run"));
+        let unseen = problems(&format!("{fixture} cross_delete_u64"));
+        assert!(unseen.contains("did not say pid 13 exited"), "{unseen}");
+        // What the daemon did say of it, and its slow turns, are quoted; another pid's lines not.
         assert!(
-            problems(&format!("{fixture} cross_delete_u64")).contains("never said pid 13 exited")
+            unseen.contains("tracing pid 13 (") && unseen.contains("took 900 ms"),
+            "{unseen}"
         );
+        assert!(!unseen.contains("pid 130"), "{unseen}");
         let no_scenario = problems("findings of no scenario process");
         assert!(
             no_scenario.contains("999") && !no_scenario.contains("30"),
