@@ -105,6 +105,9 @@ pub struct Finding {
     pub iterator_stack: u64,
     pub writer_goid: u64,
     pub iterator_goid: u64,
+    /// The key of this finding's entry in `REPEATS` when later occurrences with the same key
+    /// are folded there instead of sent (0: not folded; see [`Repeats`]).
+    pub repeat_key: u64,
     pub tgid: u32,
     /// `FindingKind as u32`.
     pub kind: u32,
@@ -121,6 +124,28 @@ pub struct Finding {
     pub other_op: u32,
     pub _pad: u32,
 }
+
+/// Occurrences folded in the kernel: a finding whose kind, op, map type, process and both
+/// stacks (their `STACKS` keys, which hash every frame) equal an earlier one's is counted in the
+/// `REPEATS` entry under the earlier one's `Finding::repeat_key` instead of being sent again. A
+/// hot bug then costs one ring record per process and stack pair, and the daemon reads the
+/// counts to keep its groups' totals.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Repeats {
+    /// Occurrences after the first.
+    pub count: u64,
+    /// `bpf_ktime_get_ns` of the latest.
+    pub last_ns: u64,
+}
+
+/// Entries of `REPEATS` (an LRU table: the coldest go first; the daemon stops reading one it
+/// cannot find).
+pub const MAX_REPEAT_KEYS: u32 = 4096;
+
+/// `OUTPUT[0]`, set by the daemon at load: fold repeats in the kernel (`Repeats`). Off with
+/// `--every-occurrence`, which sends every occurrence.
+pub const FOLD_REPEATS: u32 = 1;
 
 /// Indexes of the per-CPU `COUNTERS` array.
 pub mod counter {
@@ -153,5 +178,7 @@ pub mod counter {
     pub const IN_PROGRESS_UNNAMED: u32 = EXECS_DROPPED + 1;
     /// Findings emitted, by kind: `FINDINGS + kind`.
     pub const FINDINGS: u32 = IN_PROGRESS_UNNAMED + 1;
-    pub const COUNT: u32 = FINDINGS + crate::event::FindingKind::COUNT as u32;
+    /// Findings folded into `REPEATS` rather than sent (also counted in `FINDINGS + kind`).
+    pub const REPEATS_FOLDED: u32 = FINDINGS + crate::event::FindingKind::COUNT as u32;
+    pub const COUNT: u32 = REPEATS_FOLDED + 1;
 }

@@ -88,9 +88,12 @@ pub mod map {
     pub const FATALS: &str = "FATALS";
     pub const EXECS: &str = "EXECS";
     pub const LIVE_DEBT: &str = "LIVE_DEBT";
+    pub const REPEATS: &str = "REPEATS";
+    pub const OUTPUT: &str = "OUTPUT";
 
     /// Every map the daemon opens by name.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 12] = [
         CONFIG, MAPS, ITERS, PENDING, STACKS, COUNTERS, FINDINGS, FATALS, EXECS, LIVE_DEBT,
+        REPEATS, OUTPUT,
     ];
 }

@@ -16,6 +16,7 @@ macro_rules! pod {
 pod!(
     ProcConfig,
     Finding,
+    crate::event::Repeats,
     crate::fatal::Fatal,
     state::MapKey,
     state::MapState,

@@ -280,7 +280,7 @@ fn report_writes(ctx: &ProbeContext, tgid: u32, map: u64, map_type: u64, op: Op,
         return;
     }
     let (other_op, other_growing) = (w.op, w.growing != 0);
-    let f = Finding {
+    let mut f = Finding {
         write_ns: e.now,
         step_ns: e.now,
         map,
@@ -289,6 +289,7 @@ fn report_writes(ctx: &ProbeContext, tgid: u32, map: u64, map_type: u64, op: Op,
         iterator_stack: other_stack,
         writer_goid: e.goid,
         iterator_goid: other_goid,
+        repeat_key: 0,
         tgid,
         kind: FindingKind::ConcurrentWrites as u32,
         op: op as u32,
@@ -298,7 +299,7 @@ fn report_writes(ctx: &ProbeContext, tgid: u32, map: u64, map_type: u64, op: Op,
         other_op,
         _pad: 0,
     };
-    finding::output(&f, FindingKind::ConcurrentWrites);
+    finding::output(&mut f, FindingKind::ConcurrentWrites);
 }
 
 /// A range over `map` starts, steps or ends (`it` its iterator) while another goroutine's write

@@ -3,7 +3,7 @@
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf};
 use map_trace_common::config::{MAX_BINARIES, ProcConfig, config_slot};
-use map_trace_common::event::counter;
+use map_trace_common::event::{MAX_REPEAT_KEYS, Repeats, counter};
 use map_trace_common::fatal::Fatal;
 use map_trace_common::stack::{STACK_TABLE_ENTRIES, UserStack};
 use map_trace_common::state::{
@@ -92,12 +92,22 @@ pub static STACK_SCRATCH: PerCpuArray<UserStack> = PerCpuArray::with_max_entries
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
 /// Findings for the daemon, which polls it every 100 ms (no per-event wakeups). A record takes
-/// 96 bytes (the 88-byte `Finding` and the ring's header), so 4 MiB holds about 43,000: nine
-/// seconds of the busiest program measured (4,700 findings a second, one group inserting in its
-/// own ranges), i.e. a daemon stalled for seconds loses nothing. Past that, new findings are
-/// dropped here and counted (`FINDINGS_DROPPED`), never blocking the traced program.
+/// 104 bytes (the 96-byte `Finding` and the ring's header), so 4 MiB holds about 40,000. A
+/// finding repeated with the same stacks is folded into `REPEATS` instead (unless every
+/// occurrence is asked for), so a hot bug takes one record; past the buffer's size, new findings
+/// are dropped here and counted (`FINDINGS_DROPPED`), never blocking the traced program.
 #[map]
 pub static FINDINGS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
+
+/// A sent finding's key (`Finding::repeat_key`) → its later occurrences, folded here rather
+/// than sent (`map_trace_common::event::Repeats`); the daemon reads and deletes entries.
+#[map]
+pub static REPEATS: LruHashMap<u64, Repeats> = LruHashMap::with_max_entries(MAX_REPEAT_KEYS, 0);
+
+/// Output settings the daemon writes once at load: `OUTPUT[0]` holds flags such as
+/// `FOLD_REPEATS`.
+#[map]
+pub static OUTPUT: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Go's map fatal errors (`fatal`): a crash each, so a few suffice; a full buffer drops the
 /// record and counts it with the findings lost.

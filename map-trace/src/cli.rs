@@ -59,8 +59,8 @@ pub struct TraceArgs {
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
     /// Output format for findings: human (a block per new finding group, then rate-limited
-    /// "seen N×" lines), or json (one object per occurrence, with finding_id and count)
-    /// [default: human].
+    /// "seen N×" lines), or json (one "finding" object per new group, with its stacks, then
+    /// rate-limited "update" objects with its count) [default: human].
     #[arg(long, value_enum)]
     pub format: Option<Format>,
     /// Serve Prometheus metrics at http://ADDR/metrics and liveness at /healthz. Without a
@@ -77,8 +77,13 @@ pub struct TraceArgs {
     /// range finishes; ranges left early (break, return, panic) are never reported.
     #[arg(long)]
     pub low_overhead: bool,
+    /// Print every occurrence in full (JSON: one "finding" object each), not one per finding
+    /// group followed by rate-limited updates. A bug that fires in a hot loop then writes a line
+    /// per occurrence.
+    #[arg(long)]
+    pub every_occurrence: bool,
     /// Read settings from this TOML file (keys: pid, exe, duration, format, metrics_addr, duty_cycle,
-    /// low_overhead);
+    /// low_overhead, every_occurrence);
     /// flags given on the command line override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -98,6 +103,7 @@ impl TraceArgs {
             metrics_addr: self.metrics_addr,
             duty_cycle: self.duty_cycle,
             low_overhead: self.low_overhead.then_some(true),
+            every_occurrence: self.every_occurrence.then_some(true),
         }
     }
 }

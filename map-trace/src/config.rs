@@ -33,6 +33,8 @@ pub struct FileConfig {
     pub duty_cycle: Option<String>,
     /// Observe iterations by their start and end only (`--low-overhead`).
     pub low_overhead: Option<bool>,
+    /// Print every occurrence in full, not one per finding group (`--every-occurrence`).
+    pub every_occurrence: Option<bool>,
 }
 
 /// What the command line said; None/empty where it said nothing.
@@ -45,6 +47,7 @@ pub struct Flags {
     pub metrics_addr: Option<SocketAddr>,
     pub duty_cycle: Option<DutyCycle>,
     pub low_overhead: Option<bool>,
+    pub every_occurrence: Option<bool>,
 }
 
 /// Probes attached for `on` out of every `period`, detached the rest of the time.
@@ -92,6 +95,8 @@ pub struct Settings {
     pub metrics_addr: Option<SocketAddr>,
     pub duty_cycle: Option<DutyCycle>,
     pub mode: IterationMode,
+    /// Every occurrence in full instead of one per group and rate-limited updates.
+    pub every_occurrence: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -222,6 +227,10 @@ pub fn merge(file: Option<(&Path, FileConfig)>, flags: Flags) -> Result<Settings
             Some(true) => IterationMode::Ends,
             _ => IterationMode::Steps,
         },
+        every_occurrence: flags
+            .every_occurrence
+            .or(file.every_occurrence)
+            .unwrap_or(false),
     };
     if settings.pids.contains(&0) {
         return Err(ConfigError::PidZero);
@@ -269,6 +278,14 @@ impl Settings {
             match self.format {
                 Format::Human => "human",
                 Format::Json => "json",
+            }
+        ));
+        s.push_str(&format!(
+            "occurrences: {}\n",
+            if self.every_occurrence {
+                "every one printed in full"
+            } else {
+                "the first of each finding group in full, then its count at most every 5s"
             }
         ));
         s.push_str(&format!(
@@ -372,6 +389,7 @@ format = "json"
 metrics_addr = "127.0.0.1:9464"
 duty_cycle = "1s/10s"
 low_overhead = true
+every_occurrence = true
 "#,
             Flags::default(),
         )
@@ -389,6 +407,7 @@ low_overhead = true
                     period: Duration::from_secs(10),
                 }),
                 mode: IterationMode::Ends,
+                every_occurrence: true,
             }
         );
     }

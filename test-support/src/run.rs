@@ -58,7 +58,7 @@ pub fn run_scenario_expecting(
     let pid = target.0.id().to_string();
     let mut tracer = Reaped(
         exe.command()
-            .args(["--pid", &pid, "--format", "json"])
+            .args(["--pid", &pid, "--format", "json", "--every-occurrence"])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

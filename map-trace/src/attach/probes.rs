@@ -8,6 +8,7 @@ use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkI
 use aya::programs::{RawTracePoint, UProbe};
 use gobin::offsets::MapOffsets;
 use map_trace_common::config::{MAP_IMPL_CLASSIC, MAP_IMPL_SWISS, ProcConfig, config_slot};
+use map_trace_common::event::FOLD_REPEATS;
 use map_trace_common::probe::Role;
 use map_trace_common::program::{Program, map};
 
@@ -102,6 +103,20 @@ pub fn proc_config(t: &GoTarget, binary: u32) -> ProcConfig {
         writing_mask: writing_mask as u32,
         binary,
     }
+}
+
+/// Writes the output settings the probes read (`OUTPUT[0]`): whether to fold repeats.
+pub fn set_output(ebpf: &mut Ebpf, fold_repeats: bool) -> Result<(), AttachError> {
+    let err = |e: aya::maps::MapError| AttachError::Map {
+        map: map::OUTPUT,
+        source: Box::new(e),
+    };
+    let m = ebpf
+        .map_mut(map::OUTPUT)
+        .ok_or(AttachError::Missing(map::OUTPUT))?;
+    let mut a = Array::<_, u32>::try_from(m).map_err(err)?;
+    let flags = if fold_repeats { FOLD_REPEATS } else { 0 };
+    a.set(0, flags, 0).map_err(err)
 }
 
 /// Classic `hashWriting`: "a goroutine is writing to the map" (runtime/map.go).

@@ -87,6 +87,9 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
         eprintln!("map-trace: warning: {w}");
     }
     let mut ebpf = attach::load()?;
+    // Before any probe can fire: repeats are folded in the kernel unless every occurrence is
+    // wanted in full.
+    attach::set_output(&mut ebpf, !opts.every_occurrence)?;
     let stacks = BpfHashMap::try_from(
         ebpf.take_map(map::STACKS)
             .ok_or(attach::AttachError::Missing(map::STACKS))?,
@@ -143,6 +146,9 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
 
     let findings = ring(&mut ebpf, map::FINDINGS)?;
     let fatals = ring(&mut ebpf, map::FATALS)?;
+    let repeats = ebpf
+        .take_map(map::REPEATS)
+        .and_then(|m| BpfHashMap::try_from(m).ok());
     let clock = Clock::now();
     let mut summary = Summary::default();
     let mut groups = Groups::new(UPDATE_EVERY);
@@ -185,9 +191,12 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
             fatals,
             clock: &clock,
             format: opts.format,
+            every: opts.every_occurrence,
             summary: &mut summary,
             groups: &mut groups,
             resolver: &mut resolver,
+            repeats,
+            folded: Default::default(),
         },
         unfollowed: std::collections::HashSet::new(),
     };
@@ -282,6 +291,10 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
             last: g.last,
         })
         .collect();
+    // Out before detaching, which takes about a second on a busy host (each uprobe is
+    // unregistered with an RCU grace period): the summary is what a stopped service is read by.
+    let _ = out.flush();
+    eprint!("{}", summary.to_human());
     drop(execs);
     // Every link closed at once (dropped with `ebpf` they close one by one, ~0.1 s each).
     targets.suspend(&mut ebpf);
@@ -303,7 +316,6 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
         Stop::Duration => eprintln!("map-trace: duration elapsed: detached"),
         Stop::TargetsExited => {}
     }
-    eprint!("{}", summary.to_human());
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! and handed on (`sink`), the kernel's counters, and exec notices (`execs`).
 
 pub mod execs;
+pub mod repeats;
 pub mod sink;
 
 use aya::maps::{MapData, RingBuf};

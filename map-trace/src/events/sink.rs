@@ -8,6 +8,7 @@ use map_trace_common::fatal::Fatal;
 use map_trace_common::probe::Role;
 use map_trace_common::program::map;
 
+use crate::events::repeats::{Folded, RepeatTable};
 use crate::output::Format;
 use crate::output::group::{Groups, Seen};
 use crate::output::{Clock, Report, Summary};
@@ -20,14 +21,19 @@ pub struct Sink<'a> {
     pub fatals: RingBuf<MapData>,
     pub clock: &'a Clock,
     pub format: Format,
+    /// Every occurrence in full (`--every-occurrence`), not one per group and updates.
+    pub every: bool,
     pub summary: &'a mut Summary,
     pub groups: &'a mut Groups,
     pub resolver: &'a mut Resolver,
+    /// The kernel's counts of folded occurrences (`REPEATS`), and the keys followed there.
+    pub repeats: Option<aya::maps::HashMap<MapData, u64, map_trace_common::event::Repeats>>,
+    pub folded: Folded,
 }
 
 impl Sink<'_> {
-    /// Prints every finding waiting in the ring buffer; in human output, new groups in full and
-    /// repeats as rate-limited count updates (all pending ones with `last`).
+    /// Prints every finding waiting in the ring buffer: new groups in full and repeats as
+    /// rate-limited count updates (all pending ones with `last`), or every occurrence in full.
     pub fn drain(
         &mut self,
         out: &mut impl std::io::Write,
@@ -42,18 +48,35 @@ impl Sink<'_> {
             each(self.resolver, &r);
             r.resolve(self.resolver);
             let seen = self.groups.record(&mut r);
-            let text = match (self.format, seen) {
-                (Format::Json, _) => r.to_json() + "\n",
-                // A crash is printed in full every time: each is a process lost.
-                (Format::Human, _) if r.crash.is_some() => r.to_human(),
-                (Format::Human, Seen::New | Seen::Overflow) => r.to_human(),
-                (Format::Human, Seen::Repeat) => continue,
+            if r.repeat_key != 0
+                && !self
+                    .folded
+                    .sent(r.repeat_key, &r.finding_id, std::time::Instant::now())
+                && let Some(t) = self.repeats.as_mut()
+            {
+                // Not followed: its later occurrences must come through the ring buffer.
+                RepeatTable::remove(t, r.repeat_key);
+            }
+            if !shown_in_full(seen, self.every, r.crash.is_some()) {
+                continue;
+            }
+            let text = match self.format {
+                Format::Json => r.to_json() + "\n",
+                Format::Human => r.to_human(),
             };
             let _ = out.write_all(text.as_bytes());
         }
-        if self.format == Format::Human {
-            for r in self.groups.due_updates(std::time::SystemTime::now(), last) {
-                let _ = out.write_all(r.to_human_update().as_bytes());
+        if let Some(t) = self.repeats.as_mut() {
+            self.folded
+                .read(t, self.groups, self.clock, std::time::Instant::now(), last);
+        }
+        if !self.every {
+            for u in self.groups.due_updates(std::time::SystemTime::now(), last) {
+                let text = match self.format {
+                    Format::Json => u.to_json() + "\n",
+                    Format::Human => u.to_human(),
+                };
+                let _ = out.write_all(text.as_bytes());
             }
         }
         let _ = out.flush();
@@ -68,6 +91,14 @@ impl Sink<'_> {
         let item = self.fatals.next()?;
         Some(decode::<Fatal>(&item).and_then(|f| Report::decode_fatal(&f, self.clock)))
     }
+}
+
+/// Whether an occurrence is printed in full: the first of its group, one no group could take
+/// (the table is full), a crash (each is a process lost), or every one with
+/// `--every-occurrence`. Repeats are counted into rate-limited updates, so a hot bug writes a
+/// line per group every few seconds, not one per occurrence (a journal's worth).
+fn shown_in_full(seen: Seen, every: bool, crash: bool) -> bool {
+    every || crash || seen != Seen::Repeat
 }
 
 /// A record of plain old data, if it is at least that long.
@@ -95,6 +126,7 @@ pub fn read_counters(ebpf: &Ebpf, summary: &mut Summary) {
         }
     }
     summary.findings_dropped = get(counter::FINDINGS_DROPPED);
+    summary.repeats_folded = get(counter::REPEATS_FOLDED);
     summary.tables_full =
         get(counter::ITERS_FULL) + get(counter::MAPS_FULL) + get(counter::PENDING_FULL);
     summary.writes_unseen = get(counter::WRITES_UNSEEN);
@@ -104,4 +136,19 @@ pub fn read_counters(ebpf: &Ebpf, summary: &mut Summary) {
     summary.stacks_truncated = get(counter::STACKS_TRUNCATED);
     summary.stacks_unreadable = get(counter::STACKS_UNREADABLE);
     summary.execs_dropped = get(counter::EXECS_DROPPED);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeats_are_folded_unless_every_occurrence_is_asked_for() {
+        assert!(shown_in_full(Seen::New, false, false));
+        assert!(shown_in_full(Seen::Overflow, false, false));
+        assert!(!shown_in_full(Seen::Repeat, false, false));
+        // A crash is a process lost: always in full.
+        assert!(shown_in_full(Seen::Repeat, false, true));
+        assert!(shown_in_full(Seen::Repeat, true, false));
+    }
 }

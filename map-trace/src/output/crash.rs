@@ -158,6 +158,7 @@ impl Report {
             binary: f.binary,
             writes: writes.len() as u32,
             time: clock.wall(f.ns),
+            repeat_key: 0,
             writer_stack_key: first.map_or(0, |w| w.stack_key),
             iterator_stack_key: f.stack,
             map_type_addr: first.map_or(0, |w| w.map_type_addr),

@@ -52,6 +52,63 @@ pub struct Group {
     shown_at: SystemTime,
 }
 
+/// A group seen again since it was last printed: what an update line or object says.
+#[derive(Clone, Debug)]
+pub struct Update {
+    /// The latest occurrence, its `count` the group's total.
+    pub latest: Report,
+    pub first: SystemTime,
+    /// Occurrences since the group was last printed.
+    pub new: u64,
+}
+
+impl Update {
+    pub fn to_human(&self) -> String {
+        let r = &self.latest;
+        format!(
+            "{:<7} {}  {}  [{}]  seen {}\u{d7} (last {})\n",
+            r.kind.severity().to_uppercase(),
+            r.kind.name(),
+            r.map_type,
+            r.finding_id,
+            r.count,
+            humantime::format_rfc3339_millis(r.time),
+        )
+    }
+
+    /// `{"record":"update",…}`: the group's running count, without stacks (the group's
+    /// `finding` object carried them).
+    pub fn to_json(&self) -> String {
+        #[derive(serde::Serialize)]
+        struct Line<'a> {
+            record: &'static str,
+            kind: &'a str,
+            severity: &'a str,
+            finding_id: &'a str,
+            map_type: &'a str,
+            count: u64,
+            new: u64,
+            first: String,
+            last: String,
+            pid: u32,
+        }
+        let r = &self.latest;
+        serde_json::to_string(&Line {
+            record: "update",
+            kind: r.kind.name(),
+            severity: r.kind.severity(),
+            finding_id: &r.finding_id,
+            map_type: &r.map_type,
+            count: r.count,
+            new: self.new,
+            first: humantime::format_rfc3339_millis(self.first).to_string(),
+            last: humantime::format_rfc3339_millis(r.time).to_string(),
+            pid: r.pid,
+        })
+        .unwrap_or_default()
+    }
+}
+
 /// What the human output should do with an occurrence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Seen {
@@ -115,9 +172,20 @@ impl Groups {
         Seen::New
     }
 
+    /// `n` more occurrences of group `id`, the latest at `at`, counted in the kernel
+    /// (`events::repeats`). Nothing for a group no longer kept.
+    pub fn add_repeats(&mut self, id: &str, n: u64, at: SystemTime) {
+        if let Some(g) = self.groups.get_mut(id) {
+            g.count += n;
+            g.last = g.last.max(at);
+            g.latest.count = g.count;
+            g.latest.time = g.latest.time.max(at);
+        }
+    }
+
     /// Groups seen again since they were last printed, at most once per `update_every` each;
     /// marks them printed. With `flush`, every group with unprinted occurrences.
-    pub fn due_updates(&mut self, now: SystemTime, flush: bool) -> Vec<Report> {
+    pub fn due_updates(&mut self, now: SystemTime, flush: bool) -> Vec<Update> {
         let mut due: Vec<&mut Group> = self
             .groups
             .values_mut()
@@ -132,9 +200,14 @@ impl Groups {
         due.sort_by(|a, b| a.latest.finding_id.cmp(&b.latest.finding_id));
         due.into_iter()
             .map(|g| {
+                let new = g.count - g.shown_count;
                 g.shown_count = g.count;
                 g.shown_at = now;
-                g.latest.clone()
+                Update {
+                    latest: g.latest.clone(),
+                    first: g.first,
+                    new,
+                }
             })
             .collect()
     }
@@ -232,7 +305,8 @@ mod tests {
         assert!(g.due_updates(t(3000), false).is_empty(), "too soon");
         let due = g.due_updates(t(6000), false);
         assert_eq!(due.len(), 1);
-        assert_eq!(due[0].count, 2);
+        assert_eq!((due[0].latest.count, due[0].new), (2, 1));
+        assert_eq!(due[0].first, t(1000));
         assert!(g.due_updates(t(20000), false).is_empty(), "nothing new");
         let mut d = report(0, 99, 7000);
         g.record(&mut d);
@@ -247,6 +321,47 @@ mod tests {
         assert_eq!(top[0].count, 2);
         assert_eq!(top[0].first, t(1000));
         assert_eq!(top[0].last, t(2000));
+    }
+
+    /// The JSON contract of the two records a journal gets: a `finding` per new group, with
+    /// stacks, and `update`s with the running count and no stacks.
+    #[test]
+    fn json_records_finding_then_update() {
+        let mut g = Groups::new(Duration::from_secs(5));
+        let mut a = report(0, 42, 1000);
+        g.record(&mut a);
+        let first: serde_json::Value = serde_json::from_str(&a.to_json()).unwrap();
+        assert_eq!(first["record"], "finding");
+        assert_eq!(first["count"], 1);
+        assert_eq!(first["writer_stack"][0]["function"], "main.sweep");
+        for ms in [2000, 3000, 4000] {
+            g.record(&mut report(0, 42, ms));
+        }
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(7);
+        let due = g.due_updates(t, false);
+        let u: serde_json::Value = serde_json::from_str(&due[0].to_json()).unwrap();
+        let keys: Vec<&str> = u.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "count",
+                "finding_id",
+                "first",
+                "kind",
+                "last",
+                "map_type",
+                "new",
+                "pid",
+                "record",
+                "severity"
+            ]
+        );
+        assert_eq!(u["record"], "update");
+        assert_eq!(u["finding_id"], first["finding_id"]);
+        assert_eq!((u["count"].as_u64(), u["new"].as_u64()), (Some(4), Some(3)));
+        assert_eq!(u["first"], "1970-01-01T00:00:01.000Z");
+        assert_eq!(u["last"], "1970-01-01T00:00:04.000Z");
+        assert!(due[0].to_human().contains("seen 4\u{d7}"));
     }
 
     #[test]

@@ -47,6 +47,9 @@ pub struct Report {
     pub binary: u32,
     pub writes: u32,
     pub time: SystemTime,
+    /// Its key in the kernel's `REPEATS` table, where later equal occurrences are counted
+    /// (0: not folded).
+    pub repeat_key: u64,
     /// Kernel keys of the two stacks (0: not captured), resolved into the frames below.
     pub writer_stack_key: u64,
     pub iterator_stack_key: u64,
@@ -120,6 +123,7 @@ impl Report {
             binary: f.binary,
             writes: f.writes,
             time: clock.wall(f.write_ns),
+            repeat_key: f.repeat_key,
             writer_stack_key: f.writer_stack,
             iterator_stack_key: f.iterator_stack,
             map_type_addr: f.map_type,
@@ -143,6 +147,9 @@ impl Report {
     pub fn to_json(&self) -> String {
         #[derive(Serialize)]
         struct Line<'a> {
+            /// `finding`: one occurrence in full (the first of its group, or every one with
+            /// `--every-occurrence`); `update` objects are `group::Update::to_json`.
+            record: &'static str,
             kind: &'a str,
             severity: &'a str,
             /// `fatal_map_error`: the runtime's message.
@@ -185,6 +192,7 @@ impl Report {
         let writer = crash.is_none_or(|c| !c.writes.is_empty());
         let other = self.other_op.is_some() || crash.is_some();
         serde_json::to_string(&Line {
+            record: "finding",
             kind: self.kind.name(),
             severity: self.kind.severity(),
             message: crash.map(|c| c.message.as_str()),
@@ -272,19 +280,6 @@ impl Report {
         write_frames(&mut s, &self.iterator_stack);
         s
     }
-
-    /// One line for a group seen again: how often so far.
-    pub fn to_human_update(&self) -> String {
-        format!(
-            "{:<7} {}  {}  [{}]  seen {}\u{d7} (last {})\n",
-            self.kind.severity().to_uppercase(),
-            self.kind.name(),
-            self.map_type,
-            self.finding_id,
-            self.count,
-            humantime::format_rfc3339_millis(self.time),
-        )
-    }
 }
 
 pub(crate) fn write_frames(s: &mut String, frames: &[Frame]) {
@@ -342,6 +337,7 @@ mod tests {
             iterator_stack: 2,
             writer_goid: 18,
             iterator_goid: 7,
+            repeat_key: 0,
             tgid: 4242,
             kind,
             op,

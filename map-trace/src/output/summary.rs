@@ -21,6 +21,8 @@ pub struct Summary {
     /// Writes in progress seen but not reported: ended before they could be named.
     pub in_progress_unnamed: u64,
     pub writes_during_growth: u64,
+    /// Occurrences counted in the kernel as repeats of one already reported (same stacks).
+    pub repeats_folded: u64,
     pub undecodable: u64,
     /// Stacks walked in the kernel; of those, cut at the depth bound; not captured at all
     /// (first frame unreadable); evicted from the stack table before they were read.
@@ -64,6 +66,11 @@ impl Summary {
             .collect();
         let _ = writeln!(s, "  probes hit: {}", hits.join(", "));
         let _ = writeln!(s, "  writes to growing maps: {}", self.writes_during_growth);
+        let _ = writeln!(
+            s,
+            "  repeats: {} occurrence(s) counted in the kernel, their stacks equal to one already reported",
+            self.repeats_folded
+        );
         let _ = writeln!(
             s,
             "  lost: {} finding(s) (ring buffer full), {} table insert(s) (tables full), {} write(s) overwritten before a step examined them, {} write(s) in progress that ended before they could be named, {} undecodable record(s)",

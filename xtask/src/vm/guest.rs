@@ -63,7 +63,7 @@ fn init_script(plan: &Plan) -> String {
         .collect();
     let _ = writeln!(
         s,
-        "# Slow main-loop turns are named: they explain a late \"pid N exited\".\nMAP_TRACE_DEBUG_LOOP=1 map-trace {} --format json > $O/daemon.out 2> $O/daemon.err &\nMT=$!",
+        "# Slow main-loop turns are named: they explain a late \"pid N exited\".\nMAP_TRACE_DEBUG_LOOP=1 map-trace {} --format json --every-occurrence > $O/daemon.out 2> $O/daemon.err &\nMT=$!",
         exes.join(" ")
     );
     let _ = writeln!(
@@ -179,7 +179,7 @@ pid_run() {
   # Until timeout has exec'd the target, /proc/$p/exe is busybox: not a Go program.
   i=0
   while [ "$(readlink /proc/$p/exe)" != "$1" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
-  timeout 300 map-trace --pid $p --low-overhead --format json > $O/pid.out 2> $O/pid.err &
+  timeout 300 map-trace --pid $p --low-overhead --format json --every-occurrence > $O/pid.out 2> $O/pid.err &
   m=$!
   if await 'probes attached' $O/pid.err 1 __ATTACH_WAIT__; then
     echo go > /tmp/fifo

@@ -78,7 +78,11 @@ fn exe_traces_processes_as_they_start_and_leaves_nothing_when_they_exit() {
     let early_pid = early.0.id();
     std::thread::sleep(Duration::from_millis(100));
 
-    let mut d = Daemon::start(MAP_TRACE, &["--exe", path, "--format", "json"], true);
+    let mut d = Daemon::start(
+        MAP_TRACE,
+        &["--exe", path, "--format", "json", "--every-occurrence"],
+        true,
+    );
     d.wait_line("probes attached for every process", Duration::from_secs(60));
     d.wait_line(
         &format!("tracing pid {early_pid} "),
@@ -208,6 +212,7 @@ fn exe_and_pid_together_and_other_binaries_are_left_alone() {
             &pid_arg,
             "--format",
             "json",
+            "--every-occurrence",
         ],
         true,
     );
@@ -266,7 +271,13 @@ fn exe_reaches_a_binary_in_a_container_by_its_path_there() {
     std::fs::create_dir_all(&root).unwrap();
     let mut d = Daemon::start(
         MAP_TRACE,
-        &["--exe", "/app/server", "--format", "json"],
+        &[
+            "--exe",
+            "/app/server",
+            "--format",
+            "json",
+            "--every-occurrence",
+        ],
         false,
     );
     d.wait_line("inside their own root", Duration::from_secs(60));
@@ -326,6 +337,7 @@ fn duty_cycle_detaches_between_windows_and_still_reports() {
             f.path.to_str().unwrap(),
             "--format",
             "json",
+            "--every-occurrence",
             "--duty-cycle",
             "300ms/1s",
         ],

@@ -237,7 +237,13 @@ fn every_deploy_method_keeps_every_process_alive_and_traced() {
         first_deploy(how, &classic.path, &path);
         let mut d = Daemon::start(
             MAP_TRACE,
-            &["--exe", path.to_str().unwrap(), "--format", "json"],
+            &[
+                "--exe",
+                path.to_str().unwrap(),
+                "--format",
+                "json",
+                "--every-occurrence",
+            ],
             false,
         );
         d.wait_line("probes attached for every process", Duration::from_secs(60));
@@ -324,7 +330,13 @@ fn a_hundred_deploys_leave_nothing_behind() {
     );
     let mut d = Daemon::start(
         MAP_TRACE,
-        &["--exe", path.to_str().unwrap(), "--format", "json"],
+        &[
+            "--exe",
+            path.to_str().unwrap(),
+            "--format",
+            "json",
+            "--every-occurrence",
+        ],
         true,
     );
     d.wait_line("probes attached for every process", Duration::from_secs(60));

@@ -268,7 +268,15 @@ fn one_tracer_follows_processes_of_different_go_versions_at_once() {
     let pids: Vec<String> = targets.iter().map(|t| t.0.id().to_string()).collect();
     let mut tracer = Reaped(
         Command::new(env!("CARGO_BIN_EXE_map-trace"))
-            .args(["--pid", &pids[0], "--pid", &pids[1], "--format", "json"])
+            .args([
+                "--pid",
+                &pids[0],
+                "--pid",
+                &pids[1],
+                "--format",
+                "json",
+                "--every-occurrence",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

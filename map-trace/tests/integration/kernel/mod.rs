@@ -6,6 +6,7 @@
 mod attach_offsets;
 mod daemon_exe;
 mod deploy;
+mod hot_findings;
 mod live_scenarios;
 mod metrics_endpoint;
 mod metrics_flood;

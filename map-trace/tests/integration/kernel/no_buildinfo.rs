@@ -32,7 +32,13 @@ fn esbuild_is_traced_while_it_bundles() {
     std::fs::write(dir.join("b.js"), "export const b = 'bundled'\n").unwrap();
     let mut d = Daemon::start(
         MAP_TRACE,
-        &["--exe", exe.to_str().unwrap(), "--format", "json"],
+        &[
+            "--exe",
+            exe.to_str().unwrap(),
+            "--format",
+            "json",
+            "--every-occurrence",
+        ],
         true,
     );
     d.wait_line("probes attached", Duration::from_secs(60));

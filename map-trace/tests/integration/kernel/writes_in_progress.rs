@@ -200,6 +200,7 @@ fn crashes_are_reported_under_exe_with_a_duty_cycle() {
             path.to_str().unwrap(),
             "--format",
             "json",
+            "--every-occurrence",
             "--duty-cycle",
             "500ms/1s",
         ],

@@ -82,7 +82,13 @@ fn prometheus_scrapes_findings_and_promtool_accepts_the_endpoint() {
     let f = racy_fixture();
     let mut d = Daemon::start(
         MAP_TRACE,
-        &["--exe", f.path.to_str().unwrap(), "--format", "json"],
+        &[
+            "--exe",
+            f.path.to_str().unwrap(),
+            "--format",
+            "json",
+            "--every-occurrence",
+        ],
         true,
     );
     d.wait_line("probes attached for every process", Duration::from_secs(60));
