@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use test_support::daemon::{Daemon, bpf_map_entries, bpf_u64_array, fd_kinds};
-use test_support::{Fixture, Reaped};
+use test_support::{Fixture, Reaped, Scratch};
 
 use crate::MAP_TRACE;
 
@@ -28,15 +28,15 @@ fn fixture(go: &str) -> Fixture {
 }
 
 /// The fixture as a file of this test's own (another inode): `--exe` traces every process of
-/// a file, so tests running in parallel on the shared fixture would see each other's.
-fn own_copy(go: &str, test: &str) -> Fixture {
+/// a file, so tests running in parallel on the shared fixture would see each other's. The copy
+/// goes with the returned directory.
+fn own_copy(go: &str, test: &str) -> (Scratch, Fixture) {
     let mut f = fixture(go);
-    let dir = std::env::temp_dir().join(format!("map-trace-{test}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new(test);
     let path = dir.join(f.path.file_name().unwrap());
     std::fs::copy(&f.path, &path).unwrap();
     f.path = path;
-    f
+    (dir, f)
 }
 
 /// Starts a scenario that waits for a line on stdin.
@@ -71,7 +71,7 @@ const PER_PROCESS_MAPS: [&str; 4] = ["MAPS", "ITERS", "PENDING", "STACKS"];
 #[test]
 fn exe_traces_processes_as_they_start_and_leaves_nothing_when_they_exit() {
     let _gate = test_support::kernel_test(GROUP, "attaches uprobes and a tracepoint");
-    let f = own_copy("1.27", "leaks");
+    let (_dir, f) = own_copy("1.27", "leaks");
     let path = f.path.to_str().unwrap();
     // Already running before map-trace starts: found by the /proc scan.
     let early = spawn_waiting(&f, RACE);
@@ -193,13 +193,14 @@ fn exe_traces_processes_as_they_start_and_leaves_nothing_when_they_exit() {
 #[test]
 fn exe_and_pid_together_and_other_binaries_are_left_alone() {
     let _gate = test_support::kernel_test(GROUP, "attaches uprobes and a tracepoint");
-    let newest = own_copy("1.27", "mixed");
-    let other = own_copy("1.23", "mixed");
+    let (_newest_dir, newest) = own_copy("1.27", "mixed");
+    let (_other_dir, other) = own_copy("1.23", "mixed");
     // An explicit --pid of another binary (another Go version, other offsets) and an --exe.
     let explicit = spawn_waiting(&other, RACE);
     let explicit_pid = explicit.0.id();
     // Runs the --exe binary's sibling that no --exe names: must not be traced.
-    let bystander = spawn_waiting(&own_copy("1.26", "mixed"), RACE);
+    let (_bystander_dir, bystander_f) = own_copy("1.26", "mixed");
+    let bystander = spawn_waiting(&bystander_f, RACE);
     let bystander_pid = bystander.0.id();
     std::thread::sleep(Duration::from_millis(100));
     let pid_arg = explicit_pid.to_string();
@@ -267,8 +268,8 @@ fn exe_reaches_a_binary_in_a_container_by_its_path_there() {
     // A container without a container runtime: a private mount namespace whose root is a
     // tmpfs holding a copy of the binary (another inode) at /app/server, entered with
     // pivot_root as runtimes do. From the host its exe reads "/app/server" and its root "/".
-    let root = std::env::temp_dir().join(format!("map-trace-ctr-{}", std::process::id()));
-    std::fs::create_dir_all(&root).unwrap();
+    let root_dir = Scratch::new("ctr");
+    let root = root_dir.path().to_path_buf();
     let mut d = Daemon::start(
         MAP_TRACE,
         &[
@@ -329,7 +330,7 @@ fn exe_reaches_a_binary_in_a_container_by_its_path_there() {
 #[test]
 fn duty_cycle_detaches_between_windows_and_still_reports() {
     let _gate = test_support::kernel_test(GROUP, "attaches uprobes");
-    let f = own_copy("1.27", "duty");
+    let (_dir, f) = own_copy("1.27", "duty");
     let mut d = Daemon::start(
         MAP_TRACE,
         &[

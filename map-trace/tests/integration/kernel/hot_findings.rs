@@ -3,11 +3,12 @@
 //! journal gets, what is lost, and how fast map-trace stops. Costs are `cargo xtask bench`'s.
 
 use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use test_support::daemon::Daemon;
-use test_support::run::spawn_waiting;
-use test_support::{Fixture, kernel_test, wait_timeout};
+use test_support::{Reaped, Scratch, kernel_test, wait_timeout};
 
 use crate::MAP_TRACE;
 
@@ -17,23 +18,37 @@ const GROUP: &str = "hot_findings";
 /// Seconds the hot loop runs in the output test.
 const HOT_SECONDS: u64 = 4;
 
-fn fixture() -> Fixture {
+/// The go1.26.6 scenarios fixture for this machine's arch, as a file of the test's own (another
+/// inode): `--exe` traces every process of a file, so the two tests here, which run at once,
+/// must not see each other's hot loop.
+fn own_fixture(test: &str) -> (Scratch, PathBuf) {
     let arch = if cfg!(target_arch = "aarch64") {
         "arm64"
     } else {
         "amd64"
     };
-    test_support::fixtures_of("scenarios")
+    let f = test_support::fixtures_of("scenarios")
         .into_iter()
         .find(|f| f.name == format!("go1.26.6-{arch}-default"))
-        .expect("go1.26.6 default scenarios fixture")
+        .expect("go1.26.6 default scenarios fixture");
+    let dir = Scratch::new(test);
+    let path = dir.join("scenarios");
+    std::fs::copy(&f.path, &path).unwrap();
+    (dir, path)
 }
 
-/// Starts the hot loop for `secs` and lets it run; the caller waits for it.
-fn start_hot(f: &Fixture, secs: u64) -> test_support::Reaped {
-    // SAFETY: set before the child is spawned; tests of this group do not run at once.
-    unsafe { std::env::set_var("HOT_SECONDS", secs.to_string()) };
-    let mut t = spawn_waiting(f, "hot_self_insert").unwrap();
+/// Starts the hot loop for `secs`, released at once; the caller waits for it.
+fn start_hot(path: &Path, secs: u64) -> Reaped {
+    let mut t = Reaped(
+        Command::new(path)
+            .arg("hot_self_insert")
+            .env("HOT_SECONDS", secs.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     t.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
     t
 }
@@ -43,11 +58,11 @@ fn start_hot(f: &Fixture, secs: u64) -> test_support::Reaped {
 #[test]
 fn a_hot_bug_writes_one_finding_and_a_few_updates() {
     let _gate = kernel_test(GROUP, "traces a Go process in a hot loop");
-    let f = fixture();
-    let path = f.path.to_str().unwrap();
+    let (_dir, exe) = own_fixture("hot-output");
+    let path = exe.to_str().unwrap();
     let mut d = Daemon::start(MAP_TRACE, &["--exe", path, "--format", "json"], true);
     d.wait_line("probes attached", Duration::from_secs(60));
-    let mut t = start_hot(&f, HOT_SECONDS);
+    let mut t = start_hot(&exe, HOT_SECONDS);
     let pid = t.0.id();
     let code = wait_timeout(&mut t.0, Duration::from_secs(HOT_SECONDS + 60)).unwrap();
     assert_eq!(code, Some(0), "the traced hot loop failed");
@@ -108,11 +123,11 @@ fn a_hot_bug_writes_one_finding_and_a_few_updates() {
 #[test]
 fn stopping_under_a_hot_bug_is_prompt_and_harmless() {
     let _gate = kernel_test(GROUP, "traces a Go process in a hot loop");
-    let f = fixture();
-    let path = f.path.to_str().unwrap();
+    let (_dir, exe) = own_fixture("hot-stop");
+    let path = exe.to_str().unwrap();
     let mut d = Daemon::start(MAP_TRACE, &["--exe", path, "--format", "json"], true);
     d.wait_line("probes attached", Duration::from_secs(60));
-    let mut t = start_hot(&f, 6);
+    let mut t = start_hot(&exe, 6);
     // Well into the loop: findings streaming in, the ring busy.
     std::thread::sleep(Duration::from_secs(2));
     let asked = Instant::now();

@@ -142,7 +142,8 @@ fn duration_and_sigterm_detach_cleanly() {
     );
     std::thread::sleep(Duration::from_millis(200));
     let pid = target.0.id().to_string();
-    let o = Command::new(env!("CARGO_BIN_EXE_map-trace"))
+    let o = MAP_TRACE
+        .command()
         .args(["--pid", &pid, "--duration", "1s"])
         .output()
         .unwrap();
@@ -154,7 +155,8 @@ fn duration_and_sigterm_detach_cleanly() {
     );
 
     let mut tracer = Reaped(
-        Command::new(env!("CARGO_BIN_EXE_map-trace"))
+        MAP_TRACE
+            .command()
             .args(["--pid", &pid])
             .stderr(Stdio::piped())
             .spawn()
@@ -267,7 +269,8 @@ fn one_tracer_follows_processes_of_different_go_versions_at_once() {
     let mut targets = [spawn(&old), spawn(&new)];
     let pids: Vec<String> = targets.iter().map(|t| t.0.id().to_string()).collect();
     let mut tracer = Reaped(
-        Command::new(env!("CARGO_BIN_EXE_map-trace"))
+        MAP_TRACE
+            .command()
             .args([
                 "--pid",
                 &pids[0],

@@ -189,8 +189,7 @@ fn crashes_are_reported_under_exe_with_a_duty_cycle() {
         .find(|f| f.arch == "x86_64" && f.variant == "default" && f.go_version.starts_with("1.27"))
         .expect("go1.27 amd64 scenarios fixture");
     // A file of this test's own: --exe traces every process of a file.
-    let dir = std::env::temp_dir().join(format!("map-trace-crash-duty-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = test_support::Scratch::new("crash-duty");
     let path = dir.join("scenarios");
     std::fs::copy(&f.path, &path).unwrap();
     let mut d = test_support::daemon::Daemon::start(
@@ -266,5 +265,4 @@ fn crashes_are_reported_under_exe_with_a_duty_cycle() {
         "{} crashes reported of {died} in {runs} runs at a 50% duty cycle",
         found.len()
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
