@@ -22,6 +22,9 @@ use map_trace_common::event::counter;
 use map_trace_common::probe::Role;
 use serde_json::{Value, json};
 
+#[path = "overhead/hot.rs"]
+mod hot;
+
 /// Rounds of each configuration; medians are reported.
 const ROUNDS: usize = 5;
 
@@ -72,6 +75,7 @@ fn run() -> Result<(), String> {
     let duty = duty_cycle_cost(&workload, &daemon, 400_000, race_ns_per_request)?;
     let attach = attach_time(&daemon, &large)?;
     let memory = watching_memory(&daemon, &hugo)?;
+    let hot_loop = hot::hot_loop(&workload, &daemon)?;
 
     let report = json!({
         "go": target.version.to_string(),
@@ -82,8 +86,10 @@ fn run() -> Result<(), String> {
         "duty_cycle": duty,
         "attach": attach,
         "memory": memory,
+        "hot_loop": hot_loop,
     });
     print_table(&report);
+    hot::print(&report["hot_loop"]);
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }

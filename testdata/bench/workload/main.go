@@ -63,6 +63,27 @@ func updateInRange(m map[uint64]int, n int) {
 	}
 }
 
+// hotInsert is a bug in a hot loop: n ranges over a small map, each inserting a key that may be
+// new during its own range (an insert_during_iteration occurrence each time it is new).
+func hotInsert(m map[uint64]int, n int) {
+	for i := 0; i < n; i++ {
+		first := true
+		for k := range m {
+			if first {
+				first = false
+				m[1000+uint64(i%64)] = int(k)
+			}
+		}
+		if len(m) > 64 {
+			for k := range m {
+				if k >= 1000 {
+					delete(m, k)
+				}
+			}
+		}
+	}
+}
+
 // request is what one call of the service does with maps, as a typical JSON API handler.
 type service struct {
 	routes   map[string]string
@@ -114,7 +135,7 @@ func serve(requests, workers int) {
 }
 
 func main() {
-	mode := flag.String("mode", "assign", "assign | delete | range | update_in_range | service")
+	mode := flag.String("mode", "assign", "assign | delete | range | update_in_range | service | hot")
 	n := flag.Int("n", 1_000_000, "map operations (assign, delete, range steps) or requests (service)")
 	workers := flag.Int("workers", 4, "service: goroutines serving requests")
 	wait := flag.Bool("wait", false, "read a line on stdin before working (lets a tracer attach first)")
@@ -132,6 +153,8 @@ func main() {
 		rangeLoop(m, 1)
 	case "range", "update_in_range":
 		assignLoop(m, 1024)
+	case "hot":
+		assignLoop(m, 8)
 	case "service":
 	default:
 		fmt.Fprintf(os.Stderr, "unknown mode %q\n", *mode)
@@ -149,6 +172,8 @@ func main() {
 		updateInRange(m, *n)
 	case "service":
 		serve(*n, *workers)
+	case "hot":
+		hotInsert(m, *n)
 	}
 	ns := time.Since(start).Nanoseconds()
 	fmt.Printf("{\"mode\":%q,\"ops\":%d,\"ns\":%d}\n", *mode, *n, ns)
