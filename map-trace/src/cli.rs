@@ -82,8 +82,16 @@ pub struct TraceArgs {
     /// per occurrence.
     #[arg(long)]
     pub every_occurrence: bool,
+    /// At exit, write the finding groups as a SARIF 2.1.0 log to FILE (one result per group:
+    /// rule = kind, the writer's and the other side's first frames as locations, both stacks
+    /// as thread flows), for code scanning and CI. Refused at start if FILE cannot be written.
+    #[arg(long, value_name = "FILE")]
+    pub sarif: Option<PathBuf>,
+    /// SARIF paths under DIR are written relative to it [default: the working directory].
+    #[arg(long, value_name = "DIR")]
+    pub source_root: Option<PathBuf>,
     /// Read settings from this TOML file (keys: pid, exe, duration, format, metrics_addr, duty_cycle,
-    /// low_overhead, every_occurrence);
+    /// low_overhead, every_occurrence, sarif, source_root);
     /// flags given on the command line override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -104,6 +112,8 @@ impl TraceArgs {
             duty_cycle: self.duty_cycle,
             low_overhead: self.low_overhead.then_some(true),
             every_occurrence: self.every_occurrence.then_some(true),
+            sarif: self.sarif.clone(),
+            source_root: self.source_root.clone(),
         }
     }
 }

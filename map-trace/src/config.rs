@@ -35,6 +35,10 @@ pub struct FileConfig {
     pub low_overhead: Option<bool>,
     /// Print every occurrence in full, not one per finding group (`--every-occurrence`).
     pub every_occurrence: Option<bool>,
+    /// Write the finding groups as a SARIF 2.1.0 log here at exit (`--sarif`).
+    pub sarif: Option<PathBuf>,
+    /// SARIF paths under this directory are relative to it (`--source-root`).
+    pub source_root: Option<PathBuf>,
 }
 
 /// What the command line said; None/empty where it said nothing.
@@ -48,6 +52,8 @@ pub struct Flags {
     pub duty_cycle: Option<DutyCycle>,
     pub low_overhead: Option<bool>,
     pub every_occurrence: Option<bool>,
+    pub sarif: Option<PathBuf>,
+    pub source_root: Option<PathBuf>,
 }
 
 /// Probes attached for `on` out of every `period`, detached the rest of the time.
@@ -97,6 +103,10 @@ pub struct Settings {
     pub mode: IterationMode,
     /// Every occurrence in full instead of one per group and rate-limited updates.
     pub every_occurrence: bool,
+    /// Where the SARIF log goes at exit, if anywhere.
+    pub sarif: Option<PathBuf>,
+    /// The directory SARIF paths are relative to (default: the working directory).
+    pub source_root: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -231,6 +241,8 @@ pub fn merge(file: Option<(&Path, FileConfig)>, flags: Flags) -> Result<Settings
             .every_occurrence
             .or(file.every_occurrence)
             .unwrap_or(false),
+        sarif: flags.sarif.or(file.sarif),
+        source_root: flags.source_root.or(file.source_root),
     };
     if settings.pids.contains(&0) {
         return Err(ConfigError::PidZero);
@@ -287,6 +299,16 @@ impl Settings {
             } else {
                 "the first of each finding group in full, then its count at most every 5s"
             }
+        ));
+        s.push_str(&format!(
+            "sarif: {}\n",
+            self.sarif.as_ref().map_or("off".into(), |p| format!(
+                "{} at exit, paths relative to {}",
+                p.display(),
+                self.source_root
+                    .as_ref()
+                    .map_or("the working directory".into(), |r| r.display().to_string())
+            ))
         ));
         s.push_str(&format!(
             "duty cycle: {}\n",
@@ -408,6 +430,8 @@ every_occurrence = true
                 }),
                 mode: IterationMode::Ends,
                 every_occurrence: true,
+                sarif: None,
+                source_root: None,
             }
         );
     }

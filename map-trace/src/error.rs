@@ -77,6 +77,12 @@ pub enum TraceError {
     /// another address, not by anything about the targets or the kernel.
     #[error("cannot serve metrics on {addr}: {why}")]
     MetricsAddr { addr: SocketAddr, why: String },
+    /// `--sarif FILE` cannot be written (checked before anything is attached, and at exit).
+    #[error("cannot write the SARIF log {}: {why}", .path.display())]
+    Sarif {
+        path: std::path::PathBuf,
+        why: String,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -88,6 +94,7 @@ impl TraceError {
             TraceError::Attach(_) => 12,
             TraceError::Kernel(_) => 13,
             TraceError::MetricsAddr { .. } => 14,
+            TraceError::Sarif { .. } => 18,
             TraceError::Other(_) => 1,
         }
     }

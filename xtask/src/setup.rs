@@ -89,6 +89,10 @@ fn apt_wanted() -> Vec<(String, &'static str)> {
         ),
         // Debian's python3 cannot create a venv (ensurepip) without it; the Go venvs need it.
         ("python3-venv".into(), "the Go toolchain venvs"),
+        (
+            "python3-jsonschema".into(),
+            "SARIF tests validate logs against the published schema",
+        ),
     ];
     for t in GO_TOOLCHAINS {
         if let Source::Debian { package, .. } = t.source {

@@ -28,7 +28,7 @@ use crate::events::sink::{Sink, read_counters};
 use crate::metrics::Metrics;
 use crate::metrics::health::Health;
 use crate::output::group::Groups;
-use crate::output::{Clock, Summary, TopFinding};
+use crate::output::{Clock, Summary, TopFinding, sarif};
 use crate::resolve::Resolver;
 use session::{Session, adopt, announce};
 pub use startup::precheck;
@@ -295,6 +295,23 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
     // unregistered with an RCU grace period): the summary is what a stopped service is read by.
     let _ = out.flush();
     eprint!("{}", summary.to_human());
+    let sarif_written = opts.sarif.as_ref().map(|path| {
+        let root = opts
+            .source_root
+            .clone()
+            .or_else(|| std::env::current_dir().ok())
+            .unwrap_or_else(|| "/".into());
+        let doc = sarif::document(
+            &groups.all(),
+            &root,
+            env!("CARGO_PKG_VERSION"),
+            groups.overflow,
+        );
+        sarif::write(path, &doc).map_err(|e| TraceError::Sarif {
+            path: path.clone(),
+            why: e.to_string(),
+        })
+    });
     drop(execs);
     // Every link closed at once (dropped with `ebpf` they close one by one, ~0.1 s each).
     targets.suspend(&mut ebpf);
@@ -316,7 +333,15 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
         Stop::Duration => eprintln!("map-trace: duration elapsed: detached"),
         Stop::TargetsExited => {}
     }
-    Ok(())
+    match sarif_written {
+        Some(Err(e)) => Err(e),
+        Some(Ok(())) => {
+            let path = opts.sarif.as_deref().unwrap_or(Path::new(""));
+            eprintln!("map-trace: SARIF log written to {}", path.display());
+            Ok(())
+        }
+        None => Ok(()),
+    }
 }
 
 type Server = (

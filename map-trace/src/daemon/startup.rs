@@ -1,6 +1,6 @@
 //! What is checked before anything is loaded into the kernel, so a mistake in the command
-//! line costs nothing and needs no privilege to see: the `--exe` files and the metrics
-//! address.
+//! line costs nothing and needs no privilege to see: the `--exe` files, the SARIF log's path
+//! and the metrics address.
 
 use std::net::SocketAddr;
 
@@ -25,6 +25,13 @@ pub fn precheck(opts: &Settings) -> Result<(), TraceError> {
             Err(e) => return Err(TargetError::from_io(path, e).into()),
             Ok(_) => ElfImage::precheck(path)?,
         }
+    }
+    // A log that cannot be written is refused now, not after a whole session.
+    if let Some(path) = &opts.sarif {
+        crate::output::sarif::check_writable(path).map_err(|e| TraceError::Sarif {
+            path: path.clone(),
+            why: e.to_string(),
+        })?;
     }
     Ok(())
 }

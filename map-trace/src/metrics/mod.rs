@@ -68,7 +68,9 @@ impl AttachFailure {
                 | TargetError::TooLarge { .. } => AttachFailure::Other,
             },
             TraceError::Attach(_) | TraceError::Kernel(_) => AttachFailure::KernelRejected,
-            TraceError::MetricsAddr { .. } | TraceError::Other(_) => AttachFailure::Other,
+            TraceError::MetricsAddr { .. } | TraceError::Sarif { .. } | TraceError::Other(_) => {
+                AttachFailure::Other
+            }
         }
     }
 

@@ -220,6 +220,17 @@ impl Groups {
         all
     }
 
+    /// Every group, the first seen first (ties: by id, so the order is the same every run).
+    pub fn all(&self) -> Vec<&Group> {
+        let mut all: Vec<&Group> = self.groups.values().collect();
+        all.sort_by(|a, b| {
+            a.first
+                .cmp(&b.first)
+                .then(a.latest.finding_id.cmp(&b.latest.finding_id))
+        });
+        all
+    }
+
     pub fn len(&self) -> usize {
         self.groups.len()
     }

@@ -5,6 +5,7 @@
 mod crash;
 pub mod group;
 pub mod inspect;
+pub mod sarif;
 mod summary;
 
 pub use crash::{Crash, InProgress};

@@ -16,7 +16,9 @@
 
 mod esbuild;
 mod kernel;
+mod npm;
 mod offline;
+mod sarif_check;
 
 use test_support::MapTrace;
 

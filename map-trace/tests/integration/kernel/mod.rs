@@ -11,5 +11,6 @@ mod live_scenarios;
 mod metrics_endpoint;
 mod metrics_flood;
 mod no_buildinfo;
+mod sarif;
 mod systemd_unit;
 mod writes_in_progress;

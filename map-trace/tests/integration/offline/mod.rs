@@ -12,6 +12,7 @@ mod inspect_cli;
 mod inspect_matrix;
 mod metrics_addr;
 mod no_buildinfo;
+mod sarif;
 mod symbolize_matrix;
 mod systemd_unit;
 mod type_names;
