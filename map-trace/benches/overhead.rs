@@ -318,16 +318,24 @@ struct TracedRun {
     hits_line: String,
 }
 
-/// Starts the workload waiting on stdin, map-trace `--pid` on it with `flags`, releases the
-/// workload once map-trace printed `ready`, and waits for both.
-fn traced_run(
+/// The workload waiting on stdin, and map-trace `--pid` on it, attached.
+struct Traced {
+    target: std::process::Child,
+    mt: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+/// Starts the workload with `args` and `-wait`, map-trace `--pid` on it with `flags` (its
+/// stdout to `mt_stdout`), and waits until map-trace printed `ready`; the workload still waits.
+fn start_traced(
     bin: &Path,
     daemon: &Path,
     args: &[&str],
     flags: &[&str],
+    mt_stdout: Stdio,
     ready: &str,
-) -> Result<TracedRun, String> {
-    let mut target = Command::new(bin)
+) -> Result<Traced, String> {
+    let target = Command::new(bin)
         .args(args)
         .arg("-wait")
         .stdin(Stdio::piped())
@@ -337,19 +345,44 @@ fn traced_run(
     let mut mt = Command::new(daemon)
         .args(["--pid", &target.id().to_string()])
         .args(flags)
-        .stdout(Stdio::null())
+        .stdout(mt_stdout)
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("{}: {e}", daemon.display()))?;
     let lines = stderr_lines(&mut mt);
     wait_line(&lines, ready)?;
-    let t0 = (Instant::now(), cpu_ns(mt.id()));
-    target
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"\n")
-        .map_err(|e| e.to_string())?;
+    Ok(Traced { target, mt, lines })
+}
+
+impl Traced {
+    /// Lets the workload start its work.
+    fn release(&mut self) -> Result<(), String> {
+        self.target
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"\n")
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Starts the workload waiting on stdin, map-trace `--pid` on it with `flags`, releases the
+/// workload once map-trace printed `ready`, and waits for both.
+fn traced_run(
+    bin: &Path,
+    daemon: &Path,
+    args: &[&str],
+    flags: &[&str],
+    ready: &str,
+) -> Result<TracedRun, String> {
+    let mut t = start_traced(bin, daemon, args, flags, Stdio::null(), ready)?;
+    let t0 = (Instant::now(), cpu_ns(t.mt.id()));
+    t.release()?;
+    let Traced {
+        target,
+        mut mt,
+        lines,
+    } = t;
     let o = target.wait_with_output().map_err(|e| e.to_string())?;
     let wall = t0.0.elapsed().as_secs_f64();
     let cpu = cpu_ns(mt.id()).saturating_sub(t0.1) as f64 / 1e9;

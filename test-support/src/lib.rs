@@ -94,6 +94,21 @@ pub fn fixtures_of(program: &str) -> Vec<Fixture> {
     all
 }
 
+/// The default build of `program` with Go `version` (e.g. `1.27.3`) for this machine's arch:
+/// the one a traced process here can run.
+pub fn host_fixture(program: &str, version: &str) -> Fixture {
+    let arch = if cfg!(target_arch = "aarch64") {
+        "arm64"
+    } else {
+        "amd64"
+    };
+    let name = format!("go{version}-{arch}-default");
+    fixtures_of(program)
+        .into_iter()
+        .find(|f| f.name == name)
+        .unwrap_or_else(|| panic!("no fixture {program}/{name} in the manifest"))
+}
+
 /// Runs `work` on every item with two threads (the machine has two cores) and collects the
 /// failure messages, so one run reports every broken fixture instead of the first.
 pub fn check_all<T: Sync>(items: &[T], work: impl Fn(&T) -> Vec<String> + Sync) -> Vec<String> {

@@ -5,14 +5,14 @@
 //! per second, the cost of an occurrence over the plain run, and how long after SIGINT the
 //! summary is out.
 
-use std::io::{Read as _, Write as _};
+use std::io::Read as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{parse_result, stderr_lines, wait_line, workload_run};
+use super::{Traced, parse_result, start_traced, wait_line, workload_run};
 
 /// Hot-loop iterations per run: a few seconds traced.
 const ITERATIONS: &str = "300000";
@@ -32,33 +32,29 @@ fn summary_number(summary: &[String], line_start: &str, word_after: &str) -> u64
 
 /// One traced run to the end: the workload's ns, map-trace's stdout and its summary lines.
 fn traced(bin: &Path, daemon: &Path, flags: &[&str]) -> Result<(u64, String, Vec<String>), String> {
-    let mut target = Command::new(bin)
-        .args(["-mode", "hot", "-n", ITERATIONS, "-wait"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let mut mt = Command::new(daemon)
-        .args(["--pid", &target.id().to_string(), "--format", "json"])
-        .args(flags)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("{}: {e}", daemon.display()))?;
-    let lines = stderr_lines(&mut mt);
-    let mut stdout = mt.stdout.take().unwrap();
+    let mut flags = flags.to_vec();
+    flags.extend(["--format", "json"]);
+    let args = ["-mode", "hot", "-n", ITERATIONS];
+    let mut t = start_traced(
+        bin,
+        daemon,
+        &args,
+        &flags,
+        Stdio::piped(),
+        "probes attached",
+    )?;
+    let mut stdout = t.mt.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
         let mut s = String::new();
         let _ = stdout.read_to_string(&mut s);
         s
     });
-    wait_line(&lines, "probes attached")?;
-    target
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"\n")
-        .map_err(|e| e.to_string())?;
+    t.release()?;
+    let Traced {
+        target,
+        mut mt,
+        lines,
+    } = t;
     let o = target.wait_with_output().map_err(|e| e.to_string())?;
     let (_, ns) = parse_result(&String::from_utf8_lossy(&o.stdout))?;
     let _ = mt.wait();
@@ -70,35 +66,19 @@ fn traced(bin: &Path, daemon: &Path, flags: &[&str]) -> Result<(u64, String, Vec
 
 /// SIGINT while the loop runs: ms until the summary's first line is out.
 fn stop_time(bin: &Path, daemon: &Path) -> Result<f64, String> {
-    let mut target = Command::new(bin)
-        .args(["-mode", "hot", "-n", "100000000", "-wait"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let mut mt = Command::new(daemon)
-        .args(["--pid", &target.id().to_string(), "--format", "json"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("{}: {e}", daemon.display()))?;
-    let lines = stderr_lines(&mut mt);
-    wait_line(&lines, "probes attached")?;
-    target
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"\n")
-        .map_err(|e| e.to_string())?;
+    let args = ["-mode", "hot", "-n", "100000000"];
+    let flags = ["--format", "json"];
+    let mut t = start_traced(bin, daemon, &args, &flags, Stdio::null(), "probes attached")?;
+    t.release()?;
     std::thread::sleep(Duration::from_secs(2));
     let asked = Instant::now();
     // SAFETY: kill(2) of our own child.
-    unsafe { libc::kill(mt.id() as i32, libc::SIGINT) };
-    wait_line(&lines, "map-trace summary")?;
+    unsafe { libc::kill(t.mt.id() as i32, libc::SIGINT) };
+    wait_line(&t.lines, "map-trace summary")?;
     let ms = asked.elapsed().as_secs_f64() * 1e3;
-    let _ = mt.wait();
-    let _ = target.kill();
-    let _ = target.wait();
+    let _ = t.mt.wait();
+    let _ = t.target.kill();
+    let _ = t.target.wait();
     Ok(ms)
 }
 

@@ -22,15 +22,7 @@ const HOT_SECONDS: u64 = 4;
 /// inode): `--exe` traces every process of a file, so the two tests here, which run at once,
 /// must not see each other's hot loop.
 fn own_fixture(test: &str) -> (Scratch, PathBuf) {
-    let arch = if cfg!(target_arch = "aarch64") {
-        "arm64"
-    } else {
-        "amd64"
-    };
-    let f = test_support::fixtures_of("scenarios")
-        .into_iter()
-        .find(|f| f.name == format!("go1.26.6-{arch}-default"))
-        .expect("go1.26.6 default scenarios fixture");
+    let f = test_support::host_fixture("scenarios", "1.26.6");
     let dir = Scratch::new(test);
     let path = dir.join("scenarios");
     std::fs::copy(&f.path, &path).unwrap();

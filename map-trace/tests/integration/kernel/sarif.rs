@@ -23,15 +23,7 @@ fn line_of(path: &std::path::Path, needle: &str) -> u64 {
 #[test]
 fn a_race_becomes_one_valid_sarif_result_at_its_lines() {
     let _gate = kernel_test(GROUP, "traces a Go process");
-    let arch = if cfg!(target_arch = "aarch64") {
-        "arm64"
-    } else {
-        "amd64"
-    };
-    let f = test_support::fixtures_of("scenarios")
-        .into_iter()
-        .find(|f| f.name == format!("go1.27.3-{arch}-default"))
-        .expect("go1.27.3 default scenarios fixture");
+    let f = test_support::host_fixture("scenarios", "1.27.3");
     let dir = Scratch::new("sarif-run");
     let log = dir.join("findings.sarif");
     let root = f.source_dir.to_str().unwrap();
