@@ -90,22 +90,10 @@ pub mod map {
     pub const LIVE_DEBT: &str = "LIVE_DEBT";
     pub const REPEATS: &str = "REPEATS";
     pub const OUTPUT: &str = "OUTPUT";
-    pub const PENDING_LIVE: &str = "PENDING_LIVE";
 
     /// Every map the daemon opens by name.
-    pub const ALL: [&str; 13] = [
-        CONFIG,
-        MAPS,
-        ITERS,
-        PENDING,
-        STACKS,
-        COUNTERS,
-        FINDINGS,
-        FATALS,
-        EXECS,
-        LIVE_DEBT,
-        REPEATS,
-        OUTPUT,
-        PENDING_LIVE,
+    pub const ALL: [&str; 12] = [
+        CONFIG, MAPS, ITERS, PENDING, STACKS, COUNTERS, FINDINGS, FATALS, EXECS, LIVE_DEBT,
+        REPEATS, OUTPUT,
     ];
 }

@@ -39,22 +39,6 @@ pub static ITERS: HashMap<IterKey, IterState> = HashMap::with_max_entries(16384,
 #[map]
 pub static PENDING: HashMap<GoKey, PendingAssign> = HashMap::with_max_entries(16384, 0);
 
-/// `[0]`: `PENDING` entries the kernel created less those it removed (atomic adds; only the
-/// kernel writes it); `[1]`: entries the daemon removed (stale, of exited processes; only the
-/// daemon writes it, after each removal succeeded). `[0] - [1]` is never below the live
-/// entries: when it is 0, no goroutine anywhere has an insert check pending, and every step and
-/// write skips the `PENDING` lookup (the common case: a range that writes nothing).
-#[map]
-pub static PENDING_LIVE: Array<u64> = Array::with_max_entries(2, 0);
-
-/// Whether any insert check may be pending.
-#[inline(always)]
-pub fn may_be_pending() -> bool {
-    let made = PENDING_LIVE.get(0).copied().unwrap_or(u64::MAX);
-    let removed = PENDING_LIVE.get(1).copied().unwrap_or(0);
-    made > removed
-}
-
 /// hash(tgid, map) → the latest write to begin on that map (`inprogress`). An array, not a
 /// hash table: every write of every map stores here, and an array slot is plain stores with no
 /// lock or allocation. A slot taken by another map's writer since is recognised by its key.

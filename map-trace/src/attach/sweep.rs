@@ -23,7 +23,7 @@ pub fn is_stale(last_ns: u64, now_ns: u64) -> bool {
 pub fn sweep(ebpf: &mut Ebpf, now_ns: u64) {
     remove_iterations(ebpf, |_, v| is_stale(v.last_step_ns, now_ns));
     remove_where::<MapKey, MapState>(ebpf, map::MAPS, |_, v| is_stale(v.last_step_ns, now_ns));
-    remove_pending(ebpf, |_, v| is_stale(v.ns, now_ns));
+    remove_where::<GoKey, PendingAssign>(ebpf, map::PENDING, |_, v| is_stale(v.ns, now_ns));
 }
 
 /// Removes every entry of processes that exited, in one pass over each table (a pass per exit
@@ -32,7 +32,7 @@ pub fn sweep(ebpf: &mut Ebpf, now_ns: u64) {
 pub fn forget_processes(ebpf: &mut Ebpf, dead: &HashSet<u32>) {
     remove_iterations(ebpf, |k, _| dead.contains(&k.tgid));
     remove_where::<MapKey, MapState>(ebpf, map::MAPS, |k, _| dead.contains(&k.tgid));
-    remove_pending(ebpf, |k, _| dead.contains(&k.tgid));
+    remove_where::<GoKey, PendingAssign>(ebpf, map::PENDING, |k, _| dead.contains(&k.tgid));
 }
 
 /// Processes with entries in the per-process tables that `alive` says are gone. An exit notice
@@ -66,7 +66,7 @@ fn collect<K: aya::Pod, V: aya::Pod>(
 pub fn forget_iterations(ebpf: &mut Ebpf) {
     remove_iterations(ebpf, |_, _| true);
     remove_where::<MapKey, MapState>(ebpf, map::MAPS, |_, _| true);
-    remove_pending(ebpf, |_, _| true);
+    remove_where::<GoKey, PendingAssign>(ebpf, map::PENDING, |_, _| true);
 }
 
 /// Entries now in each correlation table, by the metric label of the table. (`config`, an
@@ -134,24 +134,6 @@ fn remove_iterations(ebpf: &mut Ebpf, doomed: impl Fn(&IterKey, &IterState) -> b
         if let Ok(old) = debt.get(&group, 0) {
             let _ = debt.set(group, old + n, 0);
         }
-    }
-}
-
-/// Removes the pending insert checks `doomed` picks and counts them in `PENDING_LIVE[1]`, so
-/// the kernel's count less it stays an upper bound of the live ones (map-trace-ebpf/src/maps.rs).
-fn remove_pending(ebpf: &mut Ebpf, doomed: impl Fn(&GoKey, &PendingAssign) -> bool) {
-    let removed = remove_where::<GoKey, PendingAssign>(ebpf, map::PENDING, doomed).len() as u64;
-    if removed == 0 {
-        return;
-    }
-    let Some(m) = ebpf.map_mut(map::PENDING_LIVE) else {
-        return;
-    };
-    let Ok(mut live) = Array::<_, u64>::try_from(m) else {
-        return;
-    };
-    if let Ok(old) = live.get(&1, 0) {
-        let _ = live.set(1, old + removed, 0);
     }
 }
 
