@@ -32,7 +32,6 @@ pub(super) fn announce(a: &targets::Attached, metrics: &Metrics) {
 
 /// Starts tracing a process found by the /proc scan or an exec notice, or a finding of a
 /// process whose notice was lost; failures are counted and said, never fatal.
-/// True when the process was gone before it could be read.
 pub(super) fn adopt(
     targets: &mut Targets,
     ebpf: &mut Ebpf,
@@ -40,18 +39,15 @@ pub(super) fn adopt(
     metrics: &Metrics,
     pid: u32,
     exec: bool,
-) -> bool {
+) {
     let result = if exec {
         targets.on_exec(ebpf, resolver, pid)
     } else {
         targets.add(ebpf, resolver, pid, false)
     };
     match result {
-        Ok(Some(a)) => {
-            announce(&a, metrics);
-            false
-        }
-        Ok(None) => false,
+        Ok(Some(a)) => announce(&a, metrics),
+        Ok(None) => {}
         Err(e) => {
             let reason = AttachFailure::of(&e);
             // A process that ran a matching file and exited before it could be read is
@@ -64,9 +60,15 @@ pub(super) fn adopt(
                 .attach_failures
                 .with_label_values(&[reason.label()])
                 .inc();
-            reason == AttachFailure::ProcessGone
         }
     }
+}
+
+/// True when `pid` is not traced and no longer runs anything: it exited before it could be
+/// followed. Asked of /proc, not of `adopt`'s outcome: `Targets::add` cannot tell a process
+/// that is gone from one that never ran a watched file (both are "not ours" to it).
+fn gone_unfollowed(targets: &Targets, pid: u32) -> bool {
+    !targets.is_traced(pid) && process::is_gone(pid)
 }
 
 /// Everything the main loop works on.
@@ -110,16 +112,16 @@ impl Session<'_, '_> {
     /// still run a watched file.
     pub(super) fn readd(&mut self) {
         for pid in self.targets.take_readd() {
+            self.adopt(pid, false);
             // It was traced until its probes were retired: its end is said like any other.
-            if self.adopt(pid, false) {
+            if gone_unfollowed(self.targets, pid) {
                 eprintln!("map-trace: pid {pid} exited: detached");
                 self.metrics.process_detaches.inc();
             }
         }
     }
 
-    /// True when the process was gone before it could be traced.
-    fn adopt(&mut self, pid: u32, exec: bool) -> bool {
+    fn adopt(&mut self, pid: u32, exec: bool) {
         adopt(
             self.targets,
             self.ebpf,
@@ -127,7 +129,7 @@ impl Session<'_, '_> {
             self.metrics,
             pid,
             exec,
-        )
+        );
     }
 
     pub(super) fn exec(&mut self, pid: u32) {
@@ -158,20 +160,16 @@ impl Session<'_, '_> {
             // is said once, so its findings are not orphans in the log.
             if !targets.is_traced(r.pid) && targets.watches_executables() {
                 adopt(targets, ebpf, resolver, metrics, r.pid, false);
-            }
-            // Findings come only from watched files, so a process with findings that could
-            // not be followed ran one: its end is said, as for a traced process.
-            if !targets.is_traced(r.pid)
-                && targets.watches_executables()
-                && process::is_gone(r.pid)
-                && unfollowed.insert(r.pid)
-            {
-                eprintln!(
-                    "map-trace: pid {} exited before it could be followed: its findings are reported",
-                    r.pid
-                );
-                if unfollowed.len() > 4096 {
-                    unfollowed.clear();
+                // Findings come only from watched files, so a process with findings that could
+                // not be followed ran one: its end is said, as for a traced process.
+                if gone_unfollowed(targets, r.pid) && unfollowed.insert(r.pid) {
+                    eprintln!(
+                        "map-trace: pid {} exited before it could be followed: its findings are reported",
+                        r.pid
+                    );
+                    if unfollowed.len() > 4096 {
+                        unfollowed.clear();
+                    }
                 }
             }
             let exe = targets
