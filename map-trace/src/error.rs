@@ -88,6 +88,14 @@ pub enum TraceError {
 }
 
 impl TraceError {
+    /// `--sarif FILE` could not be written, checked at start or written at exit.
+    pub fn sarif(path: &std::path::Path, e: &std::io::Error) -> TraceError {
+        TraceError::Sarif {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        }
+    }
+
     pub fn exit_code(&self) -> u8 {
         match self {
             TraceError::Target(e) => e.exit_code(),

@@ -307,10 +307,7 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
             env!("CARGO_PKG_VERSION"),
             groups.overflow,
         );
-        sarif::write(path, &doc).map_err(|e| TraceError::Sarif {
-            path: path.clone(),
-            why: e.to_string(),
-        })
+        sarif::write(path, &doc).map_err(|e| TraceError::sarif(path, &e))
     });
     drop(execs);
     // Every link closed at once (dropped with `ebpf` they close one by one, ~0.1 s each).

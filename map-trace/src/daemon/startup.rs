@@ -28,10 +28,7 @@ pub fn precheck(opts: &Settings) -> Result<(), TraceError> {
     }
     // A log that cannot be written is refused now, not after a whole session.
     if let Some(path) = &opts.sarif {
-        crate::output::sarif::check_writable(path).map_err(|e| TraceError::Sarif {
-            path: path.clone(),
-            why: e.to_string(),
-        })?;
+        crate::output::sarif::check_writable(path).map_err(|e| TraceError::sarif(path, &e))?;
     }
     Ok(())
 }

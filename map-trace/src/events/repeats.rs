@@ -122,6 +122,13 @@ mod tests {
     #[derive(Default)]
     struct Fake(HashMap<u64, Repeats>);
 
+    impl Fake {
+        /// The kernel counted `count` repeats of `key`, the latest at `last_ns`.
+        fn counted(&mut self, key: u64, count: u64, last_ns: u64) {
+            self.0.insert(key, Repeats { count, last_ns });
+        }
+    }
+
     impl RepeatTable for Fake {
         fn get(&self, key: u64) -> Option<Repeats> {
             self.0.get(&key).copied()
@@ -151,15 +158,9 @@ mod tests {
         let mut table = Fake::default();
         let mut folded = Folded::default();
         let t0 = Instant::now();
-        table.0.insert(7, Repeats::default());
+        table.counted(7, 0, 0);
         assert!(folded.sent(7, &id, t0));
-        table.0.insert(
-            7,
-            Repeats {
-                count: 41,
-                last_ns: 3_000_000_000,
-            },
-        );
+        table.counted(7, 41, 3_000_000_000);
         folded.read(&mut table, &mut groups, &clock, t0, false);
         let top = groups.top(1);
         assert_eq!(top[0].count, 42, "the first and 41 folded");
@@ -182,24 +183,12 @@ mod tests {
         let mut folded = Folded::default();
         let t0 = Instant::now();
         folded.sent(7, &id, t0);
-        table.0.insert(
-            7,
-            Repeats {
-                count: 5,
-                last_ns: 1,
-            },
-        );
+        table.counted(7, 5, 1);
         folded.read(&mut table, &mut groups, &clock, t0, true);
         // The kernel entry was evicted and made anew by a later first occurrence.
-        table.0.insert(7, Repeats::default());
+        table.counted(7, 0, 0);
         folded.sent(7, &id, t0);
-        table.0.insert(
-            7,
-            Repeats {
-                count: 2,
-                last_ns: 2,
-            },
-        );
+        table.counted(7, 2, 2);
         folded.read(&mut table, &mut groups, &clock, t0, true);
         assert_eq!(groups.top(1)[0].count, 1 + 5 + 2);
         folded.read(&mut table, &mut groups, &clock, t0 + IDLE_AFTER, true);
