@@ -40,7 +40,18 @@ pub struct ProcConfig {
     /// indexed by `binary % MAX_BINARIES`: a probe whose cookie differs (a binary being let go
     /// while another took its slot) finds no settings, as for a binary never configured.
     pub binary: u32,
+    /// Sentinel mode, not escalated: a range's end compares the map's header with its start
+    /// (`map_count` and the growth field) instead of reporting recorded writes.
+    pub sentinel: u32,
+    /// The header field that only grows when the map grows (classic `hmap.B`, Swiss
+    /// `Map.dirLen`), and its size in bytes (1 or 8; read little-endian).
+    pub map_growth: u32,
+    pub growth_size: u32,
 }
+
+/// `ProcConfig::sentinel` values.
+pub const SENTINEL_OFF: u32 = 0;
+pub const SENTINEL_ON: u32 = 1;
 
 /// `CONFIG`'s slot for binary `id`.
 pub const fn config_slot(id: u32) -> u32 {

@@ -19,10 +19,16 @@ pub enum FindingKind {
     /// write`, …): the runtime's message, the goroutine that noticed and every write in progress
     /// in the process then. Carried by a `Fatal` record, not a `Finding`.
     FatalMapError = 5,
+    /// Sentinel mode: the map gained elements (or grew) between the start and the end of a
+    /// range, seen from its header alone. Someone inserted during the range: the ranging
+    /// goroutine itself (the range may or may not produce the new key) or another goroutine (a
+    /// data race). The writer is not known; the binary's full probes are attached for a while
+    /// to name it at the next occurrence.
+    MapChanged = 6,
 }
 
 impl FindingKind {
-    pub const COUNT: usize = 6;
+    pub const COUNT: usize = 7;
     pub const ALL: [FindingKind; FindingKind::COUNT] = [
         FindingKind::ConcurrentWrite,
         FindingKind::Insert,
@@ -30,6 +36,7 @@ impl FindingKind {
         FindingKind::Clear,
         FindingKind::ConcurrentWrites,
         FindingKind::FatalMapError,
+        FindingKind::MapChanged,
     ];
 
     pub fn from_u32(v: u32) -> Option<Self> {
@@ -44,6 +51,7 @@ impl FindingKind {
             FindingKind::Clear => "clear_during_iteration",
             FindingKind::ConcurrentWrites => "concurrent_writes",
             FindingKind::FatalMapError => "fatal_map_error",
+            FindingKind::MapChanged => "map_changed_during_iteration",
         }
     }
 
@@ -52,7 +60,7 @@ impl FindingKind {
             FindingKind::ConcurrentWrite
             | FindingKind::ConcurrentWrites
             | FindingKind::FatalMapError => "error",
-            FindingKind::Insert | FindingKind::Clear => "warning",
+            FindingKind::Insert | FindingKind::Clear | FindingKind::MapChanged => "warning",
             FindingKind::DeleteOther => "notice",
         }
     }

@@ -90,10 +90,11 @@ pub mod map {
     pub const LIVE_DEBT: &str = "LIVE_DEBT";
     pub const REPEATS: &str = "REPEATS";
     pub const OUTPUT: &str = "OUTPUT";
+    pub const CHANGES: &str = "CHANGES";
 
     /// Every map the daemon opens by name.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 13] = [
         CONFIG, MAPS, ITERS, PENDING, STACKS, COUNTERS, FINDINGS, FATALS, EXECS, LIVE_DEBT,
-        REPEATS, OUTPUT,
+        REPEATS, OUTPUT, CHANGES,
     ];
 }

@@ -87,7 +87,18 @@ pub struct IterState {
     pub cleared: SelfWrite,
     pub flags: u32,
     pub self_deletes_other: u32,
+    /// Sentinel mode: the map's element count and growth field when the range began, valid
+    /// when `snapshot` has `SNAPSHOT_TAKEN`.
+    pub start_count: u64,
+    pub start_growth: u64,
+    pub snapshot: u32,
+    pub _pad: u32,
 }
+
+/// `IterState::snapshot`: the start's header was read.
+pub const SNAPSHOT_TAKEN: u32 = 1 << 0;
+/// Another goroutine's write was in progress (the map's writing flag set) when the range began.
+pub const SNAPSHOT_BUSY: u32 = 1 << 1;
 
 /// A goroutine's assign to a map it is ranging over, waiting for the goroutine's next event to
 /// tell whether it inserted (the count grew) or updated.

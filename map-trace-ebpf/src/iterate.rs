@@ -17,7 +17,7 @@ use crate::context::{Event, iter_key, map_state, read_u64};
 use crate::finding::{Overlap, StepContext, emit};
 use crate::maps::{ITERS, LIVE_HINT, count, live_hint_index};
 use crate::pending::resolve_pending;
-use crate::{inprogress, stack};
+use crate::{inprogress, sentinel, stack};
 
 /// `for … range m` begins (classic `mapiterinit`, Swiss `(*Iter).Init`). Probed only in the
 /// low-overhead mode: otherwise the first step marks the start.
@@ -50,13 +50,15 @@ pub fn iter_start(e: &Event, map: u64, it: u64, map_type: u64) {
 fn begin_iteration(e: &Event, key: &IterKey, ms: *mut MapState, it: u64) {
     // SAFETY: valid map value pointer.
     let seen_seq = unsafe { (*ms).write_seq };
-    // A reference, so the three inserts share one copy on the 512-byte BPF stack.
-    let st = &IterState {
+    let mut fresh = IterState {
         it,
         seen_seq,
         last_step_ns: e.now,
         ..IterState::default()
     };
+    sentinel::snapshot(e, key.map, &mut fresh);
+    // A reference, so the three inserts share one copy on the 512-byte BPF stack.
+    let st = &fresh;
     let created = if ITERS.insert(key, st, BPF_NOEXIST.into()).is_ok() {
         true
     } else if ITERS.insert(key, st, BPF_EXIST.into()).is_ok() {
@@ -160,7 +162,7 @@ pub fn iter_step(e: &Event, it: u64) {
     }
 }
 
-/// The low-overhead mode's end of a range (an "iteration finished" exit of the step function,
+/// The low-overhead and sentinel modes' end of a range (an "iteration finished" exit of the step function,
 /// `it` read from the register the site names): reports what overlapped the whole range, then
 /// forgets it.
 #[inline(always)]
@@ -176,7 +178,10 @@ pub fn iter_end(e: &Event, it: u64) {
     let Some(st) = ITERS.get_ptr_mut(ikey) else {
         return;
     };
-    if !report_overlaps(e, map, it, ms, st) {
+    if e.cfg.sentinel != 0 {
+        // No write was recorded (no write probes): the header tells.
+        sentinel::range_ended(e, map, it, st);
+    } else if !report_overlaps(e, map, it, ms, st) {
         inprogress::during_iteration(e, map, it, 0);
     }
     end_iteration(&ikey, ms);

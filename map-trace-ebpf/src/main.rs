@@ -20,6 +20,7 @@ mod iterate;
 mod keys;
 mod maps;
 mod pending;
+mod sentinel;
 mod stack;
 mod write;
 

@@ -109,6 +109,11 @@ pub static REPEATS: LruHashMap<u64, Repeats> = LruHashMap::with_max_entries(MAX_
 #[map]
 pub static OUTPUT: Array<u32> = Array::with_max_entries(1, 0);
 
+/// Per `CONFIG` slot: ranges of that binary whose map changed between start and end, seen in
+/// sentinel mode (`sentinel`); the daemon escalates a binary whose count rose.
+#[map]
+pub static CHANGES: Array<u64> = Array::with_max_entries(MAX_BINARIES, 0);
+
 /// Go's map fatal errors (`fatal`): a crash each, so a few suffice; a full buffer drops the
 /// record and counts it with the findings lost.
 #[map]

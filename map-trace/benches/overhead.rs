@@ -174,7 +174,7 @@ fn setup(bin: &Path, t: &GoTarget, roles: &[Role], how: Setup) -> Result<Attache
         }
         Setup::Ours => {
             let mut ebpf = attach::load().map_err(|x| e(&x))?;
-            attach::write_config(&mut ebpf, t, 1).map_err(|x| e(&x))?;
+            attach::write_config(&mut ebpf, t, 1, false).map_err(|x| e(&x))?;
             // The links detach when the Ebpf that owns their programs is dropped.
             attach::attach_binary(
                 &mut ebpf,
@@ -316,6 +316,8 @@ struct TracedRun {
     rss_kb: u64,
     /// map-trace's summary line of probe hits, printed when the target exited.
     hits_line: String,
+    /// Sentinel mode: escalations to the full probes during the run.
+    escalations: usize,
 }
 
 /// The workload waiting on stdin, and map-trace `--pid` on it, attached.
@@ -391,11 +393,20 @@ fn traced_run(
     // The target exited, so map-trace prints its summary and exits.
     let hits_line = wait_line(&lines, "probes hit:")?;
     let _ = mt.wait();
+    // The rest of the summary: sentinel mode says how often it escalated.
+    let escalations = lines
+        .iter()
+        .find_map(|l| {
+            let rest = l.trim().strip_prefix("sentinel: ")?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .unwrap_or(0);
     Ok(TracedRun {
         ns,
         cpu_share: cpu / wall,
         rss_kb,
         hits_line,
+        escalations,
     })
 }
 
@@ -411,10 +422,11 @@ const SERVICE_MAP_CALLS_PER_REQUEST: f64 = 19.0;
 fn service_cost(bin: &Path, race: &Path, daemon: &Path, requests: u64) -> Result<Value, String> {
     let n = requests.to_string();
     let args = ["-mode", "service", "-n", n.as_str()];
-    let (mut plain, mut raced, mut traced, mut light) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut cpu_share, mut rss_kb, mut traps, mut light_traps) =
-        (Vec::new(), 0u64, Vec::new(), Vec::new());
+    let (mut plain, mut raced, mut traced, mut light, mut sentinel) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut cpu_share, mut rss_kb, mut traps, mut light_traps, mut sentinel_traps) =
+        (Vec::new(), 0u64, Vec::new(), Vec::new(), Vec::new());
+    let mut escalations = 0usize;
     let traps_of = |run: &TracedRun| {
         let hits: u64 = run
             .hits_line
@@ -437,8 +449,19 @@ fn service_cost(bin: &Path, race: &Path, daemon: &Path, requests: u64) -> Result
         let run = traced_run(bin, daemon, &args, &["--low-overhead"], "probes attached")?;
         light.push(run.ns as f64);
         light_traps.push(traps_of(&run));
+        let run = traced_run(
+            bin,
+            daemon,
+            &args,
+            &["--mode", "sentinel"],
+            "probes attached",
+        )?;
+        sentinel.push(run.ns as f64);
+        sentinel_traps.push(traps_of(&run));
+        escalations = escalations.max(run.escalations);
     }
     let (p, r, t, l) = (median(plain), median(raced), median(traced), median(light));
+    let st = median(sentinel);
     Ok(json!({
         "requests": requests,
         "plain_ms": p / 1e6,
@@ -450,8 +473,16 @@ fn service_cost(bin: &Path, race: &Path, daemon: &Path, requests: u64) -> Result
         "traps_per_map_call": median(traps),
         "low_overhead": {
             "traced_ms": l / 1e6,
+            "traced_over_plain": l / p,
             "overhead_vs_race": (l - p) / (r - p),
             "traps_per_map_call": median(light_traps),
+        },
+        "sentinel": {
+            "traced_ms": st / 1e6,
+            "traced_over_plain": st / p,
+            "overhead_vs_race": (st - p) / (r - p),
+            "traps_per_map_call": median(sentinel_traps),
+            "escalations_in_a_run": escalations,
         },
         "map_calls_per_request": SERVICE_MAP_CALLS_PER_REQUEST,
         "daemon_cpu_share_of_a_core": median(cpu_share),
@@ -604,12 +635,25 @@ fn print_table(r: &Value) {
         s["overhead_vs_race"].as_f64().unwrap_or(0.0),
         s["traps_per_map_call"].as_f64().unwrap_or(0.0),
     );
-    let l = &s["low_overhead"];
+    let per_request =
+        |v: &Value| v["traps_per_map_call"].as_f64().unwrap_or(0.0) * SERVICE_MAP_CALLS_PER_REQUEST;
+    println!("  full: traps per request = {:.1}", per_request(s));
+    for (name, l) in [
+        ("--mode low-overhead", &s["low_overhead"]),
+        ("--mode sentinel", &s["sentinel"]),
+    ] {
+        println!(
+            "  {name}: traced {:.1} ms ({:.2}x); (traced - plain) / (race - plain) = {:.3}   traps per map call = {:.3}, per request = {:.1}",
+            l["traced_ms"].as_f64().unwrap_or(0.0),
+            l["traced_over_plain"].as_f64().unwrap_or(0.0),
+            l["overhead_vs_race"].as_f64().unwrap_or(0.0),
+            l["traps_per_map_call"].as_f64().unwrap_or(0.0),
+            per_request(l),
+        );
+    }
     println!(
-        "  --low-overhead: traced {:.1} ms; (traced - plain) / (race - plain) = {:.3}   traps per map call = {:.3}",
-        l["traced_ms"].as_f64().unwrap_or(0.0),
-        l["overhead_vs_race"].as_f64().unwrap_or(0.0),
-        l["traps_per_map_call"].as_f64().unwrap_or(0.0),
+        "  --mode sentinel escalations in a run: {}",
+        s["sentinel"]["escalations_in_a_run"]
     );
     let d = &r["duty_cycle"];
     println!(

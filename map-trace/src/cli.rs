@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{DEFAULT_METRICS_ADDR, DutyCycle, Flags, parse_addr};
+use crate::config::{DEFAULT_METRICS_ADDR, DutyCycle, Flags, Mode, parse_addr};
 use crate::output::Format;
 
 #[derive(Debug, Parser)]
@@ -72,11 +72,24 @@ pub struct TraceArgs {
     /// and a race that keeps happening is still found within about one PERIOD.
     #[arg(long, value_name = "ON/PERIOD", value_parser = DutyCycle::parse)]
     pub duty_cycle: Option<DutyCycle>,
-    /// Observe each range only where it starts and where it runs to its end, not at every
-    /// step: much cheaper on range-heavy programs. Writes inside a range are reported when the
-    /// range finishes; ranges left early (break, return, panic) are never reported.
-    #[arg(long)]
+    /// How much to probe [default: full]. full: every range step and every write, both sides
+    /// of every overlap named. low-overhead: range starts and ends and every write, no trap per
+    /// step; writes inside a range are reported when it finishes, ranges left early (break,
+    /// return, panic) never. sentinel: range starts and ends only, compared by the map's
+    /// header (a map that gained elements during a range is reported, without its writer);
+    /// any change attaches the full probes to that executable for --escalate-for, to name the
+    /// writer next time. The mode to leave on in production.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub mode: Option<Mode>,
+    /// Same as --mode low-overhead.
+    #[arg(long, conflicts_with = "mode")]
     pub low_overhead: bool,
+    /// Sentinel mode: how long an executable keeps the full probes after a change [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub escalate_for: Option<Duration>,
+    /// Sentinel mode: least time between two escalations of one executable [default: 1m].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub escalate_every: Option<Duration>,
     /// Print every occurrence in full (JSON: one "finding" object each), not one per finding
     /// group followed by rate-limited updates. A bug that fires in a hot loop then writes a line
     /// per occurrence.
@@ -91,7 +104,7 @@ pub struct TraceArgs {
     #[arg(long, value_name = "DIR")]
     pub source_root: Option<PathBuf>,
     /// Read settings from this TOML file (keys: pid, exe, duration, format, metrics_addr, duty_cycle,
-    /// low_overhead, every_occurrence, sarif, source_root);
+    /// mode, low_overhead, escalate_for, escalate_every, every_occurrence, sarif, source_root);
     /// flags given on the command line override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -110,7 +123,9 @@ impl TraceArgs {
             format: self.format,
             metrics_addr: self.metrics_addr,
             duty_cycle: self.duty_cycle,
-            low_overhead: self.low_overhead.then_some(true),
+            mode: self.mode.or(self.low_overhead.then_some(Mode::LowOverhead)),
+            escalate_for: self.escalate_for,
+            escalate_every: self.escalate_every,
             every_occurrence: self.every_occurrence.then_some(true),
             sarif: self.sarif.clone(),
             source_root: self.source_root.clone(),

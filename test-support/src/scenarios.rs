@@ -13,6 +13,12 @@ pub const DELETE_OTHER: &str = "delete_other_during_iteration";
 pub const CLEAR: &str = "clear_during_iteration";
 pub const WRITES: &str = "concurrent_writes";
 pub const FATAL: &str = "fatal_map_error";
+pub const CHANGED: &str = "map_changed_during_iteration";
+
+/// The scenarios of `EXPECTED` whose range sees its map gain elements: what sentinel mode
+/// reports (as `CHANGED`, without the writer) at their one occurrence. The others' writes
+/// delete, clear or update: the count stays or falls, which the sentinel never reports.
+pub const SENTINEL_REPORTS: &[&str] = &["cross_insert_str", "self_insert", "grow_during_iteration"];
 
 /// Each scenario of testdata/go/scenarios and the exact kinds it must produce.
 pub const EXPECTED: &[(&str, &[&str])] = &[

@@ -68,6 +68,8 @@ const WRITES: &[ProbeSpec] = &[
 pub struct ClassicOffsets {
     pub hmap_count: u64,
     pub hmap_flags: u64,
+    /// `log2` of the bucket count (a byte): it only grows, when the map grows (sentinel mode).
+    pub hmap_b: u64,
     /// Non-nil while the map is growing (evacuation in progress).
     pub hmap_oldbuckets: u64,
     pub hiter_key: u64,
@@ -79,6 +81,7 @@ pub struct ClassicOffsets {
 pub const BUILTIN: ClassicOffsets = ClassicOffsets {
     hmap_count: 0,
     hmap_flags: 8,
+    hmap_b: 9,
     hmap_oldbuckets: 24,
     hiter_key: 0,
     hiter_t: 16,
@@ -103,6 +106,7 @@ pub fn from_dwarf(
     Ok(ClassicOffsets {
         hmap_count: field(h, &["count"])?,
         hmap_flags: field(h, &["flags"])?,
+        hmap_b: field(h, &["B"])?,
         hmap_oldbuckets: field(h, &["oldbuckets"])?,
         hiter_key: field(it, &["key"])?,
         hiter_t: field(it, &["t"])?,

@@ -7,7 +7,9 @@ use aya::maps::{Array, MapData};
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
 use aya::programs::{RawTracePoint, UProbe};
 use gobin::offsets::MapOffsets;
-use map_trace_common::config::{MAP_IMPL_CLASSIC, MAP_IMPL_SWISS, ProcConfig, config_slot};
+use map_trace_common::config::{
+    MAP_IMPL_CLASSIC, MAP_IMPL_SWISS, ProcConfig, SENTINEL_OFF, SENTINEL_ON, config_slot,
+};
 use map_trace_common::event::FOLD_REPEATS;
 use map_trace_common::probe::Role;
 use map_trace_common::program::{Program, map};
@@ -59,7 +61,7 @@ pub enum AttachError {
 }
 
 /// The per-binary settings the probes read, from the target's runtime offsets.
-pub fn proc_config(t: &GoTarget, binary: u32) -> ProcConfig {
+pub fn proc_config(t: &GoTarget, binary: u32, sentinel: bool) -> ProcConfig {
     let o = &t.offsets;
     let (map_impl, map_count, map_oldbuckets, iter_key, iter_map, iter_typ) = match &o.map {
         MapOffsets::Classic(c) => (
@@ -85,6 +87,12 @@ pub fn proc_config(t: &GoTarget, binary: u32) -> ProcConfig {
         MapOffsets::Classic(c) => (c.hmap_flags, HASH_WRITING),
         MapOffsets::Swiss(s) => (s.map_writing, 0xff),
     };
+    // Sentinel mode's growth field: classic `hmap.B` (a byte), Swiss `Map.dirLen` (an int):
+    // each only ever grows, and only when an insert grows the map (docs/go-runtime-maps.md).
+    let (map_growth, growth_size) = match &o.map {
+        MapOffsets::Classic(c) => (c.hmap_b, 1),
+        MapOffsets::Swiss(s) => (s.map_dir_len, 8),
+    };
     // Offsets are struct field offsets well below 4 GiB; the eBPF side uses u32.
     let n = |v: u64| v as u32;
     ProcConfig {
@@ -102,6 +110,9 @@ pub fn proc_config(t: &GoTarget, binary: u32) -> ProcConfig {
         map_writing: n(map_writing),
         writing_mask: writing_mask as u32,
         binary,
+        sentinel: if sentinel { SENTINEL_ON } else { SENTINEL_OFF },
+        map_growth: n(map_growth),
+        growth_size,
     }
 }
 
@@ -161,9 +172,15 @@ pub struct Link {
 }
 
 /// Writes a binary's settings in its slot, under its id, which its links carry as their cookie.
-pub fn write_config(ebpf: &mut Ebpf, t: &GoTarget, binary: u32) -> Result<(), AttachError> {
+/// `sentinel`: its ranges' ends compare the map header (sentinel mode, not escalated).
+pub fn write_config(
+    ebpf: &mut Ebpf,
+    t: &GoTarget,
+    binary: u32,
+    sentinel: bool,
+) -> Result<(), AttachError> {
     config_table(ebpf)?
-        .set(config_slot(binary), proc_config(t, binary), 0)
+        .set(config_slot(binary), proc_config(t, binary, sentinel), 0)
         .map_err(|source| AttachError::Map {
             map: map::CONFIG,
             source: Box::new(source),

@@ -106,6 +106,7 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
             .ok(),
     };
     let mut targets = Targets::new(specs, exits_tx, opts.mode, guard);
+    targets.set_escalation(opts.escalation);
     // The guard's marks before the first attach: an exec from now on waits for its probes.
     for e in targets.mark_dirs() {
         eprintln!("map-trace: warning: {e}");
@@ -210,6 +211,7 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
             _ = poll.tick() => {
                 turns.begin("poll");
                 session.drain(&mut out, false);
+                session.escalate();
                 health.beat();
             }
             Some(h) = next_held(&mut held) => {
@@ -282,6 +284,13 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
     read_counters(&ebpf, &mut summary);
     summary.stacks_lost = resolver.lost;
     summary.ungrouped = groups.overflow;
+    if opts.mode == crate::plan::IterationMode::Sentinel {
+        let m = &metrics.escalations;
+        summary.escalations = Some((
+            m.with_label_values(&["started"]).get(),
+            m.with_label_values(&["deferred"]).get(),
+        ));
+    }
     summary.top = groups
         .top(TOP_FINDINGS)
         .into_iter()

@@ -189,6 +189,17 @@ impl Session<'_, '_> {
 
     /// Removes what exited processes left in the kernel, then passes the kernel's counters and
     /// the table sizes on to the metrics.
+    /// Sentinel mode: escalates executables whose maps changed, ends escalations that are over.
+    pub(super) fn escalate(&mut self) {
+        let e = self.targets.escalate(self.ebpf, std::time::Instant::now());
+        for line in &e.said {
+            eprintln!("map-trace: {line}");
+        }
+        let m = &self.metrics.escalations;
+        m.with_label_values(&["started"]).inc_by(e.started);
+        m.with_label_values(&["deferred"]).inc_by(e.deferred);
+    }
+
     pub(super) fn update_metrics(&mut self) {
         self.targets.reap(self.ebpf, self.sink.resolver);
         let mut s = Summary::default();

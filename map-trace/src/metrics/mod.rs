@@ -116,6 +116,8 @@ pub struct Metrics {
     pub binaries_analysed: IntCounter,
     /// 1 while probes are attached, 0 in the off part of a `--duty-cycle`.
     pub probes_active: IntGauge,
+    /// Label: outcome (`started`, `deferred`): sentinel mode's escalations.
+    pub escalations: IntCounterVec,
     /// Label: map (one of [`BPF_MAPS`]).
     pub bpf_map_entries: IntGaugeVec,
     pub finding_groups: IntGauge,
@@ -255,6 +257,14 @@ impl Metrics {
                 r,
                 "map_trace_probes_active",
                 "1 while the probes are attached, 0 during the off part of a duty cycle (nothing is observed then).",
+            ),
+            escalations: counter_vec(
+                r,
+                "map_trace_escalations_total",
+                "Sentinel mode: an executable's map changed during a range, by outcome: started \
+                 (its full probes attached for the escalation window, to name the writer), \
+                 deferred (it had escalated too recently).",
+                &["outcome"],
             ),
             bpf_map_entries: reg(
                 r,

@@ -190,7 +190,9 @@ impl Report {
             count: u64,
         }
         let crash = self.crash.as_deref();
-        let writer = crash.is_none_or(|c| !c.writes.is_empty());
+        // A sentinel's finding knows the range, not the writer.
+        let sentinel = self.kind == FindingKind::MapChanged;
+        let writer = !sentinel && crash.is_none_or(|c| !c.writes.is_empty());
         let other = self.other_op.is_some() || crash.is_some();
         serde_json::to_string(&Line {
             record: "finding",
@@ -198,7 +200,7 @@ impl Report {
             severity: self.kind.severity(),
             message: crash.map(|c| c.message.as_str()),
             op: writer.then(|| self.op.name()),
-            map: writer.then(|| format!("{:#x}", self.map)),
+            map: (writer || sentinel).then(|| format!("{:#x}", self.map)),
             writer_goid: writer.then_some(self.writer_goid),
             iterator_goid: (!other).then_some(self.iterator_goid),
             other_op: match crash {
@@ -237,6 +239,21 @@ impl Report {
         );
         if let Some(c) = &self.crash {
             c.write_human(&mut s, self.iterator_goid, &self.iterator_stack);
+            return s;
+        }
+        if self.kind == FindingKind::MapChanged {
+            let mut what = format!(
+                "  the map gained {} element(s) during a range by goroutine {}",
+                self.writes, self.iterator_goid
+            );
+            if self.growing {
+                what.push_str(" and grew");
+            }
+            let _ = writeln!(
+                s,
+                "{what}; the writer is not known yet (sentinel mode: the full probes are attached for a while to name it)"
+            );
+            write_frames(&mut s, &self.iterator_stack);
             return s;
         }
         if let Some(other) = self.other_op {

@@ -40,6 +40,9 @@ fn description(kind: FindingKind) -> &'static str {
         FindingKind::FatalMapError => {
             "The Go runtime stopped the program with a map fatal error; the writes in progress then are named."
         }
+        FindingKind::MapChanged => {
+            "Sentinel mode: a map gained elements while a goroutine ranged over it, seen from the map's header. The writer is not known yet: the ranging goroutine itself (the range may or may not produce the new keys) or another goroutine (a data race). The full probes are attached for a while to name it."
+        }
     }
 }
 
@@ -136,7 +139,12 @@ fn message(r: &Report, count: u64) -> String {
         s.first()
             .map_or_else(|| "an unknown site".to_string(), |f| f.function.clone())
     };
-    let sides = if r.iterator_stack.is_empty() {
+    let sides = if r.writer_stack.is_empty() && r.kind == FindingKind::MapChanged {
+        format!(
+            "during the range in {}, writer not known",
+            at(&r.iterator_stack)
+        )
+    } else if r.iterator_stack.is_empty() {
         format!("in {}", at(&r.writer_stack))
     } else {
         format!(

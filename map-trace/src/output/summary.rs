@@ -34,6 +34,9 @@ pub struct Summary {
     pub stacks_lost: u64,
     /// Occurrences not grouped because the group table was full.
     pub ungrouped: u64,
+    /// Sentinel mode: escalations started, and changes seen while one could not start yet.
+    /// None in the other modes.
+    pub escalations: Option<(u64, u64)>,
     /// The most frequent finding groups: their latest occurrence, with id and count.
     pub top: Vec<TopFinding>,
 }
@@ -89,6 +92,12 @@ impl Summary {
             self.stacks_unreadable,
             self.stacks_lost
         );
+        if let Some((started, deferred)) = self.escalations {
+            let _ = writeln!(
+                s,
+                "  sentinel: {started} escalation(s) to the full probes; {deferred} range(s) saw a change while their executable could not escalate again yet"
+            );
+        }
         if self.ungrouped > 0 {
             let _ = writeln!(
                 s,
@@ -122,7 +131,11 @@ impl Summary {
                     r.finding_id,
                     humantime::format_rfc3339_millis(t.first),
                     humantime::format_rfc3339_millis(t.last),
-                    site(&r.writer_stack),
+                    if r.kind == FindingKind::MapChanged {
+                        "not known (sentinel)".to_string()
+                    } else {
+                        site(&r.writer_stack)
+                    },
                     site(&r.iterator_stack),
                 );
             }

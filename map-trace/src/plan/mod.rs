@@ -25,16 +25,37 @@ pub enum IterationMode {
     /// inside that window is reported when the range finishes. No trap per step; ranges left by
     /// `break` (or `return`, `panic`) are never reported.
     Ends,
+    /// Probes on the start and the "iteration finished" exits only, and no write probes: a
+    /// range's end compares the map's header with its start. A map that gained elements (or
+    /// grew) is reported without its writer; any change escalates the binary, which then gets
+    /// `Escalation`'s probes for a while to name the writer of the next occurrence.
+    Sentinel,
+    /// Not a mode of its own: what a sentinel binary adds while escalated (steps and writes),
+    /// which makes it the full mode on top of the sentinel's start and end probes.
+    Escalation,
 }
 
 impl IterationMode {
     /// Whether a probe of this role is attached in this mode.
     pub fn uses(self, role: Role) -> bool {
-        !matches!(
-            (self, role),
-            (IterationMode::Steps, Role::IterStart | Role::IterEnd)
-                | (IterationMode::Ends, Role::IterStep)
-        )
+        use IterationMode::*;
+        let write = matches!(role, Role::Assign | Role::Delete | Role::Clear | Role::Grow);
+        match self {
+            Steps => !matches!(role, Role::IterStart | Role::IterEnd),
+            Ends => role != Role::IterStep,
+            Sentinel => matches!(role, Role::IterStart | Role::IterEnd | Role::Fatal),
+            Escalation => write || role == Role::IterStep,
+        }
+    }
+
+    /// The name users give it (`--mode`, config `mode`); `Escalation` is never chosen.
+    pub const fn name(self) -> &'static str {
+        match self {
+            IterationMode::Steps => "full",
+            IterationMode::Ends => "low-overhead",
+            IterationMode::Sentinel => "sentinel",
+            IterationMode::Escalation => "escalation",
+        }
     }
 }
 
@@ -160,6 +181,30 @@ mod tests {
         assert!(!Ends.uses(Role::IterStep));
         for role in [Role::Assign, Role::Delete, Role::Clear, Role::Grow] {
             assert!(Steps.uses(role) && Ends.uses(role));
+        }
+    }
+
+    #[test]
+    fn the_sentinel_traps_only_at_range_starts_and_ends_and_escalation_adds_the_rest() {
+        use IterationMode::{Escalation, Sentinel, Steps};
+        let sentinel: Vec<Role> = Role::ALL
+            .into_iter()
+            .filter(|&r| Sentinel.uses(r))
+            .collect();
+        assert_eq!(sentinel, [Role::IterStart, Role::IterEnd, Role::Fatal]);
+        // Escalated, a sentinel binary has every probe the full mode has (and its start and
+        // end besides), each attached once.
+        for role in Role::ALL {
+            assert!(
+                !(Sentinel.uses(role) && Escalation.uses(role)),
+                "{role:?} twice"
+            );
+            if Steps.uses(role) {
+                assert!(
+                    Sentinel.uses(role) || Escalation.uses(role),
+                    "{role:?} missing"
+                );
+            }
         }
     }
 

@@ -41,10 +41,13 @@ impl GoTarget {
         self.probes.iter().filter(move |p| mode.uses(p.role))
     }
 
-    /// `mode`, or the full mode where the low-overhead one cannot work for this binary.
+    /// `mode`, or the full mode where the low-overhead or sentinel one cannot work for this
+    /// binary.
     pub fn effective_mode(&self, mode: IterationMode) -> IterationMode {
         match mode {
-            IterationMode::Ends if !self.probes.iter().any(|p| p.role == Role::IterEnd) => {
+            IterationMode::Ends | IterationMode::Sentinel
+                if !self.probes.iter().any(|p| p.role == Role::IterEnd) =>
+            {
                 IterationMode::Steps
             }
             m => m,

@@ -44,3 +44,36 @@ func hotRange(m map[uint64]int, i uint64) {
 		}
 	}
 }
+
+// hot_cross_insert is a data race that keeps happening: every 20 ms a goroutine inserts into a
+// map while another ranges over it (parked in its loop body, so Go's own check never fires), for
+// HOT_SECONDS. The sentinel sees the first occurrence from the map's header alone; the
+// occurrences after its escalation must name this writer. Run by tests/…/sentinel.rs.
+func init() {
+	scenarios["hot_cross_insert"] = hotCrossInsert
+}
+
+//go:noinline
+func hotCrossInsert() {
+	secs, err := strconv.Atoi(os.Getenv("HOT_SECONDS"))
+	if err != nil || secs <= 0 {
+		secs = 3
+	}
+	end := time.Now().Add(time.Duration(secs) * time.Second)
+	for i := 0; time.Now().Before(end); i++ {
+		hotCrossRange(strMap(16), i)
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+//go:noinline
+func hotCrossRange(m map[string]int, i int) {
+	h := writer(func() { m["new-"+strconv.Itoa(i)] = i })
+	first := true
+	for range m {
+		if first {
+			first = false
+			h.wait()
+		}
+	}
+}

@@ -5,8 +5,11 @@ use crate::plan::{GoTarget, IterationMode};
 
 pub(super) fn describe(t: &GoTarget, mode: IterationMode) -> String {
     let how = match t.effective_mode(mode) {
-        IterationMode::Steps => "",
+        IterationMode::Steps | IterationMode::Escalation => "",
         IterationMode::Ends => ", low overhead: each range seen at its start and end",
+        IterationMode::Sentinel => {
+            ", sentinel: each range's start and end compared, full probes for a while after a change"
+        }
     };
     format!(
         "{} {} {} maps{how}",

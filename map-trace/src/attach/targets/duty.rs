@@ -17,6 +17,12 @@ impl Targets {
         }
         self.suspended = true;
         for b in self.binaries.values_mut() {
+            // An escalation ends with the rest (the sentinel never runs duty-cycled: this is
+            // the shutdown).
+            let extra = Self::take_escalation(b);
+            if !extra.is_empty() {
+                self.closing.push(attach::detach(ebpf, extra));
+            }
             if let Some(links) = b.shared.as_mut() {
                 self.closing
                     .push(attach::detach(ebpf, std::mem::take(links)));

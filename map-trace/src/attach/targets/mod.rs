@@ -13,7 +13,10 @@
 mod deploy;
 mod describe;
 mod duty;
+mod escalate;
 mod exits;
+
+pub use escalate::Escalations;
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
@@ -74,6 +77,8 @@ struct Binary {
     open: std::fs::File,
     /// Its content when analysed; links are valid for this content only.
     fingerprint: Fingerprint,
+    /// Sentinel mode: its escalations.
+    sentinel: escalate::Sentinel,
 }
 
 impl Binary {
@@ -139,6 +144,8 @@ pub struct Targets {
     closing: Vec<Detaching>,
     /// Executables analysed so far, again after a change included.
     pub analysed: u64,
+    /// Sentinel mode: how long and how often a binary gets the full probes.
+    escalation: crate::config::Escalation,
 }
 
 impl Targets {
@@ -162,6 +169,7 @@ impl Targets {
             readd: Vec::new(),
             closing: Vec::new(),
             analysed: 0,
+            escalation: Default::default(),
         }
     }
 
@@ -216,7 +224,7 @@ impl Targets {
     pub fn links(&self) -> usize {
         self.binaries
             .values()
-            .map(|b| b.shared.as_ref().map_or(0, Vec::len))
+            .map(|b| b.shared.as_ref().map_or(0, Vec::len) + b.sentinel.links())
             .sum::<usize>()
             + self.procs.values().map(|p| p.links.len()).sum::<usize>()
     }
@@ -436,7 +444,9 @@ impl Targets {
         drop(image);
         give_back_freed_memory();
         let id = self.next_config_id();
-        attach::write_config(ebpf, &target, id)?;
+        let sentinel = self.mode == IterationMode::Sentinel
+            && target.effective_mode(self.mode) == IterationMode::Sentinel;
+        attach::write_config(ebpf, &target, id, sentinel)?;
         resolver.add_binary(id, info.clone(), target.elf.pie);
         let name = name.file_name().map_or_else(
             || name.display().to_string(),
@@ -454,6 +464,7 @@ impl Targets {
                 procs: 0,
                 open,
                 fingerprint,
+                sentinel: escalate::Sentinel::new(Self::changes_now(ebpf, id)),
             },
         );
         if let Some(g) = &self.guard {
@@ -486,15 +497,15 @@ impl Targets {
     /// Forgets a binary: its settings at once, its shared links in the background (wait on
     /// the result where stale probes could meet new content).
     fn drop_binary(&mut self, ebpf: &mut Ebpf, resolver: &mut Resolver, file: FileId) -> Detaching {
-        let Some(b) = self.binaries.remove(&file) else {
+        let Some(mut b) = self.binaries.remove(&file) else {
             return Detaching::none();
         };
         resolver.remove_binary(b.id);
         // Settings first: a probe still attached while its link closes finds none and returns.
         attach::forget_binary(ebpf, b.id);
-        let detaching = b
-            .shared
-            .map_or_else(Detaching::none, |links| attach::detach(ebpf, links));
+        let mut links = Self::take_escalation(&mut b);
+        links.extend(b.shared.take().unwrap_or_default());
+        let detaching = attach::detach(ebpf, links);
         if let Some(g) = &self.guard {
             use std::os::fd::AsFd as _;
             g.unmark_file(b.open.as_fd());

@@ -12,5 +12,6 @@ mod metrics_endpoint;
 mod metrics_flood;
 mod no_buildinfo;
 mod sarif;
+mod sentinel;
 mod systemd_unit;
 mod writes_in_progress;

@@ -10,6 +10,10 @@ use std::time::Duration;
 use gobin::input::{self, InputError};
 use serde::Deserialize;
 
+mod mode;
+
+pub use mode::{Escalation, Mode};
+
 use crate::output::Format;
 use crate::plan::IterationMode;
 
@@ -31,8 +35,14 @@ pub struct FileConfig {
     pub metrics_addr: Option<String>,
     /// e.g. "1s/10s".
     pub duty_cycle: Option<String>,
-    /// Observe iterations by their start and end only (`--low-overhead`).
+    /// "full", "low-overhead" or "sentinel" (`--mode`).
+    pub mode: Option<Mode>,
+    /// The older spelling of `mode = "low-overhead"` (`--low-overhead`).
     pub low_overhead: Option<bool>,
+    /// Sentinel mode: how long the full probes stay after a change, e.g. "10s".
+    pub escalate_for: Option<String>,
+    /// Sentinel mode: least time between two escalations of one binary, e.g. "1m".
+    pub escalate_every: Option<String>,
     /// Print every occurrence in full, not one per finding group (`--every-occurrence`).
     pub every_occurrence: Option<bool>,
     /// Write the finding groups as a SARIF 2.1.0 log here at exit (`--sarif`).
@@ -50,7 +60,9 @@ pub struct Flags {
     pub format: Option<Format>,
     pub metrics_addr: Option<SocketAddr>,
     pub duty_cycle: Option<DutyCycle>,
-    pub low_overhead: Option<bool>,
+    pub mode: Option<Mode>,
+    pub escalate_for: Option<Duration>,
+    pub escalate_every: Option<Duration>,
     pub every_occurrence: Option<bool>,
     pub sarif: Option<PathBuf>,
     pub source_root: Option<PathBuf>,
@@ -101,6 +113,8 @@ pub struct Settings {
     pub metrics_addr: Option<SocketAddr>,
     pub duty_cycle: Option<DutyCycle>,
     pub mode: IterationMode,
+    /// Sentinel mode's escalations (unused in the other modes).
+    pub escalation: Escalation,
     /// Every occurrence in full instead of one per group and rate-limited updates.
     pub every_occurrence: bool,
     /// Where the SARIF log goes at exit, if anywhere.
@@ -135,6 +149,12 @@ pub enum ConfigError {
     NoTargets,
     #[error("pid 0 is not a process")]
     PidZero,
+    #[error(
+        "mode sentinel and duty_cycle do not go together: the sentinel is the always-on mode (it attaches the full probes only after a change); choose one"
+    )]
+    SentinelDuty,
+    #[error("{0}")]
+    Escalation(String),
 }
 
 impl ConfigError {
@@ -218,6 +238,43 @@ pub fn merge(file: Option<(&Path, FileConfig)>, flags: Flags) -> Result<Settings
         Some(v) => Some(DutyCycle::parse(v).map_err(|why| bad("duty_cycle", v, why))?),
         None => None,
     };
+    let file_mode = match (file.mode, file.low_overhead) {
+        (Some(m), None) => Some(m),
+        (None, Some(true)) => Some(Mode::LowOverhead),
+        (None, Some(false)) => Some(Mode::Full),
+        (None, None) => None,
+        (Some(m), Some(_)) => {
+            return Err(bad(
+                "low_overhead",
+                "set",
+                format!(
+                    "mode = \"{}\" is given too: keep one (low_overhead = true is mode = \"low-overhead\")",
+                    m.iteration_mode().name()
+                ),
+            ));
+        }
+    };
+    let file_time = |key: &'static str, v: &Option<String>| match v {
+        Some(v) => humantime::parse_duration(v)
+            .map(Some)
+            .map_err(|e| bad(key, v, e.to_string())),
+        None => Ok(None),
+    };
+    let default = Escalation::default();
+    let window = flags
+        .escalate_for
+        .or(file_time("escalate_for", &file.escalate_for)?)
+        .unwrap_or(default.window);
+    let every = flags
+        .escalate_every
+        .or(file_time("escalate_every", &file.escalate_every)?)
+        .unwrap_or(default.every);
+    let escalation = Escalation::new(window, every).map_err(ConfigError::Escalation)?;
+    let mode = flags.mode.or(file_mode).unwrap_or(Mode::Full);
+    let duty_cycle = flags.duty_cycle.or(file_duty);
+    if mode == Mode::Sentinel && duty_cycle.is_some() {
+        return Err(ConfigError::SentinelDuty);
+    }
     let settings = Settings {
         pids: if flags.pids.is_empty() {
             file.pid
@@ -232,11 +289,9 @@ pub fn merge(file: Option<(&Path, FileConfig)>, flags: Flags) -> Result<Settings
         duration: flags.duration.or(file_duration),
         format: flags.format.or(file.format).unwrap_or(Format::Human),
         metrics_addr: flags.metrics_addr.or(file_addr),
-        duty_cycle: flags.duty_cycle.or(file_duty),
-        mode: match flags.low_overhead.or(file.low_overhead) {
-            Some(true) => IterationMode::Ends,
-            _ => IterationMode::Steps,
-        },
+        duty_cycle,
+        mode: mode.iteration_mode(),
+        escalation,
         every_occurrence: flags
             .every_occurrence
             .or(file.every_occurrence)
@@ -322,11 +377,7 @@ impl Settings {
         ));
         s.push_str(&format!(
             "iterations: {}\n",
-            match self.mode {
-                IterationMode::Steps => "every step probed (full)",
-                IterationMode::Ends =>
-                    "start and end probed only (low overhead; ranges left early are not seen)",
-            }
+            mode::describe(self.mode, self.escalation)
         ));
         s.push_str(&format!(
             "metrics: {}\n",
@@ -388,171 +439,4 @@ impl Settings {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn file(text: &str) -> Result<FileConfig, ConfigError> {
-        parse(Path::new("/etc/map-trace/config.toml"), text)
-    }
-
-    fn merged(text: &str, flags: Flags) -> Result<Settings, ConfigError> {
-        let p = Path::new("/etc/map-trace/config.toml");
-        merge(Some((p, file(text)?)), flags)
-    }
-
-    #[test]
-    fn a_full_file_is_read() {
-        let s = merged(
-            r#"
-pid = [10, 20]
-exe = ["/usr/local/bin/api"]
-duration = "5m"
-format = "json"
-metrics_addr = "127.0.0.1:9464"
-duty_cycle = "1s/10s"
-low_overhead = true
-every_occurrence = true
-"#,
-            Flags::default(),
-        )
-        .unwrap();
-        assert_eq!(
-            s,
-            Settings {
-                pids: vec![10, 20],
-                exes: vec!["/usr/local/bin/api".into()],
-                duration: Some(Duration::from_secs(300)),
-                format: Format::Json,
-                metrics_addr: Some("127.0.0.1:9464".parse().unwrap()),
-                duty_cycle: Some(DutyCycle {
-                    on: Duration::from_secs(1),
-                    period: Duration::from_secs(10),
-                }),
-                mode: IterationMode::Ends,
-                every_occurrence: true,
-                sarif: None,
-                source_root: None,
-            }
-        );
-    }
-
-    #[test]
-    fn flags_override_the_file_key_by_key() {
-        let flags = Flags {
-            pids: vec![7],
-            format: Some(Format::Human),
-            metrics_addr: Some("[::1]:9000".parse().unwrap()),
-            ..Flags::default()
-        };
-        let s = merged(
-            "pid = [10]\nexe = [\"/bin/x\"]\nformat = \"json\"\nmetrics_addr = \"127.0.0.1:1\"\nduration = \"1s\"",
-            flags,
-        )
-        .unwrap();
-        assert_eq!(s.pids, [7], "a --pid replaces the file's list");
-        assert_eq!(s.exes, [PathBuf::from("/bin/x")], "untouched keys stay");
-        assert_eq!(s.format, Format::Human);
-        assert_eq!(s.metrics_addr, Some("[::1]:9000".parse().unwrap()));
-        assert_eq!(s.duration, Some(Duration::from_secs(1)));
-    }
-
-    #[test]
-    fn defaults_without_a_file() {
-        let s = merge(
-            None,
-            Flags {
-                pids: vec![1],
-                ..Flags::default()
-            },
-        )
-        .unwrap();
-        assert_eq!(s.format, Format::Human);
-        assert_eq!(s.metrics_addr, None, "no endpoint unless asked for");
-        assert_eq!(s.duration, None);
-    }
-
-    #[test]
-    fn errors_name_the_file_the_key_and_the_value() {
-        let e = merged(
-            "exe = [\"/x\"]\nmetrics_addr = \"localhost\"",
-            Flags::default(),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("/etc/map-trace/config.toml"), "{e}");
-        assert!(e.contains("metrics_addr = \"localhost\""), "{e}");
-        let e = merged("exe = [\"/x\"]\nduration = \"soon\"", Flags::default())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("duration = \"soon\""), "{e}");
-    }
-
-    #[test]
-    fn unknown_keys_and_bad_types_are_rejected_with_their_line() {
-        let e = file("exe = [\"/x\"]\nmetrics-addr = \"127.0.0.1:1\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("metrics-addr") && e.contains("line 2"), "{e}");
-        let e = file("pid = \"42\"").unwrap_err().to_string();
-        assert!(e.contains("line 1"), "{e}");
-        let e = file("format = \"yaml\"").unwrap_err().to_string();
-        assert!(e.contains("yaml"), "{e}");
-        assert!(!e.contains('\n'), "one line: {e}");
-    }
-
-    #[test]
-    fn parse_errors_say_where_without_quoting_the_text() {
-        let text = format!("exe = [\"/x\"]\nbogus = \"{}\"\n", "y".repeat(100_000));
-        let e = file(&text).unwrap_err().to_string();
-        assert!(e.len() < 500, "{} chars", e.len());
-        assert!(e.contains("line 2, column 1: unknown field `bogus`"), "{e}");
-        assert_eq!(line_column("a\nbé\nc", 5), (2, 3));
-    }
-
-    #[test]
-    fn duty_cycles_are_checked() {
-        let d = DutyCycle::parse("500ms/5s").unwrap();
-        assert_eq!(d.on, Duration::from_millis(500));
-        assert!((d.fraction() - 0.1).abs() < 1e-9);
-        for bad in ["1s", "10s/1s", "1s/1s", "0s/1s", "10ms/1s", "x/1s"] {
-            assert!(DutyCycle::parse(bad).is_err(), "{bad}");
-        }
-        let e = merged("exe = [\"/x\"]\nduty_cycle = \"2s/1s\"", Flags::default())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("duty_cycle = \"2s/1s\""), "{e}");
-    }
-
-    #[test]
-    fn nothing_to_trace_is_an_error() {
-        assert!(matches!(
-            merged("format = \"json\"", Flags::default()),
-            Err(ConfigError::NoTargets)
-        ));
-        assert!(matches!(
-            merged("pid = [0]", Flags::default()),
-            Err(ConfigError::PidZero)
-        ));
-    }
-
-    #[test]
-    fn warnings_for_valid_but_surprising_settings() {
-        let s = merge(
-            None,
-            Flags {
-                exes: vec!["relative/bin".into(), "/no/such/map-trace-binary".into()],
-                metrics_addr: Some("0.0.0.0:9464".parse().unwrap()),
-                ..Flags::default()
-            },
-        )
-        .unwrap();
-        let w = s.warnings().join("\n");
-        assert!(w.contains("relative path"), "{w}");
-        assert!(w.contains("containers"), "{w}");
-        assert!(w.contains("other hosts"), "{w}");
-        assert!(
-            s.describe()
-                .contains("metrics: http://0.0.0.0:9464/metrics")
-        );
-    }
-}
+mod tests;
