@@ -66,6 +66,9 @@ pub struct BuildInfo {
     pub goexperiments: Vec<String>,
     /// `build` lines of the module info (`-buildmode`, `-ldflags`, `CGO_ENABLED`, …).
     pub settings: Vec<(String, String)>,
+    /// The main package's path (`path` line: `cmd/compile` for the Go toolchain's own tools,
+    /// `command-line-arguments` for `go run x.go`); None without module info.
+    pub main_path: Option<String>,
 }
 
 impl BuildInfo {
@@ -229,6 +232,10 @@ fn read_varint_string(rest: &mut &[u8]) -> Result<String, BuildInfoError> {
 
 pub(crate) fn interpret(raw_version: String, modinfo: &str) -> BuildInfo {
     let mut settings = Vec::new();
+    let main_path = modinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("path\t"))
+        .map(str::to_string);
     for line in modinfo.lines() {
         if let Some(setting) = line.strip_prefix("build\t")
             && let Some((k, v)) = setting.split_once('=')
@@ -256,6 +263,7 @@ pub(crate) fn interpret(raw_version: String, modinfo: &str) -> BuildInfo {
         raw_version,
         goexperiments,
         settings,
+        main_path,
     }
 }
 
@@ -308,6 +316,7 @@ mod tests {
         assert_eq!(bi.version, Some(GoVersion::new(1, 24, 11)));
         assert_eq!(bi.goexperiments, vec!["noswissmap", "foo"]);
         assert_eq!(bi.setting("-buildmode"), Some("pie"));
+        assert_eq!(bi.main_path.as_deref(), Some("x"));
         assert!(bi.has_experiment("noswissmap"));
     }
 

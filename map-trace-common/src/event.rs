@@ -147,6 +147,16 @@ pub struct Repeats {
     pub last_ns: u64,
 }
 
+/// A process that just exec'd (the `EXECS` ring buffer).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExecNotice {
+    pub tgid: u32,
+    /// `map-trace run`: the process was stopped (SIGSTOP from the tracepoint, before its first
+    /// instruction) and waits for the daemon's SIGCONT.
+    pub held: u32,
+}
+
 /// Entries of `REPEATS` (an LRU table: the coldest go first; the daemon stops reading one it
 /// cannot find).
 pub const MAX_REPEAT_KEYS: u32 = 4096;

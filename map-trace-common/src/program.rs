@@ -91,10 +91,11 @@ pub mod map {
     pub const REPEATS: &str = "REPEATS";
     pub const OUTPUT: &str = "OUTPUT";
     pub const CHANGES: &str = "CHANGES";
+    pub const RUN_CGROUP: &str = "RUN_CGROUP";
 
     /// Every map the daemon opens by name.
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 14] = [
         CONFIG, MAPS, ITERS, PENDING, STACKS, COUNTERS, FINDINGS, FATALS, EXECS, LIVE_DEBT,
-        REPEATS, OUTPUT, CHANGES,
+        REPEATS, OUTPUT, CHANGES, RUN_CGROUP,
     ];
 }

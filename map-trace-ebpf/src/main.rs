@@ -25,13 +25,15 @@ mod stack;
 mod write;
 
 use aya_ebpf::EbpfContext as _;
-use aya_ebpf::helpers::{bpf_get_attach_cookie, bpf_get_current_pid_tgid};
+use aya_ebpf::helpers::{
+    bpf_get_attach_cookie, bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_send_signal,
+};
 use aya_ebpf::macros::{raw_tracepoint, uprobe};
 use aya_ebpf::programs::{ProbeContext, RawTracePointContext};
 use context::event;
 use goabi::arg;
 use keys::Key;
-use map_trace_common::event::Op;
+use map_trace_common::event::{ExecNotice, Op};
 use map_trace_common::probe::Role;
 
 /// classic `runtime.mapiterinit(t, h, it)`
@@ -226,17 +228,34 @@ pub fn fatal_error(ctx: ProbeContext) -> u32 {
 
 /// `sched_process_exec`: tells the daemon which process just started a new program, so `--exe`
 /// can pick up processes as they start. A raw tracepoint, because it needs no tracefs mount
-/// (often absent in containers and minimal hosts). Loaded only when `--exe` is in use.
+/// (often absent in containers and minimal hosts). Loaded only when `--exe` or `run` is in use.
+///
+/// Under `map-trace run`, only execs in the command's cgroup (its descendants) are announced,
+/// and each is stopped first: the signal is taken on the way back to user space, before the new
+/// program's first instruction, and the daemon resumes it once its probes are attached.
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn exec_notify(_ctx: RawTracePointContext) -> i32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let mut notice = ExecNotice { tgid, held: 0 };
+    let run = maps::RUN_CGROUP.get(0).copied().unwrap_or(0);
+    if run != 0 {
+        // SAFETY: no preconditions.
+        if unsafe { bpf_get_current_cgroup_id() } != run {
+            return 0;
+        }
+        // SAFETY: signals the current process, which is exec'ing.
+        notice.held = u32::from(unsafe { bpf_send_signal(SIGSTOP) } == 0);
+    }
     // A full buffer loses the notice; the daemon's /proc scan at start-up and the counter cover
-    // what is missed.
-    if maps::EXECS.output::<u32>(&tgid, 0).is_err() {
+    // what is missed (under `run`, its sweep of the cgroup resumes what was stopped).
+    if maps::EXECS.output::<ExecNotice>(&notice, 0).is_err() {
         maps::count(map_trace_common::event::counter::EXECS_DROPPED);
     }
     0
 }
+
+/// Linux's SIGSTOP (the same number on x86_64 and arm64).
+const SIGSTOP: u32 = 19;
 
 /// Does nothing. `cargo xtask bench` attaches it where a real probe sits, to price the trap
 /// alone; the daemon never loads it.

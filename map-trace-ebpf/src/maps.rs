@@ -123,6 +123,11 @@ pub static FATALS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 #[map]
 pub static FATAL_SCRATCH: PerCpuArray<Fatal> = PerCpuArray::with_max_entries(1, 0);
 
+/// `map-trace run`: the id of the cgroup its command runs in (0: not running a command). An
+/// exec in that cgroup is stopped and announced; one elsewhere is not announced at all.
+#[map]
+pub static RUN_CGROUP: Array<u64> = Array::with_max_entries(1, 0);
+
 /// The tgid of every process that just exec'd, so the daemon can match `--exe` targets as they
 /// start instead of polling /proc. Execs are rare next to map operations; each one wakes it.
 #[map]

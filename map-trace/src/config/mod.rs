@@ -66,6 +66,8 @@ pub struct Flags {
     pub every_occurrence: Option<bool>,
     pub sarif: Option<PathBuf>,
     pub source_root: Option<PathBuf>,
+    /// `map-trace run`.
+    pub command: Option<RunCommand>,
 }
 
 /// Probes attached for `on` out of every `period`, detached the rest of the time.
@@ -121,6 +123,19 @@ pub struct Settings {
     pub sarif: Option<PathBuf>,
     /// The directory SARIF paths are relative to (default: the working directory).
     pub source_root: Option<PathBuf>,
+    /// `map-trace run`: the command to start and follow.
+    pub command: Option<RunCommand>,
+}
+
+/// What `map-trace run` starts, and how it ends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunCommand {
+    pub argv: Vec<std::ffi::OsString>,
+    pub fail_on: crate::daemon::command::FailOn,
+    /// Run it as root even under sudo.
+    pub keep_root: bool,
+    /// Trace the Go toolchain's own commands too.
+    pub toolchain: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +164,10 @@ pub enum ConfigError {
     NoTargets,
     #[error("pid 0 is not a process")]
     PidZero,
+    #[error(
+        "map-trace run traces what its command starts: --pid and --exe (or pid and exe in the config file) do not go with it"
+    )]
+    RunWithTargets,
     #[error(
         "mode sentinel and duty_cycle do not go together: the sentinel is the always-on mode (it attaches the full probes only after a change); choose one"
     )]
@@ -298,9 +317,16 @@ pub fn merge(file: Option<(&Path, FileConfig)>, flags: Flags) -> Result<Settings
             .unwrap_or(false),
         sarif: flags.sarif.or(file.sarif),
         source_root: flags.source_root.or(file.source_root),
+        command: flags.command,
     };
     if settings.pids.contains(&0) {
         return Err(ConfigError::PidZero);
+    }
+    if settings.command.is_some() {
+        if !(settings.pids.is_empty() && settings.exes.is_empty()) {
+            return Err(ConfigError::RunWithTargets);
+        }
+        return Ok(settings);
     }
     if settings.pids.is_empty() && settings.exes.is_empty() {
         return Err(ConfigError::NoTargets);

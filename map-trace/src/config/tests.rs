@@ -42,6 +42,7 @@ every_occurrence = true
             every_occurrence: true,
             sarif: None,
             source_root: None,
+            command: None,
         }
     );
 }

@@ -3,6 +3,7 @@
 //! stop cleanly. `session` is what the loop does per event, `startup` what is checked before
 //! anything is loaded.
 
+pub mod command;
 mod session;
 mod startup;
 mod turns;
@@ -21,6 +22,7 @@ use crate::attach::targets::Targets;
 use crate::attach::{exec_guard, kernel_features, path_watch, probes as attach, sweep};
 use crate::config::Settings;
 use crate::discover::exe_match::{self, ExeSpec};
+use crate::discover::process;
 use crate::error::{MAX_MESSAGE_CHARS, TraceError, one_line};
 use crate::events::execs::{drain_execs, next_exec};
 use crate::events::ring;
@@ -45,9 +47,12 @@ enum Stop {
     Signal(&'static str),
     Duration,
     TargetsExited,
+    /// `run`: the command exited.
+    Command(std::process::ExitStatus),
 }
 
-pub fn run(opts: Settings) -> Result<(), TraceError> {
+/// Traces until stopped; returns the exit status (0, or under `run` the command's or 66).
+pub fn run(opts: Settings) -> Result<u8, TraceError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -58,7 +63,7 @@ pub fn run(opts: Settings) -> Result<(), TraceError> {
 /// /healthz turns unhealthy when the main loop has not polled for this long.
 const STALE_AFTER: Duration = Duration::from_secs(10);
 
-async fn session(opts: Settings) -> Result<(), TraceError> {
+async fn session(opts: Settings) -> Result<u8, TraceError> {
     // Before attaching: a signal that arrives once probes are in must detach them, not kill us
     // with the default action.
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
@@ -107,6 +112,16 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
     };
     let mut targets = Targets::new(specs, exits_tx, opts.mode, guard);
     targets.set_escalation(opts.escalation);
+    // `run`: its command's own cgroup, named to the exec tracepoint before it is attached.
+    let cgroup = match &opts.command {
+        Some(c) => {
+            targets.follow(crate::attach::targets::Follow {
+                toolchain: c.toolchain,
+            });
+            command::prepare(&mut ebpf)
+        }
+        None => None,
+    };
     // The guard's marks before the first attach: an exec from now on waits for its probes.
     for e in targets.mark_dirs() {
         eprintln!("map-trace: warning: {e}");
@@ -136,7 +151,7 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
             announce(&a, &metrics);
         }
     }
-    if targets.watches_executables() {
+    if !opts.exes.is_empty() {
         let me = std::process::id();
         for pid in exe_match::pids(Path::new("/proc")) {
             if pid != me {
@@ -201,6 +216,12 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
         },
         unfollowed: std::collections::HashSet::new(),
     };
+    let mut child = match &opts.command {
+        Some(c) => Some(command::start(c, cgroup.as_ref())?),
+        None => None,
+    };
+    let child_pid = child.as_ref().and_then(tokio::process::Child::id);
+    let mut forwarded = 0;
     let mut turns = turns::Turns::from_env();
     let stop = loop {
         turns.end();
@@ -226,10 +247,19 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
             ready = next_exec(&mut execs) => {
                 turns.begin("exec notice");
                 if let Ok(mut guard) = ready {
-                    let pids = drain_execs(guard.get_inner_mut());
+                    let notices = drain_execs(guard.get_inner_mut());
                     guard.clear_ready();
-                    for pid in pids {
-                        session.exec(pid);
+                    for n in notices {
+                        // Under `run` without a cgroup every exec is announced: only the
+                        // command's descendants are ours.
+                        let ours = cgroup.is_some()
+                            || child_pid.is_none_or(|root| process::descends_from(n.tgid, root));
+                        if ours {
+                            session.exec(n.tgid);
+                        }
+                        if n.held != 0 {
+                            command::resume(n.tgid);
+                        }
                     }
                 }
             }
@@ -268,8 +298,17 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
                 // Also a backstop for changes inotify cannot see (another mount namespace).
                 session.rescan(paths.as_mut(), &mut out);
             }
-            _ = sigint.recv() => break Stop::Signal("SIGINT"),
-            _ = sigterm.recv() => break Stop::Signal("SIGTERM"),
+            _ = sigint.recv() => match command::forward_or_stop(child_pid, libc::SIGINT, &mut forwarded) {
+                true => continue,
+                false => break Stop::Signal("SIGINT"),
+            },
+            _ = sigterm.recv() => match command::forward_or_stop(child_pid, libc::SIGTERM, &mut forwarded) {
+                true => continue,
+                false => break Stop::Signal("SIGTERM"),
+            },
+            status = command::wait(&mut child) => {
+                break Stop::Command(status);
+            }
             _ = &mut deadline => break Stop::Duration,
             Some(pid) = exits.recv() => {
                 turns.begin("exit");
@@ -280,6 +319,7 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
     // Findings emitted just before a target died (e.g. of Go's own fatal error) are still in
     // the ring buffer: drain it before detaching.
     session.drain(&mut out, true);
+    let kinds = session.sink.groups.kinds();
     session.update_metrics();
     read_counters(&ebpf, &mut summary);
     summary.stacks_lost = resolver.lost;
@@ -334,20 +374,47 @@ async fn session(opts: Settings) -> Result<(), TraceError> {
         let _ = task.await;
     }
     let _ = out.flush();
-    match stop {
-        Stop::Signal(s) => eprintln!("map-trace: {s}: detached"),
-        Stop::Duration => eprintln!("map-trace: duration elapsed: detached"),
-        Stop::TargetsExited => {}
+    // Nothing of the command may stay stopped: a notice lost or unread left its exec held.
+    if let Some(c) = &cgroup {
+        c.pids().into_iter().for_each(command::resume);
     }
+    let status = match &stop {
+        Stop::Signal(s) => {
+            eprintln!("map-trace: {s}: detached");
+            None
+        }
+        Stop::Duration => {
+            eprintln!("map-trace: duration elapsed: detached");
+            None
+        }
+        Stop::TargetsExited => None,
+        Stop::Command(status) => Some(*status),
+    };
+    // A command still running when tracing stopped: after the third signal it is killed with
+    // all it started; after --duration it is waited for. Its status is the run's.
+    let status = match (status, child.as_mut()) {
+        (Some(s), _) => Some(s),
+        (None, Some(c)) => {
+            if matches!(stop, Stop::Signal(_)) {
+                command::kill(c, cgroup.as_ref());
+            }
+            c.wait().await.ok()
+        }
+        (None, None) => None,
+    };
+    drop(cgroup);
     match sarif_written {
-        Some(Err(e)) => Err(e),
+        Some(Err(e)) => return Err(e),
         Some(Ok(())) => {
             let path = opts.sarif.as_deref().unwrap_or(Path::new(""));
             eprintln!("map-trace: SARIF log written to {}", path.display());
-            Ok(())
         }
-        None => Ok(()),
+        None => {}
     }
+    Ok(match (status, &opts.command) {
+        (Some(s), Some(c)) => command::exit_code(s, c.fail_on, &kinds),
+        _ => 0,
+    })
 }
 
 type Server = (

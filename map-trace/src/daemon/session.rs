@@ -52,7 +52,11 @@ pub(super) fn adopt(
             let reason = AttachFailure::of(&e);
             // A process that ran a matching file and exited before it could be read is
             // counted, but not worth a line each.
-            if reason != AttachFailure::ProcessGone {
+            // Under `run`, most of what a command starts is not Go (a shell, make, a C
+            // compiler): counted, not said.
+            let quiet = reason == AttachFailure::ProcessGone
+                || (reason == AttachFailure::NotGo && targets.follows());
+            if !quiet {
                 let e = one_line(&e.to_string(), MAX_MESSAGE_CHARS);
                 eprintln!("map-trace: not tracing pid {pid}: {e}");
             }

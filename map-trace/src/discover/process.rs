@@ -31,6 +31,22 @@ pub fn is_gone(pid: u32) -> bool {
     )
 }
 
+/// Whether `pid` is `root` or one of its descendants, by the parent chain in /proc (a process
+/// whose parent exited was re-parented and is not found).
+pub fn descends_from(pid: u32, root: u32) -> bool {
+    let mut at = pid;
+    for _ in 0..64 {
+        if at == root {
+            return true;
+        }
+        match Process::new(at as i32).and_then(|p| p.stat()) {
+            Ok(stat) if stat.ppid > 1 => at = stat.ppid as u32,
+            _ => return false,
+        }
+    }
+    false
+}
+
 /// `resolve` against another procfs mount, so tests can use a fake one.
 pub fn resolve_in(proc: &Path, pid: u32) -> Result<ProcessExe, TargetError> {
     let dir = proc.join(pid.to_string());

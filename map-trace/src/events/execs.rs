@@ -2,6 +2,7 @@
 //! tracepoint's ring buffer, so `--exe` targets are matched as they start.
 
 use aya::maps::{MapData, RingBuf};
+use map_trace_common::event::ExecNotice;
 use tokio::io::unix::AsyncFd;
 
 /// Resolves when exec notices are waiting; never, when `--exe` is not in use.
@@ -14,13 +15,14 @@ pub async fn next_exec(
     }
 }
 
-/// Every pid waiting in the ring buffer.
-pub fn drain_execs(ring: &mut RingBuf<MapData>) -> Vec<u32> {
-    let mut pids = Vec::new();
+/// Every notice waiting in the ring buffer.
+pub fn drain_execs(ring: &mut RingBuf<MapData>) -> Vec<ExecNotice> {
+    let mut notices = Vec::new();
     while let Some(item) = ring.next() {
-        if let Ok(b) = <[u8; 4]>::try_from(&item[..]) {
-            pids.push(u32::from_ne_bytes(b));
+        if item.len() == size_of::<ExecNotice>() {
+            // SAFETY: the size matches and ExecNotice is plain data; the read is unaligned.
+            notices.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<ExecNotice>()) });
         }
     }
-    pids
+    notices
 }

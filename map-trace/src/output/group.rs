@@ -231,6 +231,14 @@ impl Groups {
         all
     }
 
+    /// The kinds of every group reported.
+    pub fn kinds(&self) -> Vec<FindingKind> {
+        let mut k: Vec<_> = self.groups.values().map(|g| g.latest.kind).collect();
+        k.sort();
+        k.dedup();
+        k
+    }
+
     pub fn len(&self) -> usize {
         self.groups.len()
     }

@@ -38,6 +38,24 @@ pub(super) fn open_binary(
     Ok((open, fingerprint, image))
 }
 
+/// Whether `path` is one of the Go distribution's own commands (`go`, `compile`, `link`,
+/// `vet`, …: a main package under `cmd/`), read from its build info alone.
+pub(super) fn toolchain_command(path: &Path) -> bool {
+    let Ok((open, _)) = input::open_regular(path, input::MAX_BINARY_BYTES) else {
+        return false;
+    };
+    let Ok(image) = ElfImage::map(path.to_path_buf(), &open) else {
+        return false;
+    };
+    let Ok(file) = image.object() else {
+        return false;
+    };
+    gobin::buildinfo::read(&file)
+        .ok()
+        .and_then(|b| b.main_path)
+        .is_some_and(|p| p.starts_with("cmd/"))
+}
+
 impl Targets {
     /// The `--exe` paths as named.
     pub fn names(&self) -> Vec<PathBuf> {

@@ -146,6 +146,16 @@ pub struct Targets {
     pub analysed: u64,
     /// Sentinel mode: how long and how often a binary gets the full probes.
     escalation: crate::config::Escalation,
+    /// `map-trace run`: every process the exec notices announce (the command's descendants)
+    /// is a target, with links of its own; the Go toolchain's own commands only if asked.
+    follow: Option<Follow>,
+}
+
+/// How `map-trace run` follows its command's descendants.
+#[derive(Clone, Copy, Debug)]
+pub struct Follow {
+    /// Trace `go`, `compile`, `link`, `vet`, … (main packages under `cmd/`) too.
+    pub toolchain: bool,
 }
 
 impl Targets {
@@ -170,6 +180,7 @@ impl Targets {
             closing: Vec::new(),
             analysed: 0,
             escalation: Default::default(),
+            follow: None,
         }
     }
 
@@ -188,7 +199,16 @@ impl Targets {
     }
 
     pub fn watches_executables(&self) -> bool {
-        !self.specs.is_empty()
+        !self.specs.is_empty() || self.follow.is_some()
+    }
+
+    /// Follows every process the exec notices announce (`map-trace run`).
+    pub fn follow(&mut self, f: Follow) {
+        self.follow = Some(f);
+    }
+
+    pub fn follows(&self) -> bool {
+        self.follow.is_some()
     }
 
     /// Explicit `--pid` targets still running.
@@ -320,7 +340,18 @@ impl Targets {
         };
         let matched = self.specs.iter().any(|s| s.matches(&proc.exe, file));
         let rejected = self.rejected.get(&file).is_some_and(|(at, _)| *at == fp);
-        if !explicit && (!matched || rejected) {
+        if !explicit && (!(matched || self.follow.is_some()) || rejected) {
+            return Ok(None);
+        }
+        if let Some(f) = self.follow
+            && !explicit
+            && !f.toolchain
+            && !self.binaries.contains_key(&file)
+            && deploy::toolchain_command(&proc.host_path)
+        {
+            // Seen once per file: the build tools of `go test`/`go run` are not what is tested.
+            self.rejected
+                .insert(file, (fp, "a command of the Go toolchain".into()));
             return Ok(None);
         }
         // Watch for the exit before attaching, so a process that dies meanwhile is noticed.

@@ -11,6 +11,7 @@ mod live_scenarios;
 mod metrics_endpoint;
 mod metrics_flood;
 mod no_buildinfo;
+mod run_command;
 mod sarif;
 mod sentinel;
 mod systemd_unit;
