@@ -31,11 +31,16 @@ pub struct GuestFixture {
     pub classic: bool,
 }
 
+/// Traced with `map-trace --pid --mode sentinel` on the `pid_run` fixture: its range sees
+/// another goroutine's insert, which the sentinel reports from the map's header.
+pub const SENTINEL_SCENARIO: &str = "cross_insert_str";
+
 pub struct Plan {
     pub fixtures: Vec<GuestFixture>,
     /// The kernel runs map-trace's fatal-error probe: a racy run that dies reports it.
     pub fatal: bool,
     /// (fixture name, scenario) traced with `map-trace --pid --low-overhead` after the daemon
+    /// (the same fixture is also traced with `--mode sentinel` on `SENTINEL_SCENARIO`)
     /// stopped.
     pub pid_run: (String, &'static str),
 }
@@ -99,7 +104,16 @@ fn init_script(plan: &Plan) -> String {
     s.push_str("else\n  mark ATTACH-FAILED $(now)\nfi\n");
     s.push_str(STOP_DAEMON);
     let (fixture, scenario) = &plan.pid_run;
-    let _ = writeln!(s, "pid_run {} {scenario}", guest_path(fixture));
+    let _ = writeln!(
+        s,
+        "pid_run {} {scenario} low-overhead pid",
+        guest_path(fixture)
+    );
+    let _ = writeln!(
+        s,
+        "pid_run {} {SENTINEL_SCENARIO} sentinel sentinel",
+        guest_path(fixture)
+    );
     s.push_str(INIT_TAIL);
     s
 }
@@ -168,30 +182,32 @@ racy() {
     [ $ok = 1 ] && break
   done
 }
-# pid_run FIXTURE SCENARIO: map-trace --pid --low-overhead on a target that waits on a fifo
-# until attached.
+# pid_run FIXTURE SCENARIO MODE NAME: map-trace --pid --mode MODE on a target that waits on a
+# fifo until attached; its files are $O/NAME.*.
 pid_run() {
+  N=$4
   mkfifo /tmp/fifo
   t=$(now)
   # <> opens the fifo without blocking, so the target execs at once and blocks in read.
-  timeout __TARGET_TIMEOUT__ $1 $2 <> /tmp/fifo > $O/pid-target.out 2> $O/pid-target.err &
+  timeout __TARGET_TIMEOUT__ $1 $2 <> /tmp/fifo > $O/$N-target.out 2> $O/$N-target.err &
   p=$!
   # Until timeout has exec'd the target, /proc/$p/exe is busybox: not a Go program.
   i=0
   while [ "$(readlink /proc/$p/exe)" != "$1" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
-  timeout 300 map-trace --pid $p --low-overhead --format json --every-occurrence > $O/pid.out 2> $O/pid.err &
+  timeout 300 map-trace --pid $p --mode $3 --format json --every-occurrence > $O/$N.out 2> $O/$N.err &
   m=$!
-  if await 'probes attached' $O/pid.err 1 __ATTACH_WAIT__; then
+  if await 'probes attached' $O/$N.err 1 __ATTACH_WAIT__; then
     echo go > /tmp/fifo
   else
     kill $p
   fi
   wait $p
-  echo $? > $O/pid-target.rc
+  echo $? > $O/$N-target.rc
   wait $m
-  echo $? > $O/pid.rc
-  echo "$p $t $(now)" > $O/pid-run
-  mark PIDRUN $1 $2 exit=$(cat $O/pid-target.rc) map-trace=$(cat $O/pid.rc)
+  echo $? > $O/$N.rc
+  echo "$p $t $(now)" > $O/$N-run
+  rm -f /tmp/fifo
+  mark PIDRUN $1 $2 $3 exit=$(cat $O/$N-target.rc) map-trace=$(cat $O/$N.rc)
 }
 "#;
 
@@ -265,7 +281,12 @@ mod tests {
         assert!(s.contains("process' $O/daemon.err 2 3000; then"));
         assert!(s.contains("  run 1 go1.21.13-arm64-default self_insert\n"));
         assert!(s.contains("  run 3 go1.27.3-arm64-default self_clear\n"));
-        assert!(s.contains("pid_run /fx/go1.27.3-arm64-default cross_delete_u64\n"));
+        assert!(
+            s.contains("pid_run /fx/go1.27.3-arm64-default cross_delete_u64 low-overhead pid\n")
+        );
+        assert!(
+            s.contains("pid_run /fx/go1.27.3-arm64-default cross_insert_str sentinel sentinel\n")
+        );
         // Racy scenarios after the others, each with the fixed strings a complete run shows.
         assert!(s.contains(
             "  racy 4 go1.27.3-arm64-default writers_clear_insert 4 '\"kind\":\"concurrent_writes\"'\n"

@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::AssertUnwindSafe;
 
-use super::guest::{GuestFixture, Plan};
-use super::scenarios::{Build, check_findings, check_racy, racy_target_ok};
+use super::guest::{GuestFixture, Plan, SENTINEL_SCENARIO};
+use super::scenarios::{self, Build, check_findings, check_racy, racy_target_ok};
 use super::serial::Console;
 
 pub struct Outcome {
@@ -127,7 +127,8 @@ pub fn judge(plan: &Plan, console: &Console, unfinished: &str) -> Vec<Outcome> {
         everywhere.push(unfinished.to_string());
     }
     let mut outcomes = daemon_runs(plan, console, &everywhere);
-    outcomes.push(pid_run(plan, console, everywhere));
+    outcomes.push(pid_run(plan, console, everywhere.clone()));
+    outcomes.push(sentinel_run(plan, console, everywhere));
     outcomes
 }
 
@@ -291,42 +292,87 @@ fn pid_run(plan: &Plan, console: &Console, mut problems: Vec<String>) -> Outcome
         .iter()
         .find(|(s, _)| s == scenario)
         .map_or(&[][..], |(_, k)| *k);
-    let rc = |file: &str| console.text(file).trim().to_string();
-    let log = console.text("pid.err");
-    if !console.files.contains_key("pid-run") {
-        problems.push("did not run (see serial.log)".into());
+    let Some((log, findings)) = one_pid_run(console, "pid", "low overhead", &mut problems) else {
         return Outcome { label, problems };
-    }
-    let out = console.text("pid-target.out");
-    if rc("pid-target.rc") != "0" || out.trim() != "ok" {
+    };
+    problems.extend(check(f, scenario, expected, &findings, &log));
+    Outcome { label, problems }
+}
+
+/// The `--pid --mode sentinel` run: one `map_changed_during_iteration` at the scenario's
+/// range, with no writer (the sentinel does not know it).
+fn sentinel_run(plan: &Plan, console: &Console, mut problems: Vec<String>) -> Outcome {
+    let fixture = &plan.pid_run.0;
+    let label = format!("{fixture} {SENTINEL_SCENARIO} (--pid --mode sentinel)");
+    let Some((_, findings)) = one_pid_run(console, "sentinel", "sentinel", &mut problems) else {
+        return Outcome { label, problems };
+    };
+    let kinds: Vec<&str> = findings.iter().filter_map(|v| v["kind"].as_str()).collect();
+    if kinds != [scenarios::CHANGED] {
         problems.push(format!(
-            "target exited {} under map-trace --pid: {out}{}",
-            rc("pid-target.rc"),
-            console.text("pid-target.err")
+            "kinds {kinds:?}, expected [{}]",
+            scenarios::CHANGED
         ));
     }
-    if rc("pid.rc") != "0" {
-        problems.push(format!("map-trace --pid exited {}: {log}", rc("pid.rc")));
+    for v in &findings {
+        if v.get("writer_stack").is_some() {
+            problems.push(format!("a sentinel finding names a writer: {v}"));
+        }
+        match scenarios::site_of(&v["iterator_stack"]) {
+            Ok(site) if site.function == "main.crossInsertStr" => {}
+            Ok(site) => problems.push(format!("range at {site:?}, not in main.crossInsertStr")),
+            Err(e) => problems.push(format!("iterator_stack: {e}: {v}")),
+        }
+    }
+    Outcome { label, problems }
+}
+
+/// The files of one `pid_run NAME` of the guest: its log and findings once the target and
+/// map-trace both ended well, in the mode the log names by `mode_words`; None if it never ran.
+fn one_pid_run(
+    console: &Console,
+    name: &str,
+    mode_words: &str,
+    problems: &mut Vec<String>,
+) -> Option<(String, Vec<serde_json::Value>)> {
+    let file = |ext: &str| format!("{name}{ext}");
+    let rc = |f: &str| console.text(f).trim().to_string();
+    let log = console.text(&file(".err"));
+    if !console.files.contains_key(&file("-run")) {
+        problems.push("did not run (see serial.log)".into());
+        return None;
+    }
+    let out = console.text(&file("-target.out"));
+    if rc(&file("-target.rc")) != "0" || out.trim() != "ok" {
+        problems.push(format!(
+            "target exited {} under map-trace --pid: {out}{}",
+            rc(&file("-target.rc")),
+            console.text(&file("-target.err"))
+        ));
+    }
+    if rc(&file(".rc")) != "0" {
+        problems.push(format!(
+            "map-trace --pid exited {}: {log}",
+            rc(&file(".rc"))
+        ));
     }
     if !log.contains("exited") || !log.contains("summary") {
         problems.push(format!(
             "map-trace --pid did not report the exit and a summary: {log}"
         ));
     }
-    if !log.contains("low overhead") {
+    if !log.contains(mode_words) {
         problems.push(format!(
-            "map-trace --pid did not run in the low-overhead mode (no end sites?): {log}"
+            "map-trace --pid did not run in the {mode_words} mode (no end sites?): {log}"
         ));
     }
-    let (by_pid, bad_lines) = parse_findings(&console.text("pid.out"));
+    let (by_pid, bad_lines) = parse_findings(&console.text(&file(".out")));
     for l in &bad_lines {
         problems.push(format!(
             "map-trace --pid printed a line that is no finding: {l}"
         ));
     }
-    let findings: Vec<serde_json::Value> = by_pid.into_values().flatten().collect();
-    problems.extend(check(f, scenario, expected, &findings, &log));
-    Outcome { label, problems }
+    Some((log, by_pid.into_values().flatten().collect()))
 }
 
 #[cfg(test)]
@@ -430,6 +476,19 @@ mod tests {
             "map-trace: tracing pid 20 (go1.27.3 aarch64 swiss maps, low overhead: each range seen at its start and end)\nmap-trace: pid 20 exited: detached\nmap-trace summary: 0\n",
         );
         put("pid.out", "");
+        // The sentinel run: a finding without a writer at the range, as expected.
+        put("sentinel-run", "21 2 3\n");
+        put("sentinel-target.out", "ok\n");
+        put("sentinel-target.rc", "0\n");
+        put("sentinel.rc", "0\n");
+        put(
+            "sentinel.err",
+            "map-trace: tracing pid 21 (go1.27.3 aarch64 swiss maps, sentinel: each range's start and end compared)\nmap-trace: pid 21 exited: detached\nmap-trace summary: 1\n",
+        );
+        put(
+            "sentinel.out",
+            "{\"kind\":\"map_changed_during_iteration\",\"pid\":21,\"iterator_stack\":[{\"function\":\"main.crossInsertStr\",\"file\":\"/m.go\",\"line\":131}]}\n",
+        );
 
         let outcomes = judge(&plan, &console, "unfinished");
         let by_label: BTreeMap<&str, &Outcome> =
@@ -442,6 +501,12 @@ mod tests {
         );
         let pid_label = format!("{fixture} rwmutex (--pid --low-overhead)");
         assert!(by_label[&*pid_label].passed(), "{}", problems(&pid_label));
+        let sentinel_label = format!("{fixture} cross_insert_str (--pid --mode sentinel)");
+        assert!(
+            by_label[&*sentinel_label].passed(),
+            "{}",
+            problems(&sentinel_label)
+        );
         assert!(problems(&format!("{fixture} self_insert")).contains("kinds {}"));
         assert!(problems(&format!("{fixture} channel_handoff")).contains("exited 2"));
         assert!(problems(&format!("{fixture} break_then_write")).contains("did not run"));
@@ -461,12 +526,12 @@ mod tests {
         let racy = problems(&format!("{fixture} read_during_write (2 attempt(s))"));
         assert!(racy.contains("not seen in any attempt"), "{racy}");
         assert!(!racy.contains("exited 3"), "{racy}");
-        assert_eq!(outcomes.len(), 8);
+        assert_eq!(outcomes.len(), 9);
 
         console.done = false;
         let outcomes = judge(&plan, &console, "killed at the deadline");
         let planned = outcomes.iter().filter(|o| o.label.starts_with(fixture));
-        assert!(planned.clone().count() == 7);
+        assert!(planned.clone().count() == 8);
         assert!(
             planned
                 .clone()

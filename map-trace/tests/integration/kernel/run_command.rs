@@ -94,7 +94,10 @@ fn go_test_of_a_racy_package_fails_and_a_correct_one_passes() {
     let started = Instant::now();
     let o = go_test("racy", &dir);
     let (out, err) = text(&o);
-    eprintln!("go test ./racy under map-trace run: {:?}", started.elapsed());
+    eprintln!(
+        "go test ./racy under map-trace run: {:?}",
+        started.elapsed()
+    );
     assert_eq!(o.status.code(), Some(66), "stdout:\n{out}\nstderr:\n{err}");
     assert!(
         out.contains("concurrent_write_during_iteration"),
