@@ -41,10 +41,10 @@ fn text(o: &Output) -> (String, String) {
     )
 }
 
-/// `go test` of a package under a scratch copy of testdata/go/gotest, offline.
+/// `go test` of a package under a scratch copy of testdata/gotest, offline.
 fn go_test(pkg: &str, dir: &Scratch) -> Output {
     let goroot = test_support::goroot("1.26.6");
-    let src = test_support::repo_path("testdata/go/gotest");
+    let src = test_support::repo_path("testdata/gotest");
     let work = dir.join("gotest");
     copy_dir(&src, &work);
     let go = goroot.join("bin/go");
