@@ -80,6 +80,22 @@ pub struct TraceArgs {
     /// again before its first process runs.
     #[arg(long = "exe", value_name = "PATH")]
     pub exes: Vec<PathBuf>,
+    /// Trace every Go process on this host, present and future (containers included), each
+    /// with probes of its own while it runs; non-Go programs cost one cached check per file.
+    #[arg(long)]
+    pub all: bool,
+    /// With --all: trace only executables whose path (as the process sees it) matches this
+    /// shell pattern (`*` matches `/` too; repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// With --all: never trace executables whose path matches this shell pattern (repeatable;
+    /// wins over --include).
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// With --all: binaries traced at once at most; processes of more are skipped and counted
+    /// [default: 256].
+    #[arg(long, value_name = "N")]
+    pub max_binaries: Option<usize>,
     /// Stop after this long (e.g. 30s, 5m); default: until interrupted or the --pid targets exit.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
@@ -129,7 +145,8 @@ pub struct TraceArgs {
     #[arg(long, value_name = "DIR")]
     pub source_root: Option<PathBuf>,
     /// Read settings from this TOML file (keys: pid, exe, duration, format, metrics_addr, duty_cycle,
-    /// mode, low_overhead, escalate_for, escalate_every, every_occurrence, sarif, source_root);
+    /// all, include, exclude, max_binaries, mode, low_overhead, escalate_for, escalate_every,
+    /// every_occurrence, sarif, source_root);
     /// flags given on the command line override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -149,6 +166,10 @@ impl TraceArgs {
             metrics_addr: self.metrics_addr,
             duty_cycle: self.duty_cycle,
             mode: self.mode.or(self.low_overhead.then_some(Mode::LowOverhead)),
+            all: self.all.then_some(true),
+            include: self.include.clone(),
+            exclude: self.exclude.clone(),
+            max_binaries: self.max_binaries,
             escalate_for: self.escalate_for,
             escalate_every: self.escalate_every,
             every_occurrence: self.every_occurrence.then_some(true),

@@ -39,6 +39,16 @@ pub struct FileConfig {
     pub mode: Option<Mode>,
     /// The older spelling of `mode = "low-overhead"` (`--low-overhead`).
     pub low_overhead: Option<bool>,
+    /// Every Go process on the host, present and future (`--all`).
+    pub all: Option<bool>,
+    /// With `all`: shell patterns on executable paths to trace only / never (`--include`,
+    /// `--exclude`).
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// With `all`: binaries traced at once at most (`--max-binaries`).
+    pub max_binaries: Option<usize>,
     /// Sentinel mode: how long the full probes stay after a change, e.g. "10s".
     pub escalate_for: Option<String>,
     /// Sentinel mode: least time between two escalations of one binary, e.g. "1m".
@@ -61,6 +71,10 @@ pub struct Flags {
     pub metrics_addr: Option<SocketAddr>,
     pub duty_cycle: Option<DutyCycle>,
     pub mode: Option<Mode>,
+    pub all: Option<bool>,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub max_binaries: Option<usize>,
     pub escalate_for: Option<Duration>,
     pub escalate_every: Option<Duration>,
     pub every_occurrence: Option<bool>,
@@ -125,7 +139,22 @@ pub struct Settings {
     pub source_root: Option<PathBuf>,
     /// `map-trace run`: the command to start and follow.
     pub command: Option<RunCommand>,
+    /// `--all`: every Go process on the host, as filtered and capped here.
+    pub all: Option<AllProcesses>,
 }
+
+/// `--all`'s settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllProcesses {
+    /// Shell patterns on executable paths: trace only these (empty: all) …
+    pub include: Vec<String>,
+    /// … and never these.
+    pub exclude: Vec<String>,
+    pub max_binaries: usize,
+}
+
+/// Binaries `--all` traces at once unless `max_binaries` says otherwise.
+pub const DEFAULT_MAX_BINARIES: usize = 256;
 
 /// What `map-trace run` starts, and how it ends.
 #[derive(Debug, Clone, PartialEq)]
@@ -159,15 +188,22 @@ pub enum ConfigError {
         why: String,
     },
     #[error(
-        "nothing to trace: give --pid PID or --exe PATH, or a config file with pid = [...] or exe = [...]"
+        "nothing to trace: give --pid PID, --exe PATH or --all, or a config file with pid = [...], exe = [...] or all = true"
     )]
     NoTargets,
     #[error("pid 0 is not a process")]
     PidZero,
     #[error(
-        "map-trace run traces what its command starts: --pid and --exe (or pid and exe in the config file) do not go with it"
+        "map-trace run traces what its command starts: --pid, --exe and --all (or pid, exe and all in the config file) do not go with it"
     )]
     RunWithTargets,
+    #[error(
+        "max_binaries = {0}: must be 1 to {max}",
+        max = map_trace_common::config::MAX_BINARIES
+    )]
+    MaxBinaries(usize),
+    #[error("include and exclude patterns apply to --all only")]
+    FilterWithoutAll,
     #[error(
         "mode sentinel and duty_cycle do not go together: the sentinel is the always-on mode (it attaches the full probes only after a change); choose one"
     )]
@@ -318,17 +354,45 @@ pub fn merge(file: Option<(&Path, FileConfig)>, flags: Flags) -> Result<Settings
         sarif: flags.sarif.or(file.sarif),
         source_root: flags.source_root.or(file.source_root),
         command: flags.command,
+        all: None,
     };
+    let mut settings = settings;
+    let include = if flags.include.is_empty() {
+        file.include
+    } else {
+        flags.include
+    };
+    let exclude = if flags.exclude.is_empty() {
+        file.exclude
+    } else {
+        flags.exclude
+    };
+    let max_binaries = flags
+        .max_binaries
+        .or(file.max_binaries)
+        .unwrap_or(DEFAULT_MAX_BINARIES);
+    if !(1..=map_trace_common::config::MAX_BINARIES as usize).contains(&max_binaries) {
+        return Err(ConfigError::MaxBinaries(max_binaries));
+    }
+    if flags.all.or(file.all).unwrap_or(false) {
+        settings.all = Some(AllProcesses {
+            include,
+            exclude,
+            max_binaries,
+        });
+    } else if !include.is_empty() || !exclude.is_empty() {
+        return Err(ConfigError::FilterWithoutAll);
+    }
     if settings.pids.contains(&0) {
         return Err(ConfigError::PidZero);
     }
     if settings.command.is_some() {
-        if !(settings.pids.is_empty() && settings.exes.is_empty()) {
+        if !(settings.pids.is_empty() && settings.exes.is_empty() && settings.all.is_none()) {
             return Err(ConfigError::RunWithTargets);
         }
         return Ok(settings);
     }
-    if settings.pids.is_empty() && settings.exes.is_empty() {
+    if settings.pids.is_empty() && settings.exes.is_empty() && settings.all.is_none() {
         return Err(ConfigError::NoTargets);
     }
     Ok(settings)
@@ -360,6 +424,14 @@ impl Settings {
             "exe: {}\n",
             list(self.exes.iter().map(|p| p.display().to_string()).collect())
         ));
+        if let Some(a) = &self.all {
+            s.push_str(&format!(
+                "all: every Go process on this host, at most {} binaries at once; include {}; exclude {}\n",
+                a.max_binaries,
+                list(a.include.clone()),
+                list(a.exclude.clone())
+            ));
+        }
         s.push_str(&format!(
             "duration: {}\n",
             self.duration

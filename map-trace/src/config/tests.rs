@@ -43,6 +43,7 @@ every_occurrence = true
             sarif: None,
             source_root: None,
             command: None,
+            all: None,
         }
     );
 }

@@ -117,10 +117,27 @@ async fn session(opts: Settings) -> Result<u8, TraceError> {
         Some(c) => {
             targets.follow(crate::attach::targets::Follow {
                 toolchain: c.toolchain,
+                max_binaries: map_trace_common::config::MAX_BINARIES as usize,
+                ..Default::default()
             });
             command::prepare(&mut ebpf)
         }
-        None => None,
+        None => {
+            if let Some(all) = &opts.all {
+                // The toolchain's own commands are skipped here too: a build host's compiler
+                // is not the service.
+                targets.follow(crate::attach::targets::Follow {
+                    toolchain: false,
+                    filter: crate::attach::targets::PathFilter {
+                        include: all.include.clone(),
+                        exclude: all.exclude.clone(),
+                    },
+                    keep_idle: true,
+                    max_binaries: all.max_binaries,
+                });
+            }
+            None
+        }
     };
     // The guard's marks before the first attach: an exec from now on waits for its probes.
     for e in targets.mark_dirs() {
@@ -151,7 +168,7 @@ async fn session(opts: Settings) -> Result<u8, TraceError> {
             announce(&a, &metrics);
         }
     }
-    if !opts.exes.is_empty() {
+    if !opts.exes.is_empty() || opts.all.is_some() {
         let me = std::process::id();
         for pid in exe_match::pids(Path::new("/proc")) {
             if pid != me {

@@ -180,9 +180,16 @@ impl Session<'_, '_> {
                 .exe_name(r.pid)
                 .or_else(|| targets.binary_name(r.binary))
                 .unwrap_or("unknown");
+            let at = resolver.location(r.pid).unwrap_or_default();
             metrics
                 .findings
-                .with_label_values(&[r.kind.name(), r.op_label(), exe])
+                .with_label_values(&[
+                    r.kind.name(),
+                    r.op_label(),
+                    exe,
+                    at.container_label(),
+                    &at.pod_label(),
+                ])
                 .inc();
         });
         let now = std::time::SystemTime::now()
@@ -191,8 +198,6 @@ impl Session<'_, '_> {
         self.metrics.last_poll.set(now);
     }
 
-    /// Removes what exited processes left in the kernel, then passes the kernel's counters and
-    /// the table sizes on to the metrics.
     /// Sentinel mode: escalates executables whose maps changed, ends escalations that are over.
     pub(super) fn escalate(&mut self) {
         let e = self.targets.escalate(self.ebpf, std::time::Instant::now());
@@ -204,6 +209,8 @@ impl Session<'_, '_> {
         m.with_label_values(&["deferred"]).inc_by(e.deferred);
     }
 
+    /// Removes what exited processes left in the kernel, then passes the kernel's counters and
+    /// the table sizes on to the metrics.
     pub(super) fn update_metrics(&mut self) {
         self.targets.reap(self.ebpf, self.sink.resolver);
         let mut s = Summary::default();
@@ -224,6 +231,9 @@ impl Session<'_, '_> {
             raise_to(&m.events_dropped.with_label_values(&[reason]), n);
         }
         raise_to(&m.stack_samples, s.stacks);
+        for (reason, n) in self.targets.skipped().by_reason() {
+            raise_to(&m.processes_skipped.with_label_values(&[reason]), n);
+        }
         raise_to(&m.stack_samples_truncated, s.stacks_truncated);
         let stacks_dropped = [
             ("unreadable", s.stacks_unreadable),

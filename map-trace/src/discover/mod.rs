@@ -5,4 +5,5 @@
 //! planned on it are `plan`'s.
 
 pub mod exe_match;
+pub mod location;
 pub mod process;

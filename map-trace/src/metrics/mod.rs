@@ -91,7 +91,7 @@ pub const EXEC_GUARD_OUTCOMES: [&str; 3] = ["redeploy", "denied", "unanswered"];
 
 pub struct Metrics {
     pub registry: Registry,
-    /// Labels, in this order: kind, op, exe.
+    /// Labels, in this order: kind, op, exe, container, pod.
     pub findings: IntCounterVec,
     /// Label: role (`Role::name` of each probe role).
     pub probe_hits: IntCounterVec,
@@ -118,6 +118,8 @@ pub struct Metrics {
     pub probes_active: IntGauge,
     /// Label: outcome (`started`, `deferred`): sentinel mode's escalations.
     pub escalations: IntCounterVec,
+    /// Label: reason (`Skipped::REASONS`): processes `--all` or `run` did not trace.
+    pub processes_skipped: IntCounterVec,
     /// Label: map (one of [`BPF_MAPS`]).
     pub bpf_map_entries: IntGaugeVec,
     pub finding_groups: IntGauge,
@@ -165,8 +167,9 @@ impl Metrics {
                  (kind fatal_map_error, op none when no write in progress was named), by \
                  finding kind, write operation and traced executable. Each one is a potential \
                  fatal 'concurrent map iteration and map write' or 'concurrent map writes', or a \
-                 silently skipped or repeated key.",
-                &["kind", "op", "exe"],
+                 silently skipped or repeated key. container: the Kubernetes container name, else \
+                 the systemd unit, else empty; pod: namespace/name on Kubernetes, else empty.",
+                &["kind", "op", "exe", "container", "pod"],
             ),
             probe_hits: counter_vec(
                 r,
@@ -240,6 +243,14 @@ impl Metrics {
                  failed with EPERM rather than run under stale probes), unanswered (a new file, \
                  let go untraced).",
                 &["outcome"],
+            ),
+            processes_skipped: counter_vec(
+                r,
+                "map_trace_processes_skipped_total",
+                "Processes --all or map-trace run followed but did not trace, by reason: \
+                 excluded (--include/--exclude), toolchain (the Go toolchain's own commands), \
+                 binary_cap (--max-binaries binaries were traced already).",
+                &["reason"],
             ),
             exec_guard_active: gauge(
                 r,
@@ -329,6 +340,12 @@ impl Metrics {
         }
         for outcome in EXEC_GUARD_OUTCOMES {
             m.exec_guard.with_label_values(&[outcome]);
+        }
+        for outcome in ["started", "deferred"] {
+            m.escalations.with_label_values(&[outcome]);
+        }
+        for reason in crate::attach::targets::Skipped::REASONS {
+            m.processes_skipped.with_label_values(&[reason]);
         }
         m.build_info.with_label_values(&[version]).set(1);
         m
@@ -456,10 +473,22 @@ mod tests {
     fn rendering_passes_promtool_lint() {
         let m = Metrics::new("0.1.0");
         m.findings
-            .with_label_values(&["concurrent_write_during_iteration", "assign", "server"])
+            .with_label_values(&[
+                "concurrent_write_during_iteration",
+                "assign",
+                "server",
+                "",
+                "",
+            ])
             .inc();
         m.findings
-            .with_label_values(&["clear_during_iteration", "clear", "worker"])
+            .with_label_values(&[
+                "clear_during_iteration",
+                "clear",
+                "worker",
+                "api",
+                "shop/api-1",
+            ])
             .inc_by(3);
         raise_to(&m.probe_hits.with_label_values(&["iter_start"]), 42);
         m.events_dropped

@@ -173,6 +173,7 @@ impl Report {
                 writes,
                 unnamed: f.writers_more + f.writers_unnamed,
             })),
+            location: None,
         })
     }
 }

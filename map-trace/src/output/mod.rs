@@ -17,6 +17,9 @@ use std::time::{Duration, SystemTime};
 use map_trace_common::event::{Finding, FindingKind, Op};
 use serde::Serialize;
 
+use std::sync::Arc;
+
+use crate::discover::location::Location;
 use crate::resolve::Resolver;
 use crate::resolve::symbolize::Frame;
 
@@ -66,6 +69,8 @@ pub struct Report {
     /// `fatal_map_error` only: what the crash carried. The writer side above is then its first
     /// write in progress (if any), the iterator side the goroutine Go named.
     pub crash: Option<Box<Crash>>,
+    /// Where the process runs (cgroup, container, unit, pod), when it was attached.
+    pub location: Option<Arc<Location>>,
 }
 
 /// Converts kernel monotonic timestamps (`bpf_ktime_get_ns`) to wall-clock time.
@@ -134,6 +139,7 @@ impl Report {
             finding_id: String::new(),
             count: 0,
             crash: None,
+            location: None,
         })
     }
 
@@ -188,6 +194,9 @@ impl Report {
             writes_in_progress_unnamed: Option<u32>,
             finding_id: &'a str,
             count: u64,
+            /// `cgroup`, `container_id`, `unit`, `pod_*`, `container_name`: each when known.
+            #[serde(flatten, skip_serializing_if = "Option::is_none")]
+            location: Option<&'a Location>,
         }
         let crash = self.crash.as_deref();
         // A sentinel's finding knows the range, not the writer.
@@ -220,6 +229,7 @@ impl Report {
             writes_in_progress_unnamed: crash.map(|c| c.unnamed),
             finding_id: &self.finding_id,
             count: self.count,
+            location: self.location.as_deref(),
         })
         .unwrap_or_default()
     }
@@ -237,6 +247,9 @@ impl Report {
             humantime::format_rfc3339_millis(self.time),
             self.finding_id,
         );
+        if let Some(at) = self.location.as_ref().and_then(|l| l.describe()) {
+            let _ = writeln!(s, "  in {at}");
+        }
         if let Some(c) = &self.crash {
             c.write_human(&mut s, self.iterator_goid, &self.iterator_stack);
             return s;
@@ -322,6 +335,7 @@ pub(crate) fn write_frames(s: &mut String, frames: &[Frame]) {
 impl Report {
     /// Fills the stacks and map types from the kernel's references in the finding.
     pub fn resolve(&mut self, resolver: &mut Resolver) {
+        self.location = resolver.location(self.pid);
         resolver.with_lookup(self.pid, self.binary, |l| {
             self.writer_stack = l.stack(self.writer_stack_key);
             self.iterator_stack = l.stack(self.iterator_stack_key);

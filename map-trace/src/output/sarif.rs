@@ -116,6 +116,13 @@ fn result(g: &Group, root: &Path) -> Value {
             "pid": r.pid,
         },
     });
+    if let Some(at) = r.location.as_deref()
+        && let Ok(Value::Object(fields)) = serde_json::to_value(at)
+    {
+        for (k, v) in fields {
+            out["properties"][k] = v;
+        }
+    }
     let (write, other) = (&r.writer_stack, &r.iterator_stack);
     if let Some(f) = write.first().or(other.first()) {
         out["locations"] = json!([location(f, root, None)]);

@@ -39,6 +39,8 @@ pub struct ProcessInfo {
     bias: u64,
     /// For type descriptors made at run time (reflect.MapOf), which the file does not hold.
     mem: ProcMem,
+    /// Where it runs (cgroup, container, unit, pod), read when it was attached.
+    location: Arc<crate::discover::location::Location>,
 }
 
 pub struct Resolver {
@@ -118,6 +120,11 @@ impl Resolver {
     /// Runs `f` with what the addresses of one finding of process `pid` (of executable
     /// `binary`) resolve against: that process, or for a process never registered, its binary
     /// when it is not PIE (loaded where it was linked, whichever process it was).
+    /// Where a traced process runs, if it was attached.
+    pub fn location(&self, pid: u32) -> Option<Arc<crate::discover::location::Location>> {
+        self.processes.get(&pid).map(|p| p.location.clone())
+    }
+
     pub fn with_lookup<R>(
         &mut self,
         pid: u32,
@@ -262,7 +269,17 @@ impl ProcessInfo {
             binary,
             bias,
             mem: ProcMem::new(pid).with_load_bias(bias),
+            location: Arc::default(),
         }
+    }
+
+    /// With where it runs, read from /proc now.
+    pub fn located(mut self, pid: u32) -> Self {
+        self.location = Arc::new(crate::discover::location::Location::of(
+            std::path::Path::new("/proc"),
+            pid,
+        ));
+        self
     }
 
     /// A captured stack's return addresses as link-time addresses of the executable.

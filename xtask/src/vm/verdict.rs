@@ -416,7 +416,7 @@ mod tests {
                     ("break_then_write", &[]),
                     ("cross_delete_u64", &[CW]),
                 ],
-                racy: crate::vm::scenarios::RACY
+                racy: scenarios::RACY
                     .iter()
                     .filter(|r| r.name == "read_during_write")
                     .collect(),

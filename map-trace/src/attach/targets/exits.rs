@@ -10,10 +10,47 @@ use tokio::io::unix::AsyncFd;
 use tokio::task::JoinHandle;
 
 use super::Targets;
+use crate::attach::probes as attach;
 use crate::attach::sweep;
 use crate::resolve::Resolver;
 
 impl Targets {
+    /// Detaches a process that exited and removes everything kept for it. Its findings must
+    /// have been read first. False when it was not traced. Its links close in the background.
+    pub fn remove(&mut self, ebpf: &mut Ebpf, resolver: &mut Resolver, pid: u32) -> bool {
+        let Some(p) = self.procs.remove(&pid) else {
+            return false;
+        };
+        p.watch.abort();
+        let d = attach::detach(ebpf, p.links);
+        self.keep_closing(d);
+        resolver.remove_process(pid);
+        self.dead.insert(pid);
+        let Some(b) = self.binaries.get_mut(&p.file) else {
+            return true;
+        };
+        b.procs -= 1;
+        let idle = b.procs == 0;
+        // Keep the probes of a file an `--exe` path names now, for its next process; drop
+        // those of a container's copy or a replaced file once nothing runs it.
+        let named = self.specs.iter().any(|s| s.file() == Some(p.file));
+        // `--all` keeps an idle binary's analysis (nothing of it stays attached).
+        let keep = self.keeps_idle() && !named;
+        // Without the exec guard nothing may stay attached to a file nothing runs: it could
+        // be rewritten in place before its next exec.
+        if idle && (!named || !self.guarded()) && !keep {
+            let d = self.drop_binary(ebpf, resolver, p.file);
+            if self.guarded() {
+                self.keep_closing(d);
+            } else {
+                // Unguarded, a rewrite of the file could meet these probes at its next exec.
+                d.wait();
+            }
+        }
+        self.settle();
+        true
+    }
+
     pub(super) fn spawn_watch(&self, pid: u32, pidfd: OwnedFd) -> JoinHandle<()> {
         let exits = self.exits.clone();
         tokio::spawn(async move {

@@ -15,8 +15,10 @@ mod describe;
 mod duty;
 mod escalate;
 mod exits;
+mod follow;
 
 pub use escalate::Escalations;
+pub use follow::{Follow, PathFilter, Skipped};
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
@@ -146,16 +148,9 @@ pub struct Targets {
     pub analysed: u64,
     /// Sentinel mode: how long and how often a binary gets the full probes.
     escalation: crate::config::Escalation,
-    /// `map-trace run`: every process the exec notices announce (the command's descendants)
-    /// is a target, with links of its own; the Go toolchain's own commands only if asked.
+    /// `map-trace run` and `--all`: processes no `--exe` names are followed (`follow.rs`).
     follow: Option<Follow>,
-}
-
-/// How `map-trace run` follows its command's descendants.
-#[derive(Clone, Copy, Debug)]
-pub struct Follow {
-    /// Trace `go`, `compile`, `link`, `vet`, … (main packages under `cmd/`) too.
-    pub toolchain: bool,
+    skipped: Skipped,
 }
 
 impl Targets {
@@ -181,6 +176,7 @@ impl Targets {
             analysed: 0,
             escalation: Default::default(),
             follow: None,
+            skipped: Skipped::default(),
         }
     }
 
@@ -200,15 +196,6 @@ impl Targets {
 
     pub fn watches_executables(&self) -> bool {
         !self.specs.is_empty() || self.follow.is_some()
-    }
-
-    /// Follows every process the exec notices announce (`map-trace run`).
-    pub fn follow(&mut self, f: Follow) {
-        self.follow = Some(f);
-    }
-
-    pub fn follows(&self) -> bool {
-        self.follow.is_some()
     }
 
     /// Explicit `--pid` targets still running.
@@ -340,18 +327,11 @@ impl Targets {
         };
         let matched = self.specs.iter().any(|s| s.matches(&proc.exe, file));
         let rejected = self.rejected.get(&file).is_some_and(|(at, _)| *at == fp);
-        if !explicit && (!(matched || self.follow.is_some()) || rejected) {
-            return Ok(None);
-        }
-        if let Some(f) = self.follow
-            && !explicit
-            && !f.toolchain
-            && !self.binaries.contains_key(&file)
-            && deploy::toolchain_command(&proc.host_path)
+        if !explicit
+            && (rejected
+                || !(matched
+                    || self.follow_admits(ebpf, resolver, &proc.exe, &proc.host_path, file, fp)))
         {
-            // Seen once per file: the build tools of `go test`/`go run` are not what is tested.
-            self.rejected
-                .insert(file, (fp, "a command of the Go toolchain".into()));
             return Ok(None);
         }
         // Watch for the exit before attaching, so a process that dies meanwhile is noticed.
@@ -430,7 +410,10 @@ impl Targets {
                 b.attach(ebpf, scope, self.mode)?
             }
         };
-        resolver.add_process(pid, ProcessInfo::new(pid, b.info.clone(), bias));
+        resolver.add_process(
+            pid,
+            ProcessInfo::new(pid, b.info.clone(), bias).located(pid),
+        );
         Ok((links, pidfd))
     }
 
@@ -573,39 +556,6 @@ impl Targets {
             }
         }
         self.add(ebpf, resolver, pid, false)
-    }
-
-    /// Detaches a process that exited and removes everything kept for it. Its findings must
-    /// have been read first. False when it was not traced. Its links close in the background.
-    pub fn remove(&mut self, ebpf: &mut Ebpf, resolver: &mut Resolver, pid: u32) -> bool {
-        let Some(p) = self.procs.remove(&pid) else {
-            return false;
-        };
-        p.watch.abort();
-        let d = attach::detach(ebpf, p.links);
-        self.keep_closing(d);
-        resolver.remove_process(pid);
-        self.dead.insert(pid);
-        let Some(b) = self.binaries.get_mut(&p.file) else {
-            return true;
-        };
-        b.procs -= 1;
-        // Keep the probes of a file an `--exe` path names now, for its next process; drop
-        // those of a container's copy or a replaced file once nothing runs it.
-        let named = self.specs.iter().any(|s| s.file() == Some(p.file));
-        // Without the exec guard nothing may stay attached to a file nothing runs: it could
-        // be rewritten in place before its next exec.
-        if b.procs == 0 && (!named || !self.guarded()) {
-            let d = self.drop_binary(ebpf, resolver, p.file);
-            if self.guarded() {
-                self.keep_closing(d);
-            } else {
-                // Unguarded, a rewrite of the file could meet these probes at its next exec.
-                d.wait();
-            }
-        }
-        self.settle();
-        true
     }
 
     /// Keeps `d` until its links are closed, and lets go of those already closed (a daemon

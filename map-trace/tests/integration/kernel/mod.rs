@@ -3,6 +3,7 @@
 //! `test_support::kernel_test(GROUP, why)` first with its module's `GROUP`, which fails it
 //! loudly without root and keeps tests of different modules from overlapping (see main.rs).
 
+mod all_processes;
 mod attach_offsets;
 mod daemon_exe;
 mod deploy;
