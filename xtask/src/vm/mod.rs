@@ -253,7 +253,7 @@ fn run_vm(vm: &Vm, fixtures: &[ManifestFixture], daemon: &Path) -> Result<VmRepo
         + PER_RUN_DEADLINE * runs as u32
         + PER_RACY_ATTEMPT_DEADLINE * (racy as u32 * guest::RACY_ATTEMPTS);
     println!(
-        "==> VM {name} ({}): {runs} scenario runs and {racy} racy ones (up to {} attempts each) under one daemon + 1 --pid --low-overhead run, deadline {}s",
+        "==> VM {name} ({}): {runs} scenario runs and {racy} racy ones (up to {} attempts each) under one daemon + 2 --pid runs (low-overhead, sentinel), deadline {}s",
         package.trim(),
         guest::RACY_ATTEMPTS,
         deadline.as_secs()
