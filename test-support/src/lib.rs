@@ -266,3 +266,21 @@ pub fn goroot(version: &str) -> PathBuf {
         )
     })
 }
+
+/// The offline Kubernetes validator `cargo xtask setup` installs (PyPI `kubernetes-validate`,
+/// which bundles the API's JSON schemas) in its own venv; panics, saying so, when missing.
+pub fn kubernetes_validate_venv() -> PathBuf {
+    let root = std::env::var_os("MAP_TRACE_TOOLCHAINS")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from("/opt/map-trace/toolchains"), PathBuf::from);
+    let dir = root
+        .parent()
+        .map_or_else(|| PathBuf::from("/opt/map-trace"), Path::to_path_buf)
+        .join("kubernetes-validate");
+    assert!(
+        dir.join("bin/kubernetes-validate").is_file(),
+        "kubernetes-validate is not installed in {}: run `cargo xtask setup` (it needs PyPI)",
+        dir.display()
+    );
+    dir
+}

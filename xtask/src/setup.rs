@@ -1,7 +1,7 @@
 //! `cargo xtask setup`: installs what building and testing need, on a fresh Debian 12 machine,
 //! doing nothing (quickly) for what is already there.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
@@ -28,7 +28,49 @@ pub fn run() -> Result<()> {
     rustup()?;
     bpf_linker()?;
     go_toolchains()?;
+    kubernetes_validate()?;
     crate::vm::install::run()?;
+    Ok(())
+}
+
+/// The offline validator the Kubernetes manifest test runs (PyPI `kubernetes-validate`, which
+/// bundles the Kubernetes API's JSON schemas), in a venv of its own.
+pub const KUBERNETES_VALIDATE: &str = "1.37.0";
+
+pub fn kubernetes_validate_dir() -> PathBuf {
+    crate::toolchains::toolchains_root()
+        .parent()
+        .map_or_else(|| "/opt/map-trace".into(), Path::to_path_buf)
+        .join("kubernetes-validate")
+}
+
+fn kubernetes_validate() -> Result<()> {
+    let dir = kubernetes_validate_dir();
+    let tool = dir.join("bin/kubernetes-validate");
+    let item = format!("kubernetes-validate {KUBERNETES_VALIDATE}");
+    let installed = Command::new(&tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(KUBERNETES_VALIDATE));
+    if installed {
+        ok(&item);
+        return Ok(());
+    }
+    let fix =
+        "check python3 (Debian: python3-venv) and access to PyPI, then rerun `cargo xtask setup`";
+    cmd::run(
+        Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&dir),
+        fix,
+    )?;
+    cmd::run(
+        Command::new(dir.join("bin/pip"))
+            .args(["install", "--disable-pip-version-check", "--no-input"])
+            .arg(format!("kubernetes-validate=={KUBERNETES_VALIDATE}")),
+        fix,
+    )?;
+    done(&item);
     Ok(())
 }
 

@@ -91,7 +91,8 @@ pub const EXEC_GUARD_OUTCOMES: [&str; 3] = ["redeploy", "denied", "unanswered"];
 
 pub struct Metrics {
     pub registry: Registry,
-    /// Labels, in this order: kind, op, exe, container, pod.
+    /// Labels, in this order: kind, op, exe, traced_container, traced_pod (not `container` and
+    /// `pod`, which Prometheus' Kubernetes discovery gives map-trace's own pod).
     pub findings: IntCounterVec,
     /// Label: role (`Role::name` of each probe role).
     pub probe_hits: IntCounterVec,
@@ -167,9 +168,10 @@ impl Metrics {
                  (kind fatal_map_error, op none when no write in progress was named), by \
                  finding kind, write operation and traced executable. Each one is a potential \
                  fatal 'concurrent map iteration and map write' or 'concurrent map writes', or a \
-                 silently skipped or repeated key. container: the Kubernetes container name, else \
-                 the systemd unit, else empty; pod: namespace/name on Kubernetes, else empty.",
-                &["kind", "op", "exe", "container", "pod"],
+                 silently skipped or repeated key. traced_container: the traced process's Kubernetes \
+                 container name, else its systemd unit, else empty; traced_pod: its pod's \
+                 namespace/name on Kubernetes, else empty.",
+                &["kind", "op", "exe", "traced_container", "traced_pod"],
             ),
             probe_hits: counter_vec(
                 r,

@@ -161,7 +161,7 @@ fn all_traces_every_go_process_and_says_where_it_runs() {
     assert!(excluded >= 1.0, "{m:?}");
     let series = m.keys().find(|k| {
         k.starts_with("map_trace_findings_total{")
-            && k.contains(&format!("container=\"docker-{CONTAINER_ID}.scope\""))
+            && k.contains(&format!("traced_container=\"docker-{CONTAINER_ID}.scope\""))
     });
     assert!(
         series.is_some(),

@@ -10,6 +10,7 @@ mod config_cli;
 mod fuzz_parsers;
 mod inspect_cli;
 mod inspect_matrix;
+mod kubernetes;
 mod metrics_addr;
 mod no_buildinfo;
 mod sarif;
