@@ -24,6 +24,8 @@ use serde_json::{Value, json};
 
 #[path = "overhead/hot.rs"]
 mod hot;
+#[path = "overhead/scale.rs"]
+mod scale;
 
 /// Rounds of each configuration; medians are reported.
 const ROUNDS: usize = 5;
@@ -53,6 +55,7 @@ fn run() -> Result<(), String> {
     let race = env_path("MAP_TRACE_BENCH_RACE")?;
     let large = env_path("MAP_TRACE_BENCH_LARGE")?;
     let hugo = env_path("MAP_TRACE_BENCH_HUGO")?;
+    let fixtures = env_path("MAP_TRACE_FIXTURES")?;
     let daemon = env_path("MAP_TRACE_BENCH_DAEMON")?;
     let out = env_path("MAP_TRACE_BENCH_OUT")?;
     let target = GoTarget::analyze(&workload).map_err(|e| e.to_string())?;
@@ -76,6 +79,7 @@ fn run() -> Result<(), String> {
     let attach = attach_time(&daemon, &large)?;
     let memory = watching_memory(&daemon, &hugo)?;
     let hot_loop = hot::hot_loop(&workload, &daemon)?;
+    let scale = scale::scale(&daemon, &fixtures)?;
 
     let report = json!({
         "go": target.version.to_string(),
@@ -87,9 +91,11 @@ fn run() -> Result<(), String> {
         "attach": attach,
         "memory": memory,
         "hot_loop": hot_loop,
+        "scale": scale,
     });
     print_table(&report);
     hot::print(&report["hot_loop"]);
+    scale::print(&report["scale"]);
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }

@@ -45,6 +45,33 @@ pub enum Command {
     /// instruction (e.g. `sudo map-trace run -- go test ./...`). Exits with CMD's status, or 66
     /// when findings at or above --fail-on were reported. CMD runs as the user who invoked sudo.
     Run(Box<RunArgs>),
+    /// Print a shell completion script for map-trace (bash: save it as
+    /// /usr/share/bash-completion/completions/map-trace; zsh: as _map-trace on $fpath; fish:
+    /// as ~/.config/fish/completions/map-trace.fish).
+    Completions {
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Print map-trace's man page (roff), as the packages install it.
+    Manpage,
+}
+
+/// The shells `completions` writes for.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+impl CompletionShell {
+    pub fn shell(self) -> clap_complete::Shell {
+        match self {
+            CompletionShell::Bash => clap_complete::Shell::Bash,
+            CompletionShell::Zsh => clap_complete::Shell::Zsh,
+            CompletionShell::Fish => clap_complete::Shell::Fish,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use clap::Parser as _;
+use clap::{CommandFactory as _, Parser as _};
 use map_trace::cli::{Cli, Command, InspectArgs, TraceArgs};
 use map_trace::config;
 use map_trace::daemon;
@@ -16,6 +16,15 @@ fn main() -> ExitCode {
             .map(|()| 0)
             .map_err(|e| (e.exit_code(), e.to_string())),
         Some(Command::Run(args)) => run(&args.trace, args.flags()),
+        Some(Command::Completions { shell }) => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell.shell(), &mut cmd, "map-trace", &mut std::io::stdout());
+            Ok(0)
+        }
+        Some(Command::Manpage) => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map(|()| 0)
+            .map_err(|e| (1, format!("writing the man page: {e}"))),
         None => run(&cli.trace, cli.trace.flags()),
     };
     match result {

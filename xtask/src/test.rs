@@ -142,6 +142,8 @@ pub fn run(cargo_test_args: &[String]) -> Result<()> {
         }
         Ok(())
     })?;
+    // The release artifacts the packaging tests check; the VM step reuses the same static builds.
+    step("dist", &mut crate::dist::run)?;
     let mut counts = Counts::default();
     step("cargo test", &mut || {
         for args in test_runs(cargo_test_args) {

@@ -13,6 +13,7 @@ mod inspect_matrix;
 mod kubernetes;
 mod metrics_addr;
 mod no_buildinfo;
+mod packages;
 mod sarif;
 mod symbolize_matrix;
 mod systemd_unit;
