@@ -333,6 +333,14 @@ async fn session(opts: Settings) -> Result<u8, TraceError> {
             }
         }
     };
+    // `run`: the command's programs usually end before it does, and their exits may still be
+    // queued behind its own: said, as they would have been.
+    if matches!(stop, Stop::Command(_)) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        while let Ok(pid) = exits.try_recv() {
+            session.exited(pid, &mut out);
+        }
+    }
     // Findings emitted just before a target died (e.g. of Go's own fatal error) are still in
     // the ring buffer: drain it before detaching.
     session.drain(&mut out, true);

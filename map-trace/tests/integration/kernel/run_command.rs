@@ -148,12 +148,15 @@ fn a_script_starting_two_go_versions_is_traced_throughout() {
     );
     let o = run(&["--format", "json"], &["sh", "-c", &script], &[]);
     let (out, err) = text(&o);
-    // An insert during the program's own range is a warning: not a failure by default.
+    // The first program's race is an error: 66 (the second's own-range insert, a warning,
+    // would not fail the run by itself).
     assert_eq!(o.status.code(), Some(66), "{out}\n{err}");
     assert!(
         err.contains("go1.19.8") && err.contains("go1.27.3"),
         "{err}"
     );
+    // Each program's end is said, though both ended before the script did.
+    assert_eq!(err.matches("exited: detached").count(), 2, "{err}");
     let kinds: Vec<String> = out
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
