@@ -129,6 +129,14 @@ fn sentinel_reports_ranges_whose_map_gained_elements_and_never_flags_correct_cod
     );
 }
 
+/// How the escalation test names its target: the file (links shared by its processes) or the
+/// process (links of its own, and so are the escalation's).
+#[derive(Clone, Copy, PartialEq)]
+enum Scope {
+    Exe,
+    Pid,
+}
+
 /// A race that keeps happening (`hot_cross_insert`: another goroutine inserts during a range
 /// every 20 ms): the sentinel reports the first occurrence without its writer, escalates, the
 /// full probes then name the writer, and the binary falls back to the sentinel when the window
@@ -136,26 +144,22 @@ fn sentinel_reports_ranges_whose_map_gained_elements_and_never_flags_correct_cod
 #[test]
 fn sentinel_escalation_names_the_writer_then_falls_back() {
     let _gate = kernel_test(GROUP, "traces a Go process");
+    escalation_run(Scope::Exe);
+}
+
+/// The same with `--pid`: the escalation's probes are the process's own.
+#[test]
+fn sentinel_escalation_of_one_process_names_the_writer() {
+    let _gate = kernel_test(GROUP, "traces a Go process");
+    escalation_run(Scope::Pid);
+}
+
+fn escalation_run(scope: Scope) {
     let f = test_support::host_fixture("scenarios", "1.26.6");
     // Its own copy: `--exe` traces every process of a file.
     let dir = Scratch::new("sentinel-escalation");
     let exe = dir.join("scenarios");
     std::fs::copy(&f.path, &exe).unwrap();
-    let path = exe.to_str().unwrap();
-    let args = [
-        "--exe",
-        path,
-        "--format",
-        "json",
-        "--mode",
-        "sentinel",
-        "--escalate-for",
-        "1s",
-        "--escalate-every",
-        "2s",
-    ];
-    let mut d = Daemon::start(MAP_TRACE, &args, true);
-    d.wait_line("probes attached", Duration::from_secs(60));
     let secs = 5;
     let mut t = Reaped(
         Command::new(&exe)
@@ -167,12 +171,29 @@ fn sentinel_escalation_names_the_writer_then_falls_back() {
             .spawn()
             .unwrap(),
     );
-    t.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
     let pid = t.0.id();
+    let pid_arg = pid.to_string();
+    let target = match scope {
+        Scope::Exe => ["--exe", exe.to_str().unwrap()],
+        Scope::Pid => ["--pid", pid_arg.as_str()],
+    };
+    let mut args = target.to_vec();
+    args.extend([
+        "--format",
+        "json",
+        "--mode",
+        "sentinel",
+        "--escalate-for",
+        "1s",
+        "--escalate-every",
+        "2s",
+    ]);
+    let mut d = Daemon::start(MAP_TRACE, &args, true);
+    d.wait_line("probes attached", Duration::from_secs(60));
+    t.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
     let code = wait_timeout(&mut t.0, Duration::from_secs(secs + 60)).unwrap();
     assert_eq!(code, Some(0), "the traced program failed");
     d.wait_line(&format!("pid {pid} exited"), Duration::from_secs(30));
-    let m = d.metrics();
     let (code, stdout, stderr) = d.terminate();
     assert_eq!(code, Some(0), "{stderr}");
     let findings: Vec<serde_json::Value> = stdout
@@ -199,21 +220,26 @@ fn sentinel_escalation_names_the_writer_then_falls_back() {
         assert!(v["kind"] == CHANGED || v["kind"] == CW, "{v}");
     }
     // 1 s windows at most every 2 s over 5 s: escalated, fell back, escalated again.
-    let started = m
-        .get("map_trace_escalations_total{outcome=\"started\"}")
-        .copied()
-        .unwrap_or(0.0);
-    assert!(started >= 2.0, "escalations {started}: {stderr}");
+    let started: u64 = stderr
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("sentinel: ")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no escalation summary: {stderr}"));
+    assert!(started >= 2, "escalations {started}: {stderr}");
     assert!(stderr.contains("full probes attached for 1s"), "{stderr}");
     assert!(stderr.contains("sentinel again"), "{stderr}");
-    assert!(
-        stderr.contains("sentinel: "),
-        "no escalation summary: {stderr}"
-    );
     eprintln!(
-        "sentinel on hot_cross_insert: {started} escalations, hits {:?}",
-        m.iter()
-            .filter(|(k, _)| k.starts_with("map_trace_probe_hits_total"))
-            .collect::<Vec<_>>()
+        "sentinel on hot_cross_insert ({}): {started} escalations",
+        if scope == Scope::Exe {
+            "--exe"
+        } else {
+            "--pid"
+        }
     );
 }
