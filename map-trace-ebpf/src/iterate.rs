@@ -37,7 +37,11 @@ pub fn iter_start(e: &Event, map: u64, it: u64, map_type: u64) {
     };
     let key = iter_key(e, map);
     begin_iteration(e, &key, ms, it);
-    inprogress::during_iteration(e, map, it, map_type);
+    // A sentinel records no writes: a writer slot left from an escalation would name a write
+    // long over. The writing flag itself is in the range's snapshot (`sentinel::snapshot`).
+    if e.cfg.sentinel == 0 {
+        inprogress::during_iteration(e, map, it, map_type);
+    }
 }
 
 /// Tracks an iteration from now on: writes before this point never overlap it. An entry this
