@@ -17,14 +17,14 @@ use anyhow::{Context as _, Result, bail};
 use crate::cmd;
 use crate::paths::{repo_root, target_dir};
 
-/// The version in map-trace's Cargo.toml.
+/// The workspace version (map-trace's `version.workspace = true`).
 fn version() -> Result<String> {
-    let toml = std::fs::read_to_string(repo_root().join("map-trace/Cargo.toml"))?;
+    let toml = std::fs::read_to_string(repo_root().join("Cargo.toml"))?;
     toml.lines()
         .find_map(|l| l.strip_prefix("version = \""))
         .and_then(|v| v.strip_suffix('"'))
         .map(str::to_string)
-        .context("no version in map-trace/Cargo.toml")
+        .context("no version in the workspace Cargo.toml")
 }
 
 struct Arch {
