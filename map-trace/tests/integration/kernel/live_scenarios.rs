@@ -388,29 +388,9 @@ const LEFT_EARLY: &[(&str, u32)] = &[("json_marshal_race", 27)];
 #[test]
 fn low_overhead_mode_reports_ranges_that_finish_and_never_flags_correct_code() {
     let _gate = test_support::kernel_test(GROUP, "attaches uprobes");
-    // The oldest and newest release of each map implementation (the end sites themselves are
-    // checked on every build by inspect_matrix).
-    let builds = ["1.19.8", "1.25.5-noswiss", "1.24.11", "1.27.3"];
-    let fixtures: Vec<Fixture> = test_support::fixtures_of("scenarios")
-        .into_iter()
-        .filter(|f| f.arch == "x86_64" && f.variant == "default")
-        .filter(|f| {
-            builds
-                .iter()
-                .any(|b| f.name == format!("go{b}-amd64-default"))
-        })
-        .collect();
-    assert_eq!(fixtures.len(), builds.len(), "missing builds of {builds:?}");
-    let mut jobs: Vec<(&Fixture, &str, &[&str])> = Vec::new();
-    for f in &fixtures {
-        jobs.extend(EXPECTED.iter().map(|(s, k)| (f, *s, *k)));
-        jobs.extend(
-            SINCE
-                .iter()
-                .filter(|(_, m, _)| minor(f) >= *m)
-                .map(|(s, _, k)| (f, *s, *k)),
-        );
-    }
+    // The end sites themselves are checked on every build by inspect_matrix.
+    let fixtures = test_support::map_impl_bounds();
+    let jobs = test_support::scenario_jobs(&fixtures);
     let left_early =
         |f: &Fixture, s: &str| LEFT_EARLY.iter().any(|(n, m)| *n == s && minor(f) >= *m);
     let failures = check_all(&jobs, |(f, s, k)| {

@@ -10,9 +10,7 @@ use std::time::Duration;
 use test_support::daemon::Daemon;
 use test_support::markers::Markers;
 use test_support::run::run_scenario;
-use test_support::scenarios::{
-    Build, CHANGED, CW, EXPECTED, SENTINEL_REPORTS, SINCE, go_minor, site_of,
-};
+use test_support::scenarios::{Build, CHANGED, CW, SENTINEL_REPORTS, go_minor, site_of};
 use test_support::{Fixture, Reaped, Scratch, check_all, kernel_test, wait_timeout};
 
 use crate::MAP_TRACE;
@@ -81,27 +79,8 @@ fn check_sentinel(f: &Fixture, scenario: &str, reports: bool) -> Vec<String> {
 #[test]
 fn sentinel_reports_ranges_whose_map_gained_elements_and_never_flags_correct_code() {
     let _gate = kernel_test(GROUP, "attaches uprobes");
-    let builds = ["1.19.8", "1.25.5-noswiss", "1.24.11", "1.27.3"];
-    let fixtures: Vec<Fixture> = test_support::fixtures_of("scenarios")
-        .into_iter()
-        .filter(|f| f.arch == "x86_64" && f.variant == "default")
-        .filter(|f| {
-            builds
-                .iter()
-                .any(|b| f.name == format!("go{b}-amd64-default"))
-        })
-        .collect();
-    assert_eq!(fixtures.len(), builds.len(), "missing builds of {builds:?}");
-    let mut jobs: Vec<(&Fixture, &str, &[&str])> = Vec::new();
-    for f in &fixtures {
-        jobs.extend(EXPECTED.iter().map(|(s, k)| (f, *s, *k)));
-        jobs.extend(
-            SINCE
-                .iter()
-                .filter(|(_, m, _)| minor(f) >= *m)
-                .map(|(s, _, k)| (f, *s, *k)),
-        );
-    }
+    let fixtures = test_support::map_impl_bounds();
+    let jobs = test_support::scenario_jobs(&fixtures);
     let failures = check_all(&jobs, |(f, s, _)| {
         check_sentinel(f, s, SENTINEL_REPORTS.contains(s))
     });
