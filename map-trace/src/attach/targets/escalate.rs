@@ -96,7 +96,8 @@ impl Targets {
             match until {
                 Some(u) if now >= u => {
                     self.fall_back(ebpf, file);
-                    out.said.push(format!("{name}: full probes removed, sentinel again"));
+                    out.said
+                        .push(format!("{name}: full probes removed, sentinel again"));
                 }
                 Some(_) => {}
                 None if changed && allowed => match self.attach_full(ebpf, file) {
@@ -112,9 +113,14 @@ impl Targets {
                             humantime::format_duration(self.escalation.window)
                         ));
                     }
-                    Err(e) => out.said.push(format!(
-                        "{name}: a map changed during a range, but the full probes could not be attached: {e}"
-                    )),
+                    Err(e) => {
+                        // Tried again no sooner than the next escalation would be: a failure
+                        // that repeats must not fill the log every poll.
+                        self.binaries.get_mut(&file).expect("listed").sentinel.last = Some(now);
+                        out.said.push(format!(
+                            "{name}: a map changed during a range, but the full probes could not be attached: {e}"
+                        ));
+                    }
                 },
                 None if changed => out.deferred += new,
                 None => {}
