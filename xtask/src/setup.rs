@@ -136,6 +136,22 @@ fn apt_wanted() -> Vec<(String, &'static str)> {
             "the service unit test (systemd-analyze verify)",
         ),
         (
+            "file".into(),
+            "the packaging test checks the release binaries are static",
+        ),
+        (
+            "groff-base".into(),
+            "the packaging test checks the man page with groff",
+        ),
+        (
+            "procps".into(),
+            "the run test looks for stopped processes with ps",
+        ),
+        (
+            "curl".into(),
+            "the bench's scale figure reads the daemon's metrics",
+        ),
+        (
             "binutils-aarch64-linux-gnu".into(),
             "objcopy for arm64 fixtures (the no-build-info test removes .go.buildinfo)",
         ),
