@@ -68,8 +68,9 @@ impl Location {
     /// One line for the human output, or None when nothing is known beyond the root cgroup.
     pub fn describe(&self) -> Option<String> {
         let mut parts = Vec::new();
-        if let Some(p) = self.pod_label().get(..).filter(|p| !p.is_empty()) {
-            parts.push(format!("pod {p}"));
+        let pod = self.pod_label();
+        if !pod.is_empty() {
+            parts.push(format!("pod {pod}"));
         }
         if let Some(c) = &self.container_name {
             parts.push(format!("container {c}"));

@@ -119,7 +119,7 @@ pub struct Metrics {
     pub probes_active: IntGauge,
     /// Label: outcome (`started`, `deferred`): sentinel mode's escalations.
     pub escalations: IntCounterVec,
-    /// Label: reason (`Skipped::REASONS`): processes `--all` or `run` did not trace.
+    /// Label: reason (`Skipped::reasons`): processes `--all` or `run` did not trace.
     pub processes_skipped: IntCounterVec,
     /// Label: map (one of [`BPF_MAPS`]).
     pub bpf_map_entries: IntGaugeVec,
@@ -346,7 +346,7 @@ impl Metrics {
         for outcome in ["started", "deferred"] {
             m.escalations.with_label_values(&[outcome]);
         }
-        for reason in crate::attach::targets::Skipped::REASONS {
+        for reason in crate::attach::targets::Skipped::reasons() {
             m.processes_skipped.with_label_values(&[reason]);
         }
         m.build_info.with_label_values(&[version]).set(1);

@@ -65,7 +65,10 @@ pub struct Skipped {
 }
 
 impl Skipped {
-    pub const REASONS: [&'static str; 3] = ["excluded", "toolchain", "binary_cap"];
+    /// The `reason` label values, the same list `by_reason` counts under.
+    pub fn reasons() -> [&'static str; 3] {
+        Skipped::default().by_reason().map(|(r, _)| r)
+    }
 
     pub fn by_reason(&self) -> [(&'static str, u64); 3] {
         [
