@@ -133,3 +133,28 @@ pub fn run_scenario_expecting(
         target_stderr: terr,
     })
 }
+
+/// Starts one of the hot scenarios (`hot_self_insert`, `hot_cross_insert`) of the scenarios
+/// binary at `path` for `secs` seconds, waiting on stdin for its go (output discarded).
+pub fn spawn_hot(path: &std::path::Path, scenario: &str, secs: u64) -> Reaped {
+    Reaped(
+        Command::new(path)
+            .arg(scenario)
+            .env("HOT_SECONDS", secs.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", path.display())),
+    )
+}
+
+/// A copy of this arch's Go `version` build of `program` in a scratch directory of its own
+/// (`--exe` traces every process of a file: tests that run at once must not share one).
+pub fn own_copy(program: &str, version: &str, test: &str) -> (crate::Scratch, std::path::PathBuf) {
+    let f = crate::host_fixture(program, version);
+    let dir = crate::Scratch::new(test);
+    let path = dir.join(program);
+    std::fs::copy(&f.path, &path).unwrap();
+    (dir, path)
+}

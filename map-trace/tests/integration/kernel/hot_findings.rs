@@ -4,7 +4,6 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use test_support::daemon::Daemon;
@@ -22,25 +21,12 @@ const HOT_SECONDS: u64 = 4;
 /// inode): `--exe` traces every process of a file, so the two tests here, which run at once,
 /// must not see each other's hot loop.
 fn own_fixture(test: &str) -> (Scratch, PathBuf) {
-    let f = test_support::host_fixture("scenarios", "1.26.6");
-    let dir = Scratch::new(test);
-    let path = dir.join("scenarios");
-    std::fs::copy(&f.path, &path).unwrap();
-    (dir, path)
+    test_support::run::own_copy("scenarios", "1.26.6", test)
 }
 
 /// Starts the hot loop for `secs`, released at once; the caller waits for it.
 fn start_hot(path: &Path, secs: u64) -> Reaped {
-    let mut t = Reaped(
-        Command::new(path)
-            .arg("hot_self_insert")
-            .env("HOT_SECONDS", secs.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut t = test_support::run::spawn_hot(path, "hot_self_insert", secs);
     t.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
     t
 }

@@ -4,14 +4,13 @@
 //! correct code; on a race that keeps happening, its escalation must name the writer.
 
 use std::io::Write as _;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use test_support::daemon::Daemon;
 use test_support::markers::Markers;
 use test_support::run::run_scenario;
 use test_support::scenarios::{Build, CHANGED, CW, SENTINEL_REPORTS, go_minor, site_of};
-use test_support::{Fixture, Reaped, Scratch, check_all, kernel_test, wait_timeout};
+use test_support::{Fixture, check_all, kernel_test, wait_timeout};
 
 use crate::MAP_TRACE;
 
@@ -134,22 +133,10 @@ fn sentinel_escalation_of_one_process_names_the_writer() {
 }
 
 fn escalation_run(scope: Scope) {
-    let f = test_support::host_fixture("scenarios", "1.26.6");
     // Its own copy: `--exe` traces every process of a file.
-    let dir = Scratch::new("sentinel-escalation");
-    let exe = dir.join("scenarios");
-    std::fs::copy(&f.path, &exe).unwrap();
+    let (_dir, exe) = test_support::run::own_copy("scenarios", "1.26.6", "sentinel-escalation");
     let secs = 5;
-    let mut t = Reaped(
-        Command::new(&exe)
-            .arg("hot_cross_insert")
-            .env("HOT_SECONDS", secs.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut t = test_support::run::spawn_hot(&exe, "hot_cross_insert", secs);
     let pid = t.0.id();
     let pid_arg = pid.to_string();
     let target = match scope {
