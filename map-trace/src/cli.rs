@@ -25,7 +25,8 @@ runtime's message, the goroutine Go names and every write in progress Go does no
 the map type and both sides' stacks as function (file:line), stripped binaries included; \
 repeats of one finding are grouped under a stable finding_id with a count.\n\n\
 Examples:\n  sudo map-trace --pid 4242\n  sudo map-trace --exe /usr/local/bin/api --metrics-addr\n  \
-sudo map-trace --config /etc/map-trace/config.toml",
+sudo map-trace --config /etc/map-trace/config.toml\n  \
+sudo map-trace run -- go test ./...\n  sudo map-trace --all --mode sentinel --format json",
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true
 )]
