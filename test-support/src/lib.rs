@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod gate;
 pub mod http;
 pub mod markers;
+pub mod podman;
 pub mod run;
 pub mod scenarios;
 pub mod scratch;
@@ -283,6 +284,36 @@ pub fn kubernetes_validate_venv() -> PathBuf {
         dir.display()
     );
     dir
+}
+
+/// `cargo xtask dist`'s output directory (the test command runs `dist` before the tests);
+/// panics saying so when it holds no release.
+pub fn dist_dir() -> PathBuf {
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| repo_path("target"), PathBuf::from)
+        .join("dist");
+    assert!(
+        dir.join("SHA256SUMS").is_file(),
+        "{} has no release artifacts: run `cargo xtask dist` (the test command does, before the tests)",
+        dir.display()
+    );
+    dir
+}
+
+/// The documents of a Kubernetes manifest as JSON, read by the validator's own YAML parser
+/// (the manifests' tests and the container test that runs the DaemonSet's pod spec).
+pub fn kubernetes_documents(path: &Path) -> Vec<serde_json::Value> {
+    let py = kubernetes_validate_venv().join("bin/python");
+    let o = Command::new(py)
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps([d for d in yaml.safe_load_all(open(sys.argv[1])) if d]))",
+        ])
+        .arg(path)
+        .output()
+        .expect("run the validator's python");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
 }
 
 /// The amd64 default scenario builds of the oldest and newest release of each map

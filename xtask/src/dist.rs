@@ -173,8 +173,10 @@ fn deb(out: &Path, version: &str, a: &Arch, bin: &Path) -> Result<PathBuf> {
         0o644,
     )?;
     let size_kb = dir_size(&root)? / 1024;
+    // No Depends: the binary is static, and the unit file is inert where systemd is absent (a
+    // container, a DaemonSet image); a dependency on an init system made `dpkg -i` fail there.
     let control = format!(
-        "Package: map-trace\nVersion: {version}\nArchitecture: {}\nMaintainer: map-trace authors <map-trace@example.org>\nInstalled-Size: {size_kb}\nSection: devel\nPriority: optional\nDepends: systemd | sysvinit-core\nDescription: report Go map writes that overlap a map iteration (eBPF)\n map-trace watches running, unmodified Go programs with eBPF uprobes and reports\n map writes that overlap a map iteration, map growth or another write, naming\n the goroutines and source lines of both sides.\n",
+        "Package: map-trace\nVersion: {version}\nArchitecture: {}\nMaintainer: map-trace authors <map-trace@example.org>\nInstalled-Size: {size_kb}\nSection: devel\nPriority: optional\nDescription: report Go map writes that overlap a map iteration (eBPF)\n map-trace watches running, unmodified Go programs with eBPF uprobes and reports\n map writes that overlap a map iteration, map growth or another write, naming\n the goroutines and source lines of both sides.\n",
         a.deb
     );
     put("DEBIAN/control", control.as_bytes(), 0o644)?;

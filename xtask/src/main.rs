@@ -2,6 +2,7 @@
 
 mod bench;
 mod cmd;
+mod debian_image;
 mod demo;
 mod dist;
 mod fixtures;

@@ -29,6 +29,7 @@ pub fn run() -> Result<()> {
     bpf_linker()?;
     go_toolchains()?;
     kubernetes_validate()?;
+    crate::debian_image::ensure()?;
     crate::vm::install::run()?;
     Ok(())
 }
@@ -158,6 +159,15 @@ fn apt_wanted() -> Vec<(String, &'static str)> {
         (
             "binutils".into(),
             "objcopy for amd64 fixtures (the same test)",
+        ),
+        ("podman".into(), "the container tests run real containers"),
+        (
+            "runc".into(),
+            "the container tests' OCI runtime (crun cannot start containers in the CI sandbox)",
+        ),
+        (
+            "debootstrap".into(),
+            "makes the fresh Debian image the .deb is installed in",
         ),
         // Debian's python3 cannot create a venv (ensurepip) without it; the Go venvs need it.
         ("python3-venv".into(), "the Go toolchain venvs"),

@@ -176,6 +176,13 @@ async fn session(opts: Settings) -> Result<u8, TraceError> {
             }
         }
     }
+    if opts.all.is_some() {
+        // The line a supervisor or a test waits for: from here on every exec is seen.
+        eprintln!(
+            "map-trace: watching every Go process on this host: {} traced now, new ones as they start",
+            targets.processes()
+        );
+    }
 
     let findings = ring(&mut ebpf, map::FINDINGS)?;
     let fatals = ring(&mut ebpf, map::FATALS)?;

@@ -5,6 +5,7 @@
 
 mod all_processes;
 mod attach_offsets;
+mod containers;
 mod daemon_exe;
 mod deploy;
 mod hot_findings;

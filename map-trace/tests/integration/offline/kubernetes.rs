@@ -12,19 +12,8 @@ use test_support::{Scratch, repo_path};
 
 use crate::MAP_TRACE;
 
-/// The manifests' documents as JSON, read by the validator's own YAML parser.
 fn documents(path: &Path) -> Vec<Value> {
-    let py = test_support::kubernetes_validate_venv().join("bin/python");
-    let o = Command::new(py)
-        .args([
-            "-c",
-            "import json, sys, yaml; print(json.dumps([d for d in yaml.safe_load_all(open(sys.argv[1])) if d]))",
-        ])
-        .arg(path)
-        .output()
-        .expect("run the validator's python");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap()
+    test_support::kubernetes_documents(path)
 }
 
 fn validate(path: &Path, version: &str) -> std::process::Output {

@@ -6,20 +6,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use test_support::{Scratch, repo_path};
+use test_support::Scratch;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 fn dist() -> PathBuf {
-    let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| repo_path("target"), PathBuf::from)
-        .join("dist");
-    assert!(
-        dir.join("SHA256SUMS").is_file(),
-        "{} has no release artifacts: run `cargo xtask dist` (the test command does, before the tests)",
-        dir.display()
-    );
-    dir
+    test_support::dist_dir()
 }
 
 fn run(cmd: &mut Command) -> String {
