@@ -24,6 +24,8 @@ use serde_json::{Value, json};
 
 #[path = "overhead/hot.rs"]
 mod hot;
+#[path = "overhead/links.rs"]
+mod links;
 #[path = "overhead/scale.rs"]
 mod scale;
 
@@ -60,6 +62,10 @@ fn run() -> Result<(), String> {
     let out = env_path("MAP_TRACE_BENCH_OUT")?;
     let target = GoTarget::analyze(&workload).map_err(|e| e.to_string())?;
 
+    // Per-hit costs against the empty program, which is attached as a perf-event uprobe: ours
+    // too, so that the ratio compares programs, not link kinds (`links` compares those).
+    // SAFETY: no other thread reads the environment yet.
+    unsafe { std::env::set_var("MAP_TRACE_UPROBE_LINKS", "perf") };
     let mut probes = Vec::new();
     for (mode, roles, n) in [
         ("assign", &[Role::Assign][..], 2_000_000),
@@ -73,6 +79,9 @@ fn run() -> Result<(), String> {
     ] {
         probes.push(probe_cost(&workload, &target, mode, roles, n)?);
     }
+    // Everything after runs map-trace as users do: uprobe_multi links where the kernel has them.
+    // SAFETY: as above.
+    unsafe { std::env::remove_var("MAP_TRACE_UPROBE_LINKS") };
     let service = service_cost(&workload, &race, &daemon, 20_000)?;
     let race_ns_per_request = service["race_ms"].as_f64().unwrap_or(0.0) * 1e6 / 20_000.0;
     let duty = duty_cycle_cost(&workload, &daemon, 400_000, race_ns_per_request)?;
@@ -80,6 +89,11 @@ fn run() -> Result<(), String> {
     let memory = watching_memory(&daemon, &hugo)?;
     let hot_loop = hot::hot_loop(&workload, &daemon)?;
     let scale = scale::scale(&daemon, &fixtures)?;
+    let newest = scale::fixtures(&fixtures)?
+        .pop()
+        .map(|(_, p)| p)
+        .ok_or("no scenario fixture")?;
+    let links = links::links(&daemon, &newest)?;
 
     let report = json!({
         "go": target.version.to_string(),
@@ -92,10 +106,12 @@ fn run() -> Result<(), String> {
         "memory": memory,
         "hot_loop": hot_loop,
         "scale": scale,
+        "links": links,
     });
     print_table(&report);
     hot::print(&report["hot_loop"]);
     scale::print(&report["scale"]);
+    links::print(&report["links"]);
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
@@ -153,13 +169,18 @@ enum Setup {
 
 /// Keeps what `setup` attached alive; dropping it detaches.
 struct Attached {
+    /// uprobe_multi links (closed when dropped), before the object they use.
+    _links: Vec<attach::Link>,
     ebpf: Option<Ebpf>,
 }
 
 fn setup(bin: &Path, t: &GoTarget, roles: &[Role], how: Setup) -> Result<Attached, String> {
     let e = |e: &dyn std::fmt::Display| e.to_string();
     match how {
-        Setup::None => Ok(Attached { ebpf: None }),
+        Setup::None => Ok(Attached {
+            _links: Vec::new(),
+            ebpf: None,
+        }),
         Setup::EmptyAfterPrologue | Setup::EmptyAtEntry => {
             let mut ebpf = Ebpf::load(map_trace::ebpf::object()).map_err(|x| e(&x))?;
             let p: &mut UProbe = ebpf
@@ -176,13 +197,17 @@ fn setup(bin: &Path, t: &GoTarget, roles: &[Role], how: Setup) -> Result<Attache
                 p.attach(offset, bin, UProbeScope::AllProcesses)
                     .map_err(|x| e(&x))?;
             }
-            Ok(Attached { ebpf: Some(ebpf) })
+            Ok(Attached {
+                _links: Vec::new(),
+                ebpf: Some(ebpf),
+            })
         }
         Setup::Ours => {
             let mut ebpf = attach::load().map_err(|x| e(&x))?;
             attach::write_config(&mut ebpf, t, 1, false).map_err(|x| e(&x))?;
-            // The links detach when the Ebpf that owns their programs is dropped.
-            attach::attach_binary(
+            // Perf links detach when the Ebpf that owns their programs is dropped,
+            // uprobe_multi links when theirs are.
+            let links = attach::attach_binary(
                 &mut ebpf,
                 t,
                 1,
@@ -191,7 +216,10 @@ fn setup(bin: &Path, t: &GoTarget, roles: &[Role], how: Setup) -> Result<Attache
                 IterationMode::Steps,
             )
             .map_err(|x| e(&x))?;
-            Ok(Attached { ebpf: Some(ebpf) })
+            Ok(Attached {
+                _links: links,
+                ebpf: Some(ebpf.into_inner()),
+            })
         }
     }
 }

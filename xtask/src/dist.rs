@@ -135,6 +135,13 @@ fn deb(out: &Path, version: &str, a: &Arch, bin: &Path) -> Result<PathBuf> {
         unit.as_bytes(),
         0o644,
     )?;
+    // Not installed as a drop-in: it adds CAP_SYS_ADMIN, wanted only on kernels before 6.10 or
+    // for --exe's exec guard (see the unit's comments).
+    put(
+        "usr/share/doc/map-trace/examples/perf-uprobes.conf",
+        &std::fs::read(repo_root().join("dist/systemd/perf-uprobes.conf"))?,
+        0o644,
+    )?;
     put(
         "etc/map-trace/config.toml",
         &std::fs::read(repo_root().join("dist/config.toml"))?,

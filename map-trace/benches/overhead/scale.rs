@@ -19,7 +19,7 @@ const METRICS: &str = "127.0.0.1:19464";
 
 /// The default-variant scenario fixtures for this host's arch, one per Go build, from the
 /// fixture manifest.
-fn fixtures(manifest: &Path) -> Result<Vec<(String, PathBuf)>, String> {
+pub fn fixtures(manifest: &Path) -> Result<Vec<(String, PathBuf)>, String> {
     let text =
         std::fs::read_to_string(manifest).map_err(|e| format!("{}: {e}", manifest.display()))?;
     let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;

@@ -13,6 +13,22 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use aya::programs::uprobe::UProbeLink;
 
+/// A link to close: a perf-event uprobe (aya's), or a uprobe_multi link's fd.
+pub enum Closable {
+    Perf(UProbeLink),
+    Multi(std::os::fd::OwnedFd),
+}
+
+impl Closable {
+    /// Detaches: aya's link detaches when dropped, a uprobe_multi link when its fd closes.
+    fn close(self) {
+        match self {
+            Closable::Perf(link) => drop(link),
+            Closable::Multi(fd) => drop(fd),
+        }
+    }
+}
+
 /// Threads closing links at one time.
 const CLOSERS: usize = 32;
 
@@ -71,11 +87,11 @@ impl Detaching {
     }
 }
 
-type Batch = (Vec<UProbeLink>, Arc<Done>);
+type Batch = (Vec<Closable>, Arc<Done>);
 
 /// Hands `links` to the reaper thread, which closes them in parallel. If that thread cannot
 /// be started, they are closed here, in turn.
-pub fn close(links: Vec<UProbeLink>) -> Detaching {
+pub fn close(links: Vec<Closable>) -> Detaching {
     if links.is_empty() {
         return Detaching::none();
     }
@@ -120,7 +136,7 @@ fn reap(rx: &Receiver<Batch>) {
     while let Ok(first) = rx.recv() {
         let mut batches = vec![first];
         batches.extend(rx.try_iter());
-        let mut links: Vec<UProbeLink> = Vec::new();
+        let mut links: Vec<Closable> = Vec::new();
         let mut dones = Vec::with_capacity(batches.len());
         for (l, d) in batches {
             links.extend(l);
@@ -135,14 +151,14 @@ fn reap(rx: &Receiver<Batch>) {
 
 /// Closes links from up to [`CLOSERS`] threads; a thread that cannot start closes nothing,
 /// its links are closed on this one.
-fn close_parallel(mut links: Vec<UProbeLink>) {
+fn close_parallel(mut links: Vec<Closable>) {
     while !links.is_empty() {
         let take = links.len().min(CLOSERS);
-        let now: Vec<UProbeLink> = links.drain(..take).collect();
+        let now: Vec<Closable> = links.drain(..take).collect();
         std::thread::scope(|s| {
             for l in now {
                 // On a spawn failure the closure, and the link with it, is dropped right here.
-                let _ = std::thread::Builder::new().spawn_scoped(s, move || drop(l));
+                let _ = std::thread::Builder::new().spawn_scoped(s, move || l.close());
             }
         });
     }

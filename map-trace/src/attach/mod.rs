@@ -7,9 +7,10 @@
 mod detach;
 pub mod exec_guard;
 pub mod kernel_features;
+mod multi;
 pub mod path_watch;
 pub mod probes;
 pub mod sweep;
 pub mod targets;
 
-pub use probes::AttachError;
+pub use probes::{AttachError, Bpf};

@@ -14,7 +14,8 @@ use map_trace_common::event::FOLD_REPEATS;
 use map_trace_common::probe::Role;
 use map_trace_common::program::{Program, map};
 
-use super::detach::Detaching;
+use super::detach::{Closable, Detaching};
+use super::multi::{MultiError, MultiPrograms};
 use crate::plan::IterationMode;
 use crate::plan::{GoTarget, ProbeTarget};
 
@@ -22,7 +23,7 @@ use crate::plan::{GoTarget, ProbeTarget};
 #[derive(Debug, thiserror::Error)]
 pub enum AttachError {
     #[error(
-        "loading the eBPF object failed: {0}; map-trace needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN) and a kernel with BPF ring buffers (5.8+)"
+        "loading the eBPF object failed: {0}; map-trace needs root (or CAP_BPF and CAP_PERFMON, and CAP_SYS_ADMIN for perf-event uprobes before Linux 6.10) and a kernel with BPF ring buffers (5.8+)"
     )]
     Load(#[source] Box<aya::EbpfError>),
     #[error("the kernel rejected eBPF program {program}: {source}")]
@@ -50,6 +51,27 @@ pub enum AttachError {
         "the kernel refused a uprobe on {path} (permission denied): creating uprobes needs CAP_SYS_ADMIN on current kernels (Linux 6.16+ and stable kernels since July 2025, CVE-2025-38466), so run as root or add CAP_SYS_ADMIN"
     )]
     AttachDenied { path: String },
+    #[error(
+        "the kernel refused to load or link the uprobe programs for {path} (permission denied): uprobe_multi links need CAP_BPF and CAP_PERFMON, so run as root or add them"
+    )]
+    MultiDenied { path: String },
+    #[error("attaching {program} ({sites} sites) to {path} with a uprobe_multi link: {source}")]
+    AttachMulti {
+        program: &'static str,
+        sites: usize,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the kernel rejected eBPF program {program} (for uprobe_multi links): {reason}")]
+    VerifyMulti {
+        program: &'static str,
+        reason: String,
+    },
+    #[error(
+        "MAP_TRACE_UPROBE_LINKS=multi, but this kernel ({release}) has no uprobe_multi links with a process filter (Linux 6.10+)"
+    )]
+    NoMulti { release: String },
     #[error("eBPF object has no {0}: map-trace was built inconsistently")]
     Missing(&'static str),
     #[error("eBPF map {map}: {source}")]
@@ -138,11 +160,72 @@ pub const EXEC_PROGRAM: &str = Program::ExecNotify.name();
 /// The empty uprobe the benchmark uses as the floor; never loaded by the daemon.
 pub const BENCH_EMPTY_PROGRAM: &str = Program::BenchEmpty.name();
 
+/// The loaded eBPF object: aya's, and where the kernel has them the same programs loaded for
+/// uprobe_multi links (`multi`), which then carry every uprobe.
+pub struct Bpf {
+    ebpf: Ebpf,
+    multi: Option<MultiPrograms>,
+}
+
+impl std::ops::Deref for Bpf {
+    type Target = Ebpf;
+    fn deref(&self) -> &Ebpf {
+        &self.ebpf
+    }
+}
+
+impl std::ops::DerefMut for Bpf {
+    fn deref_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+}
+
+impl Bpf {
+    /// aya's object alone; the programs loaded for uprobe_multi links stay loaded while links
+    /// made with them are open.
+    pub fn into_inner(self) -> Ebpf {
+        self.ebpf
+    }
+
+    /// What carries the uprobes, for the start-up line and `inspect`.
+    pub fn link_kind(&self) -> &'static str {
+        match self.multi {
+            Some(_) => "uprobe_multi links",
+            None => "perf-event uprobes",
+        }
+    }
+}
+
+/// Which uprobe links to use: `MAP_TRACE_UPROBE_LINKS` = `multi`, `perf`, or unset (multi
+/// where the kernel has them). Forcing one is for tests and the bench, and a way out should a
+/// kernel's uprobe_multi misbehave.
+fn wants_multi() -> Result<bool, AttachError> {
+    let release = super::kernel_features::release;
+    match std::env::var("MAP_TRACE_UPROBE_LINKS").as_deref() {
+        Ok("perf") => Ok(false),
+        Ok("multi") if super::multi::supported() => Ok(true),
+        Ok("multi") => Err(AttachError::NoMulti { release: release() }),
+        _ => Ok(super::multi::supported()),
+    }
+}
+
 /// Loads the eBPF object: its maps are created, its programs are verified only when first
-/// attached (`attach_one`), so a target pays for the programs its map implementation uses —
+/// attached (`attach_binary`), so a target pays for the programs its map implementation uses —
 /// about half of them — and start-up stays short.
-pub fn load() -> Result<Ebpf, AttachError> {
-    Ebpf::load(crate::ebpf::object()).map_err(|e| AttachError::Load(Box::new(e)))
+pub fn load() -> Result<Bpf, AttachError> {
+    let ebpf = Ebpf::load(crate::ebpf::object()).map_err(|e| AttachError::Load(Box::new(e)))?;
+    let multi = match wants_multi()? {
+        true => Some(
+            MultiPrograms::new(&ebpf, crate::ebpf::object()).map_err(|reason| {
+                AttachError::VerifyMulti {
+                    program: "(object)",
+                    reason,
+                }
+            })?,
+        ),
+        false => None,
+    };
+    Ok(Bpf { ebpf, multi })
 }
 
 /// Loads and attaches the exec tracepoint; its notices arrive in the `EXECS` ring (`events`).
@@ -180,10 +263,16 @@ pub fn set_run_cgroup(ebpf: &mut Ebpf, id: u64) -> Result<(), AttachError> {
         .map_err(err)
 }
 
-/// One attached uprobe: which program, and the link to detach.
+/// One attached link: which program, and what to close — one perf-event uprobe, or a
+/// uprobe_multi link holding every site of that program in the binary.
 pub struct Link {
     program: Program,
-    id: UProbeLinkId,
+    kind: LinkKind,
+}
+
+enum LinkKind {
+    Perf(UProbeLinkId),
+    Multi(std::os::fd::OwnedFd),
 }
 
 /// Writes a binary's settings in its slot, under its id, which its links carry as their cookie.
@@ -205,7 +294,7 @@ pub fn write_config(
 /// Attaches every planned probe to the file at `exe`, each link carrying `binary` as its
 /// cookie; `scope` says which processes trap. On failure nothing of this call stays attached.
 pub fn attach_binary(
-    ebpf: &mut Ebpf,
+    bpf: &mut Bpf,
     t: &GoTarget,
     binary: u32,
     exe: &Path,
@@ -216,19 +305,84 @@ pub fn attach_binary(
     // A kernel that cannot run the fatal-error program goes on without that probe (said once
     // at start-up).
     let fatal = super::kernel_features::fatal_supported();
-    for probe in t
+    let probes: Vec<&ProbeTarget> = t
         .probes_for(mode)
         .filter(|p| fatal || p.role != Role::Fatal)
-    {
-        match attach_one(ebpf, probe, binary, exe, scope) {
-            Ok(link) => links.push(link),
-            Err(e) => {
-                detach(ebpf, links).wait();
-                return Err(e);
-            }
+        .collect();
+    let result = match bpf.multi.as_mut() {
+        Some(multi) => attach_multi(multi, &probes, binary, exe, scope, &mut links),
+        None => probes.iter().try_for_each(|probe| {
+            attach_one(bpf, probe, binary, exe, scope).map(|l| links.push(l))
+        }),
+    };
+    match result {
+        Ok(()) => Ok(links),
+        Err(e) => {
+            detach(bpf, links).wait();
+            Err(e)
         }
     }
-    Ok(links)
+}
+
+/// The cookie of a probe's sites: the low half names the binary; an end site's probe finds
+/// the iterator in the register named by the high half.
+fn cookie(probe: &ProbeTarget, binary: u32) -> u64 {
+    u64::from(binary) | u64::from(probe.reg.unwrap_or(0)) << 32
+}
+
+/// One uprobe_multi link per program, holding every site of that program.
+fn attach_multi(
+    multi: &mut MultiPrograms,
+    probes: &[&ProbeTarget],
+    binary: u32,
+    exe: &Path,
+    scope: UProbeScope,
+    links: &mut Vec<Link>,
+) -> Result<(), AttachError> {
+    let pid = match scope {
+        UProbeScope::AllProcesses => 0,
+        UProbeScope::OneProcess(pid) => pid.get(),
+        _ => 0,
+    };
+    let mut programs: Vec<Program> = probes.iter().map(|p| p.program).collect();
+    programs.sort_by_key(|p| p.name());
+    programs.dedup();
+    for program in programs {
+        let sites: Vec<(u64, u64)> = probes
+            .iter()
+            .filter(|p| p.program == program)
+            .map(|p| (p.uprobe_offset(), cookie(p, binary)))
+            .collect();
+        let fd = multi
+            .attach(program.name(), exe, &sites, pid)
+            .map_err(|e| match e {
+                MultiError::Load(reason) => AttachError::VerifyMulti {
+                    program: program.name(),
+                    reason,
+                },
+                MultiError::LoadDenied => AttachError::MultiDenied {
+                    path: exe.display().to_string(),
+                },
+                MultiError::Link(source)
+                    if source.kind() == std::io::ErrorKind::PermissionDenied =>
+                {
+                    AttachError::MultiDenied {
+                        path: exe.display().to_string(),
+                    }
+                }
+                MultiError::Link(source) => AttachError::AttachMulti {
+                    program: program.name(),
+                    sites: sites.len(),
+                    path: exe.display().to_string(),
+                    source,
+                },
+            })?;
+        links.push(Link {
+            program,
+            kind: LinkKind::Multi(fd),
+        });
+    }
+    Ok(())
 }
 
 fn attach_one(
@@ -252,9 +406,7 @@ fn attach_one(
     }
     let point = UProbeAttachPoint {
         location: UProbeAttachLocation::AbsoluteOffset(probe.uprobe_offset()),
-        // The low half names the binary; an end site's probe finds the iterator in the
-        // register named by the high half.
-        cookie: Some(u64::from(binary) | u64::from(probe.reg.unwrap_or(0)) << 32),
+        cookie: Some(cookie(probe, binary)),
     };
     let id = p
         .attach(point, exe, scope)
@@ -272,7 +424,7 @@ fn attach_one(
         })?;
     Ok(Link {
         program: probe.program,
-        id,
+        kind: LinkKind::Perf(id),
     })
 }
 
@@ -306,13 +458,17 @@ fn permission_denied(e: &aya::programs::ProgramError) -> bool {
     false
 }
 
-/// Detaches links; a link whose program is gone was already detached with it.
+/// Detaches links; a perf link whose program is gone was already detached with it.
 pub fn detach(ebpf: &mut Ebpf, links: Vec<Link>) -> Detaching {
     let owned = links
         .into_iter()
-        .filter_map(|link| {
-            let p = ebpf.program_mut(link.program.name())?;
-            <&mut UProbe>::try_from(p).ok()?.take_link(link.id).ok()
+        .filter_map(|link| match link.kind {
+            LinkKind::Multi(fd) => Some(Closable::Multi(fd)),
+            LinkKind::Perf(id) => {
+                let p = ebpf.program_mut(link.program.name())?;
+                let l = <&mut UProbe>::try_from(p).ok()?.take_link(id).ok()?;
+                Some(Closable::Perf(l))
+            }
         })
         .collect();
     super::detach::close(owned)

@@ -176,6 +176,12 @@ async fn session(opts: Settings) -> Result<u8, TraceError> {
             }
         }
     }
+    // Said once set up, so that a failure before is still one line.
+    eprintln!(
+        "map-trace: uprobes as {} (Linux {})",
+        ebpf.link_kind(),
+        kernel_features::release()
+    );
     if opts.all.is_some() {
         // The line a supervisor or a test waits for: from here on every exec is seen.
         eprintln!(

@@ -1,7 +1,7 @@
 //! What the main loop does with each event: a process found, exec'd or exited, an exec held
 //! by the guard, a watched path changed, a metrics tick.
 
-use aya::Ebpf;
+use crate::attach::Bpf;
 
 use crate::attach::targets::{self, Targets};
 use crate::attach::{exec_guard, path_watch, sweep};
@@ -34,7 +34,7 @@ pub(super) fn announce(a: &targets::Attached, metrics: &Metrics) {
 /// process whose notice was lost; failures are counted and said, never fatal.
 pub(super) fn adopt(
     targets: &mut Targets,
-    ebpf: &mut Ebpf,
+    ebpf: &mut Bpf,
     resolver: &mut Resolver,
     metrics: &Metrics,
     pid: u32,
@@ -77,7 +77,7 @@ fn gone_unfollowed(targets: &Targets, pid: u32) -> bool {
 
 /// Everything the main loop works on.
 pub(super) struct Session<'a, 's> {
-    pub ebpf: &'a mut Ebpf,
+    pub ebpf: &'a mut Bpf,
     pub targets: &'a mut Targets,
     pub metrics: &'a Metrics,
     pub sink: Sink<'s>,

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use aya::Ebpf;
+use crate::attach::Bpf;
 use gobin::elf::ElfImage;
 use gobin::input;
 
@@ -78,7 +78,7 @@ impl Targets {
     /// change and run the new content.
     pub(super) fn retire(
         &mut self,
-        ebpf: &mut Ebpf,
+        ebpf: &mut Bpf,
         resolver: &mut Resolver,
         file: FileId,
     ) -> Vec<u32> {
@@ -106,7 +106,7 @@ impl Targets {
 
     /// Settles an exec the guard holds: stale probes go, a watched file gets probes for the
     /// content about to run, then the exec is let go. Returns what to tell the user.
-    pub fn on_held(&mut self, ebpf: &mut Ebpf, resolver: &mut Resolver, held: Held) -> Vec<String> {
+    pub fn on_held(&mut self, ebpf: &mut Bpf, resolver: &mut Resolver, held: Held) -> Vec<String> {
         let mut said = Vec::new();
         if !held.exec {
             // An open: its findings were read before this call, which is all it waits for.
@@ -150,7 +150,7 @@ impl Targets {
 
     fn attach_file(
         &mut self,
-        ebpf: &mut Ebpf,
+        ebpf: &mut Bpf,
         resolver: &mut Resolver,
         held: &Held,
     ) -> Result<String, TraceError> {
@@ -194,7 +194,7 @@ impl Targets {
     /// Looks at the watched names again: binaries nothing runs whose name leads elsewhere now,
     /// or whose content changed, are let go (probes, settings, the open file and with it a
     /// deleted file's blocks). Detaching takes a while: call [`Targets::mark_dirs`] first.
-    pub fn rescan(&mut self, ebpf: &mut Ebpf, resolver: &mut Resolver) {
+    pub fn rescan(&mut self, ebpf: &mut Bpf, resolver: &mut Resolver) {
         let named: HashSet<FileId> = self.specs.iter().filter_map(|s| s.file()).collect();
         let gone: Vec<(FileId, bool)> = self
             .binaries

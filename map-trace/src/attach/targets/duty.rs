@@ -1,6 +1,6 @@
 //! The duty cycle's two halves: everything detached, then everything attached again.
 
-use aya::Ebpf;
+use crate::attach::Bpf;
 use aya::programs::uprobe::UProbeScope;
 
 use super::Targets;
@@ -11,7 +11,7 @@ impl Targets {
     /// The off part of a duty cycle: detaches every link but forgets nothing, and drops the
     /// iteration state, since iterations that start or end while nothing is attached are not
     /// seen (a stale one could otherwise take a new range's writes for its own).
-    pub fn suspend(&mut self, ebpf: &mut Ebpf) {
+    pub fn suspend(&mut self, ebpf: &mut Bpf) {
         if self.suspended {
             return;
         }
@@ -40,7 +40,7 @@ impl Targets {
     /// The on part of a duty cycle: attaches again what `suspend` detached, each binary through
     /// its own open file (never by path: a file deployed meanwhile under the same name must not
     /// get this one's offsets). Returns what could not be attached.
-    pub fn resume(&mut self, ebpf: &mut Ebpf) -> Vec<String> {
+    pub fn resume(&mut self, ebpf: &mut Bpf) -> Vec<String> {
         if !self.suspended {
             return Vec::new();
         }

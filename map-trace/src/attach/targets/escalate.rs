@@ -7,6 +7,8 @@
 use std::time::Instant;
 
 use aya::Ebpf;
+
+use crate::attach::Bpf;
 use aya::maps::Array;
 use aya::programs::uprobe::UProbeScope;
 use map_trace_common::config::config_slot;
@@ -72,7 +74,7 @@ impl Targets {
 
     /// Escalates the sentinel binaries whose maps changed, and lets those whose window is over
     /// fall back. Called every poll; costs one array read per sentinel binary.
-    pub fn escalate(&mut self, ebpf: &mut Ebpf, now: Instant) -> Escalations {
+    pub fn escalate(&mut self, ebpf: &mut Bpf, now: Instant) -> Escalations {
         let mut out = Escalations::default();
         if self.mode != IterationMode::Sentinel || self.suspended {
             return out;
@@ -133,7 +135,7 @@ impl Targets {
     /// probes are, else one set per process traced with links of its own.
     fn attach_full(
         &mut self,
-        ebpf: &mut Ebpf,
+        ebpf: &mut Bpf,
         file: crate::discover::exe_match::FileId,
     ) -> Result<Vec<Link>, attach::AttachError> {
         let b = &self.binaries[&file];
@@ -164,7 +166,7 @@ impl Targets {
     }
 
     /// Ends `file`'s escalation: its ends compare headers again, then the full probes go.
-    fn fall_back(&mut self, ebpf: &mut Ebpf, file: crate::discover::exe_match::FileId) {
+    fn fall_back(&mut self, ebpf: &mut Bpf, file: crate::discover::exe_match::FileId) {
         let b = self.binaries.get_mut(&file).expect("listed");
         let Some((links, _)) = b.sentinel.links.take() else {
             return;

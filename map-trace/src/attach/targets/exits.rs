@@ -6,6 +6,8 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use aya::Ebpf;
+
+use crate::attach::Bpf;
 use tokio::io::unix::AsyncFd;
 use tokio::task::JoinHandle;
 
@@ -17,7 +19,7 @@ use crate::resolve::Resolver;
 impl Targets {
     /// Detaches a process that exited and removes everything kept for it. Its findings must
     /// have been read first. False when it was not traced. Its links close in the background.
-    pub fn remove(&mut self, ebpf: &mut Ebpf, resolver: &mut Resolver, pid: u32) -> bool {
+    pub fn remove(&mut self, ebpf: &mut Bpf, resolver: &mut Resolver, pid: u32) -> bool {
         let Some(p) = self.procs.remove(&pid) else {
             return false;
         };
@@ -83,7 +85,7 @@ impl Targets {
 
     /// Removes the kernel entries (correlation state, stacks) of processes that exited since
     /// the last call, in one pass over each table. A pid traced again meanwhile keeps its own.
-    pub fn reap(&mut self, ebpf: &mut Ebpf, resolver: &mut Resolver) {
+    pub fn reap(&mut self, ebpf: &mut Bpf, resolver: &mut Resolver) {
         self.dead.retain(|pid| !self.procs.contains_key(pid));
         if self.dead.is_empty() {
             return;

@@ -4,6 +4,7 @@
 //! which processes are followed is decided here: path globs, the Go toolchain's own commands,
 //! and a cap on the binaries traced at once. Everything skipped is counted.
 
+use crate::attach::Bpf;
 use std::ffi::CString;
 use std::path::Path;
 
@@ -97,7 +98,7 @@ impl Targets {
     /// `host_path`) is a target; what is not is remembered (by content) or counted.
     pub(super) fn follow_admits(
         &mut self,
-        ebpf: &mut aya::Ebpf,
+        ebpf: &mut Bpf,
         resolver: &mut crate::resolve::Resolver,
         exe: &Path,
         host_path: &Path,
@@ -137,7 +138,7 @@ impl Targets {
     /// to; false when there is none.
     fn drop_an_idle_binary(
         &mut self,
-        ebpf: &mut aya::Ebpf,
+        ebpf: &mut Bpf,
         resolver: &mut crate::resolve::Resolver,
     ) -> bool {
         let idle = self

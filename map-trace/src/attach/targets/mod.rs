@@ -25,7 +25,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use aya::Ebpf;
+use crate::attach::Bpf;
 use aya::programs::uprobe::UProbeScope;
 use gobin::elf::Segments;
 use map_trace_common::config::config_slot;
@@ -93,7 +93,7 @@ impl Binary {
     /// Attaches every planned probe through the analysed file itself, for `scope`.
     fn attach(
         &self,
-        ebpf: &mut Ebpf,
+        ebpf: &mut Bpf,
         scope: UProbeScope,
         mode: IterationMode,
     ) -> Result<Vec<Link>, AttachError> {
@@ -259,7 +259,7 @@ impl Targets {
     /// tell the user.
     pub fn watch(
         &mut self,
-        ebpf: &mut Ebpf,
+        ebpf: &mut Bpf,
         resolver: &mut Resolver,
         spec: usize,
     ) -> Result<String, TraceError> {
@@ -306,7 +306,7 @@ impl Targets {
     /// runs. Ok(None): not a target, or already traced.
     pub fn add(
         &mut self,
-        ebpf: &mut Ebpf,
+        ebpf: &mut Bpf,
         resolver: &mut Resolver,
         pid: u32,
         explicit: bool,
@@ -385,7 +385,7 @@ impl Targets {
 
     fn attach_process(
         &mut self,
-        ebpf: &mut Ebpf,
+        ebpf: &mut Bpf,
         resolver: &mut Resolver,
         pid: u32,
         file: FileId,
@@ -421,7 +421,7 @@ impl Targets {
     /// true when new. A binary analysed at other content is retired first, with its probes.
     fn binary(
         &mut self,
-        ebpf: &mut Ebpf,
+        ebpf: &mut Bpf,
         resolver: &mut Resolver,
         at: FileAt<'_>,
     ) -> Result<bool, TraceError> {
@@ -491,7 +491,7 @@ impl Targets {
 
     /// Gives the binary links shared by all its processes, if it has none yet; processes of it
     /// that had links of their own drop them, so no operation traps twice.
-    fn share(&mut self, ebpf: &mut Ebpf, file: FileId) -> Result<(), AttachError> {
+    fn share(&mut self, ebpf: &mut Bpf, file: FileId) -> Result<(), AttachError> {
         let b = self.binaries.get_mut(&file).expect("binary analysed first");
         if b.shared.is_some() {
             return Ok(());
@@ -510,7 +510,7 @@ impl Targets {
 
     /// Forgets a binary: its settings at once, its shared links in the background (wait on
     /// the result where stale probes could meet new content).
-    fn drop_binary(&mut self, ebpf: &mut Ebpf, resolver: &mut Resolver, file: FileId) -> Detaching {
+    fn drop_binary(&mut self, ebpf: &mut Bpf, resolver: &mut Resolver, file: FileId) -> Detaching {
         let Some(mut b) = self.binaries.remove(&file) else {
             return Detaching::none();
         };
@@ -532,7 +532,7 @@ impl Targets {
     /// traced and now runs something else.
     pub fn on_exec(
         &mut self,
-        ebpf: &mut Ebpf,
+        ebpf: &mut Bpf,
         resolver: &mut Resolver,
         pid: u32,
     ) -> Result<Option<Attached>, TraceError> {

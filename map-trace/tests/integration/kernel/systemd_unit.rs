@@ -115,6 +115,21 @@ impl Credentials {
         }
     }
 
+    /// These credentials with a drop-in's [Service] capabilities added, as systemd merges them.
+    fn with_drop_in(&self, drop_in: &str) -> Credentials {
+        let s = section(drop_in, "Service");
+        let mut c = Credentials {
+            uid: self.uid,
+            gid: self.gid,
+            bounding: self.bounding.clone(),
+            ambient: self.ambient.clone(),
+            no_new_privs: self.no_new_privs,
+        };
+        c.bounding.extend(caps(&s, "CapabilityBoundingSet"));
+        c.ambient.extend(caps(&s, "AmbientCapabilities"));
+        c
+    }
+
     /// map-trace with `args`, run with these credentials as systemd would set them up (the
     /// process is map-trace itself: setpriv execs it).
     fn command(&self, args: &[String]) -> Command {
@@ -306,7 +321,8 @@ fn unit_credentials_run_the_daemon_end_to_end() {
     let mut tracer = Daemon::spawn(creds.command(&exec_start_args(&config_path)), Some(port));
     let exe_name = exe.display().to_string();
     let limit = Duration::from_secs(30);
-    tracer.wait_line_with(&["probes attached", &exe_name], limit);
+    // Without CAP_SYS_ADMIN there is no exec guard: the file's probes go to each process.
+    tracer.wait_line_with(&["watching", &exe_name], limit);
     tracer.wait_line_with(&["tracing pid", &early.0.id().to_string()], limit);
     creds.assert_held_by(tracer.pid());
     wait_http(&tracer, "/healthz", |code, _| code == 200);
@@ -322,6 +338,12 @@ fn unit_credentials_run_the_daemon_end_to_end() {
     let (code, stdout, stderr) = tracer.terminate();
     assert_eq!(code, Some(0), "map-trace on SIGTERM: {stderr}");
     assert!(stderr.contains("SIGTERM: detached"), "{stderr}");
+    // The unit grants no CAP_SYS_ADMIN: uprobe_multi links (Linux 6.10+) carry the probes.
+    assert!(
+        stderr.contains("uprobes as uprobe_multi links"),
+        "the unit's credentials need uprobe_multi links (Linux 6.10+; else perf-uprobes.conf): {stderr}"
+    );
+    assert!(stderr.contains("cannot hold execs"), "{stderr}");
     let kinds: Vec<String> = stdout
         .lines()
         .map(|l| {
@@ -347,12 +369,17 @@ fn unit_credentials_run_the_daemon_end_to_end() {
 /// map-trace --pid with one capability fewer than the unit grants, against a private target;
 /// bounded by --duration in case it does not fail.
 fn run_without(cap: &str) -> Output {
-    let creds = unit_credentials().without(cap);
-    let (_exe_dir, exe) = private_copy(&format!("no-{cap}"));
+    run_as(&unit_credentials().without(cap), &format!("no-{cap}"), &[])
+}
+
+/// map-trace --pid with `creds` and `env`, against a private target, for 5 s at most.
+fn run_as(creds: &Credentials, name: &str, env: &[(&str, &str)]) -> Output {
+    let (_exe_dir, exe) = private_copy(name);
     let target = start_target(&exe);
     let args = ["--pid", &target.0.id().to_string(), "--duration", "5s"].map(String::from);
     let o = creds
         .command(&args)
+        .envs(env.iter().copied())
         .output()
         .expect("setpriv (util-linux) runs");
     drop(target);
@@ -376,22 +403,58 @@ fn assert_fails_clearly(o: &Output, missing: &str, code: i32, needles: &[&str]) 
     }
 }
 
-// Every capability the unit grants is needed, except CAP_BPF and CAP_PERFMON: the kernel accepts
-// CAP_SYS_ADMIN wherever it asks for those, so dropping either alone changes nothing while
-// CAP_SYS_ADMIN is there (and it must be, for uprobes: see the unit's comments).
+// Every capability the unit grants is needed. (CAP_SYS_ADMIN, which the kernel also accepts in
+// place of CAP_BPF and CAP_PERFMON, is not granted: uprobe_multi links do without it.)
 
 #[test]
-fn without_cap_sys_admin_uprobes_cannot_be_attached() {
+fn without_cap_bpf_nothing_can_be_loaded() {
     let _gate = test_support::kernel_test(
         GROUP,
         "hands map-trace the unit's capabilities with setpriv",
     );
-    let o = run_without("sys_admin");
+    let o = run_without("bpf");
+    assert_fails_clearly(&o, "bpf", 12, &["CAP_BPF", "CAP_PERFMON"]);
+}
+
+#[test]
+fn without_cap_perfmon_the_uprobe_programs_cannot_be_loaded() {
+    let _gate = test_support::kernel_test(
+        GROUP,
+        "hands map-trace the unit's capabilities with setpriv",
+    );
+    let o = run_without("perfmon");
+    assert_fails_clearly(
+        &o,
+        "perfmon",
+        12,
+        &["permission denied", "CAP_BPF", "CAP_PERFMON"],
+    );
+}
+
+/// Perf-event uprobes (kernels before 6.10; forced here) need CAP_SYS_ADMIN: the unit alone
+/// fails naming it, the unit with its drop-in `perf-uprobes.conf` traces.
+#[test]
+fn perf_event_uprobes_need_the_drop_in() {
+    let _gate = test_support::kernel_test(
+        GROUP,
+        "hands map-trace the unit's capabilities with setpriv",
+    );
+    let perf = [("MAP_TRACE_UPROBE_LINKS", "perf")];
+    let o = run_as(&unit_credentials(), "no-sys-admin", &perf);
     assert_fails_clearly(
         &o,
         "sys_admin",
         12,
         &["needs CAP_SYS_ADMIN", "permission denied"],
+    );
+    let drop_in = std::fs::read_to_string(repo_path("dist/systemd/perf-uprobes.conf")).unwrap();
+    let creds = unit_credentials().with_drop_in(&drop_in);
+    let o = run_as(&creds, "drop-in", &perf);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("uprobes as perf-event uprobes") && err.contains("tracing pid"),
+        "{err}"
     );
 }
 
