@@ -234,7 +234,7 @@ impl Metrics {
             probe_links: gauge(
                 r,
                 "map_trace_probe_links",
-                "Uprobe links currently attached in the kernel.",
+                "Uprobe links currently attached in the kernel: one per probe (perf-event uprobes), or one per eBPF program and binary or process (uprobe_multi links).",
             ),
             exec_guard: counter_vec(
                 r,
