@@ -13,14 +13,31 @@ use crate::{Fixture, MapTrace, Reaped, wait_timeout};
 /// Starts scenario `scenario` of `f`, its stdio piped: it waits for a line on stdin before it
 /// runs, so a tracer can attach first.
 pub fn spawn_waiting(f: &Fixture, scenario: &str) -> Result<Reaped, String> {
-    Command::new(&f.path)
-        .arg(scenario)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map(Reaped)
-        .map_err(|e| format!("spawn {}: {e}", f.path.display()))
+    spawn(
+        Command::new(&f.path)
+            .arg(scenario)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .map(Reaped)
+    .map_err(|e| format!("spawn {}: {e}", f.path.display()))
+}
+
+/// Spawns `cmd`, again while its executable is busy (ETXTBSY): a test that has just copied a
+/// fixture closed its copy, but another test's child, forked meanwhile and not yet exec'd, may
+/// still hold the write descriptor for a moment.
+pub fn spawn(cmd: &mut Command) -> std::io::Result<std::process::Child> {
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
 }
 
 pub struct Run {
@@ -138,14 +155,15 @@ pub fn run_scenario_expecting(
 /// binary at `path` for `secs` seconds, waiting on stdin for its go (output discarded).
 pub fn spawn_hot(path: &std::path::Path, scenario: &str, secs: u64) -> Reaped {
     Reaped(
-        Command::new(path)
-            .arg(scenario)
-            .env("HOT_SECONDS", secs.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", path.display())),
+        spawn(
+            Command::new(path)
+                .arg(scenario)
+                .env("HOT_SECONDS", secs.to_string())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", path.display())),
     )
 }
 

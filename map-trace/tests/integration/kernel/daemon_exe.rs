@@ -93,8 +93,9 @@ fn exe_traces_processes_as_they_start_and_leaves_nothing_when_they_exit() {
     let mt = d.pid();
     let links_before = fd_kinds(mt);
     let m = d.metrics();
+    // A dozen probes: a link each (perf-event uprobes) or one per program (uprobe_multi).
     let shared_links = m["map_trace_probe_links"];
-    assert!(shared_links >= 10.0, "{m:?}");
+    assert!(shared_links >= 5.0, "{m:?}");
 
     // 20 short-lived processes started after map-trace: each traced, reported, detached.
     let mut pids = Vec::new();
