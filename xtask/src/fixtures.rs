@@ -515,7 +515,20 @@ pub fn run(only: Option<&str>) -> Result<PathBuf> {
         entries.push(job.entry(&twin_of(job)));
     }
     let built = stale.len();
-    build_all(stale, &key)?;
+    // Two at a time: a cold Go build cache makes a fresh clone's fixture step the longest
+    // before the tests (240 builds, each toolchain and variant compiling its standard library
+    // once), and one `go build` leaves a core idle while it links. Builds sharing a source copy
+    // (`src_dir`) run in turn.
+    crate::parallel::in_groups(
+        stale,
+        |(job, _, _)| job.src_dir.clone(),
+        |(job, files, stamp)| {
+            let t = Instant::now();
+            job.build(&files, &stamp)?;
+            println!("built {} ({:.1}s)", key(job), t.elapsed().as_secs_f64());
+            Ok(())
+        },
+    )?;
 
     let manifest = manifest_path();
     write_atomically(
@@ -528,50 +541,6 @@ pub fn run(only: Option<&str>) -> Result<PathBuf> {
         manifest.display()
     );
     Ok(manifest)
-}
-
-type Stale<'a> = (&'a Job<'a>, BTreeMap<PathBuf, Vec<u8>>, String);
-
-/// Builds `stale` two at a time: a cold Go build cache makes a fresh clone's fixture step the
-/// longest before the tests (about 240 builds, each toolchain and variant compiling its
-/// standard library once), and one `go build` leaves a core idle while it links. Jobs sharing
-/// a source copy (`src_dir`) run in turn on one worker.
-fn build_all(stale: Vec<Stale<'_>>, key: &(dyn Fn(&Job) -> String + Sync)) -> Result<()> {
-    let mut groups: BTreeMap<PathBuf, Vec<Stale<'_>>> = BTreeMap::new();
-    for s in stale {
-        groups.entry(s.0.src_dir.clone()).or_default().push(s);
-    }
-    let queue = std::sync::Mutex::new(groups.into_values().collect::<Vec<_>>());
-    let next = || {
-        queue
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pop()
-    };
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..2)
-            .map(|_| {
-                scope.spawn(|| -> Result<()> {
-                    while let Some(group) = next() {
-                        for (job, files, stamp) in group {
-                            let t = Instant::now();
-                            job.build(&files, &stamp)?;
-                            println!("built {} ({:.1}s)", key(job), t.elapsed().as_secs_f64());
-                        }
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| {
-                w.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a fixture build panicked")))
-            })
-            .collect::<Result<Vec<()>>>()
-            .map(|_| ())
-    })
 }
 
 /// Two `cargo xtask test` runs at once would build into the same files.

@@ -6,6 +6,7 @@ mod debian_image;
 mod demo;
 mod dist;
 mod fixtures;
+mod parallel;
 mod paths;
 mod setup;
 mod test;

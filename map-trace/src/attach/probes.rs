@@ -187,7 +187,7 @@ impl Bpf {
         self.ebpf
     }
 
-    /// What carries the uprobes, for the start-up line and `inspect`.
+    /// What carries the uprobes, for the start-up line.
     pub fn link_kind(&self) -> &'static str {
         match self.multi {
             Some(_) => "uprobe_multi links",
@@ -196,16 +196,21 @@ impl Bpf {
     }
 }
 
-/// Which uprobe links to use: `MAP_TRACE_UPROBE_LINKS` = `multi`, `perf`, or unset (multi
-/// where the kernel has them). Forcing one is for tests and the bench, and a way out should a
-/// kernel's uprobe_multi misbehave.
-fn wants_multi() -> Result<bool, AttachError> {
-    let release = super::kernel_features::release;
+/// Which uprobe links to use, from `MAP_TRACE_UPROBE_LINKS`: `multi` (required), `perf`, or
+/// unset (multi where the kernel has them). Forcing one is for tests and the bench, and a way
+/// out should a kernel's uprobe_multi misbehave.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Links {
+    Multi,
+    Perf,
+    Auto,
+}
+
+fn wanted_links() -> Links {
     match std::env::var("MAP_TRACE_UPROBE_LINKS").as_deref() {
-        Ok("perf") => Ok(false),
-        Ok("multi") if super::multi::supported() => Ok(true),
-        Ok("multi") => Err(AttachError::NoMulti { release: release() }),
-        _ => Ok(super::multi::supported()),
+        Ok("multi") => Links::Multi,
+        Ok("perf") => Links::Perf,
+        _ => Links::Auto,
     }
 }
 
@@ -214,16 +219,34 @@ fn wants_multi() -> Result<bool, AttachError> {
 /// about half of them — and start-up stays short.
 pub fn load() -> Result<Bpf, AttachError> {
     let ebpf = Ebpf::load(crate::ebpf::object()).map_err(|e| AttachError::Load(Box::new(e)))?;
-    let multi = match wants_multi()? {
-        true => Some(
-            MultiPrograms::new(&ebpf, crate::ebpf::object()).map_err(|reason| {
-                AttachError::VerifyMulti {
-                    program: "(object)",
-                    reason,
-                }
-            })?,
-        ),
-        false => None,
+    let wanted = wanted_links();
+    if wanted == Links::Perf {
+        return Ok(Bpf { ebpf, multi: None });
+    }
+    if !super::multi::supported() {
+        return match wanted {
+            Links::Multi => Err(AttachError::NoMulti {
+                release: super::kernel_features::release(),
+            }),
+            _ => Ok(Bpf { ebpf, multi: None }),
+        };
+    }
+    let multi = match MultiPrograms::new(&ebpf, crate::ebpf::object()) {
+        Ok(m) => Some(m),
+        Err(reason) if wanted == Links::Multi => {
+            return Err(AttachError::VerifyMulti {
+                program: "(object)",
+                reason,
+            });
+        }
+        // The kernel has the links but the object could not be prepared for them (its BTF
+        // refused, say): perf-event uprobes still work.
+        Err(reason) => {
+            eprintln!(
+                "map-trace: warning: not using uprobe_multi links ({reason}); using perf-event uprobes"
+            );
+            None
+        }
     };
     Ok(Bpf { ebpf, multi })
 }
