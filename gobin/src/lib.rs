@@ -24,6 +24,7 @@
 //! consumes their results.
 
 pub mod binary;
+pub mod buildid;
 pub mod buildinfo;
 pub mod buildversion;
 pub mod bytes;

@@ -44,34 +44,62 @@ use crate::discover::exe_match::FileId;
 pub const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
 /// What changes when a file's content does: checked at every exec of a watched file. A write
-/// always moves ctime (which no user can set back), and `cp` also changes the size.
+/// always moves ctime (which no user can set back), and `cp` also changes the size; but a
+/// file system with one-second timestamps (ext4 with 128-byte inodes, FAT, some network file
+/// systems) can show a same-size rewrite within that second with every time unchanged. So the
+/// Go build ID is part of it too: its content hash changes with any change of the code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Fingerprint {
     pub size: u64,
     pub mtime_ns: i128,
     pub ctime_ns: i128,
+    /// A hash of the file's Go build ID; 0 where it has none (a non-Go file, `-buildid=`).
+    pub content: u64,
 }
 
 impl Fingerprint {
-    pub fn of(m: &std::fs::Metadata) -> Fingerprint {
+    /// The stamp of the open file `f` whose metadata is `m`.
+    pub fn of(f: &std::fs::File, m: &std::fs::Metadata) -> Fingerprint {
         let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
         Fingerprint {
             size: m.size(),
             mtime_ns: ns(m.mtime(), m.mtime_nsec()),
             ctime_ns: ns(m.ctime(), m.ctime_nsec()),
+            content: gobin::buildid::go_build_id(f).map_or(0, |id| fnv1a(id.as_bytes())),
         }
     }
 }
 
-/// A file's identity and content stamp, from one `fstat`.
-pub fn stamp(m: &std::fs::Metadata) -> (FileId, Fingerprint) {
-    (
-        FileId {
-            dev: m.dev(),
-            ino: m.ino(),
-        },
-        Fingerprint::of(m),
-    )
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// A file's identity.
+pub fn file_id(m: &std::fs::Metadata) -> FileId {
+    FileId {
+        dev: m.dev(),
+        ino: m.ino(),
+    }
+}
+
+/// The identity and content stamp of the file at `path` (opened to read its build ID; a file
+/// that cannot be opened gets the stamp of its metadata alone).
+pub fn stamp(path: &Path, m: &std::fs::Metadata) -> (FileId, Fingerprint) {
+    let fp = match std::fs::File::open(path) {
+        Ok(f) => Fingerprint::of(&f, m),
+        Err(_) => {
+            let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+            Fingerprint {
+                size: m.size(),
+                mtime_ns: ns(m.mtime(), m.mtime_nsec()),
+                ctime_ns: ns(m.ctime(), m.ctime_nsec()),
+                content: 0,
+            }
+        }
+    };
+    (file_id(m), fp)
 }
 
 /// An exec (or an open of a held binary) the main loop must settle before it may go on.
@@ -322,7 +350,7 @@ fn before_open(fd: BorrowedFd<'_>, pid: i32, main: &UnboundedSender<Held>) -> Re
     let Ok(meta) = std::fs::metadata(&path) else {
         return Response::FAN_ALLOW;
     };
-    let (file, fingerprint) = stamp(&meta);
+    let (file, fingerprint) = stamp(&path, &meta);
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let held = Held {
         exec: false,
@@ -349,12 +377,12 @@ fn answer(
     let Ok(meta) = std::fs::metadata(&path) else {
         return Response::FAN_ALLOW;
     };
-    let (file, fp) = stamp(&meta);
+    let (file, fp) = stamp(&path, &meta);
     let name = std::fs::read_link(&path).unwrap_or_default();
     let v = {
         let k = lock(known);
         verdict(file, fp, &name, &k.files, &k.names, |n| {
-            std::fs::metadata(n).ok().map(|m| stamp(&m).0)
+            std::fs::metadata(n).ok().map(|m| file_id(&m))
         })
     };
     let Verdict::Ask { changed } = v else {
@@ -447,6 +475,7 @@ mod tests {
         size: 10,
         mtime_ns: 5,
         ctime_ns: 6,
+        content: 77,
     };
 
     fn known(f: FileId, fp: Fingerprint) -> HashMap<FileId, Fingerprint> {
@@ -473,6 +502,19 @@ mod tests {
         let fp = Fingerprint { mtime_ns: 9, ..FP };
         let v = verdict(F, fp, Path::new("/a"), &known(F, FP), &[], |_| None);
         assert_eq!(v, Verdict::Ask { changed: true });
+        // A same-size rewrite within one tick of a coarse clock: only the build ID differs.
+        let fp = Fingerprint { content: 78, ..FP };
+        let v = verdict(F, fp, Path::new("/a"), &known(F, FP), &[], |_| None);
+        assert_eq!(v, Verdict::Ask { changed: true });
+    }
+
+    #[test]
+    fn the_stamp_reads_the_go_build_id() {
+        let exe = std::env::current_exe().unwrap();
+        let (_, fp) = stamp(&exe, &std::fs::metadata(&exe).unwrap());
+        // This test binary is Rust: no Go build ID.
+        assert_eq!(fp.content, 0);
+        assert_ne!(fnv1a(b"a/b"), fnv1a(b"a/c"));
     }
 
     #[test]

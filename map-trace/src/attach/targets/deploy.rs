@@ -10,7 +10,7 @@ use gobin::elf::ElfImage;
 use gobin::input;
 
 use super::{Targets, describe};
-use crate::attach::exec_guard::{Fingerprint, Held, dirs_for, stamp};
+use crate::attach::exec_guard::{Fingerprint, Held, dirs_for, file_id};
 use crate::discover::exe_match::FileId;
 use crate::error::{TargetError, TraceError};
 use crate::resolve::Resolver;
@@ -27,7 +27,7 @@ pub(super) fn open_binary(
     let (open, _) = input::open_regular(path, input::MAX_BINARY_BYTES)
         .map_err(|e| TargetError::from_input(name, e))?;
     let meta = open.metadata().map_err(|e| TargetError::from_io(name, e))?;
-    let (opened, fingerprint) = stamp(&meta);
+    let (opened, fingerprint) = (file_id(&meta), Fingerprint::of(&open, &meta));
     if opened != file {
         return Err(TraceError::Other(format!(
             "{}: replaced while being opened; looked at again at its next exec",
@@ -203,7 +203,7 @@ impl Targets {
                 let changed = b
                     .open
                     .metadata()
-                    .map_or(true, |m| Fingerprint::of(&m) != b.fingerprint);
+                    .map_or(true, |m| Fingerprint::of(&b.open, &m) != b.fingerprint);
                 (b.procs == 0 && (!named.contains(f) || changed)).then_some((*f, changed))
             })
             .collect();

@@ -270,7 +270,7 @@ impl Targets {
                 path.display()
             ));
         };
-        let (file, fp) = stamp(&meta);
+        let (file, fp) = stamp(&path, &meta);
         let new = self.binary(ebpf, resolver, FileAt::new(file, fp, &path))?;
         if !self.guarded() {
             // Analysed (a bad file is said now), attached when a process runs it.
@@ -321,7 +321,7 @@ impl Targets {
             Err(_) => return Ok(None),
         };
         let (file, fp) = match std::fs::metadata(&proc.host_path) {
-            Ok(m) => stamp(&m),
+            Ok(m) => stamp(&proc.host_path, &m),
             Err(e) if explicit => return Err(TargetError::from_io(&proc.host_path, e).into()),
             Err(_) => return Ok(None),
         };

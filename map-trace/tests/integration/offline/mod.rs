@@ -6,6 +6,7 @@
 //! not take the kernel tests' gate (see main.rs).
 
 mod bad_inputs;
+mod build_id;
 mod config_cli;
 mod fuzz_parsers;
 mod inspect_cli;
