@@ -85,7 +85,8 @@ pub fn file_id(m: &std::fs::Metadata) -> FileId {
 }
 
 /// The identity and content stamp of the file at `path` (opened to read its build ID; a file
-/// that cannot be opened gets the stamp of its metadata alone).
+/// that cannot be opened gets the stamp of its metadata alone). Never on the guard's thread:
+/// an open of a marked file there would wait for the answer only that thread can give.
 pub fn stamp(path: &Path, m: &std::fs::Metadata) -> (FileId, Fingerprint) {
     let fp = match std::fs::File::open(path) {
         Ok(f) => Fingerprint::of(&f, m),
@@ -100,6 +101,14 @@ pub fn stamp(path: &Path, m: &std::fs::Metadata) -> (FileId, Fingerprint) {
         }
     };
     (file_id(m), fp)
+}
+
+/// The stamp of the file an event's `fd` refers to, read through a copy of that descriptor:
+/// no new open, so no new event for the guard's own thread to wait on.
+fn stamp_fd(fd: BorrowedFd<'_>) -> Option<(FileId, Fingerprint)> {
+    let f = std::fs::File::from(fd.try_clone_to_owned().ok()?);
+    let m = f.metadata().ok()?;
+    Some((file_id(&m), Fingerprint::of(&f, &m)))
 }
 
 /// An exec (or an open of a held binary) the main loop must settle before it may go on.
@@ -347,10 +356,9 @@ fn before_open(fd: BorrowedFd<'_>, pid: i32, main: &UnboundedSender<Held>) -> Re
         return Response::FAN_ALLOW;
     }
     let path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-    let Ok(meta) = std::fs::metadata(&path) else {
+    let Some((file, fingerprint)) = stamp_fd(fd) else {
         return Response::FAN_ALLOW;
     };
-    let (file, fingerprint) = stamp(&path, &meta);
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let held = Held {
         exec: false,
@@ -373,11 +381,10 @@ fn answer(
     main: &UnboundedSender<Held>,
 ) -> Response {
     let path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-    // fstat through the fd: the very file being exec'd.
-    let Ok(meta) = std::fs::metadata(&path) else {
+    // fstat and read through the fd: the very file being exec'd.
+    let Some((file, fp)) = stamp_fd(fd) else {
         return Response::FAN_ALLOW;
     };
-    let (file, fp) = stamp(&path, &meta);
     let name = std::fs::read_link(&path).unwrap_or_default();
     let v = {
         let k = lock(known);
