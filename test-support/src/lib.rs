@@ -286,6 +286,19 @@ pub fn kubernetes_validate_venv() -> PathBuf {
     dir
 }
 
+/// The `finding` records of map-trace's `--format json` stdout, every line of which must be
+/// JSON (a line that is not fails the test).
+pub fn json_findings(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}"))
+        })
+        .filter(|v| v["record"] == "finding")
+        .collect()
+}
+
 /// `cargo xtask dist`'s output directory (the test command runs `dist` before the tests);
 /// panics saying so when it holds no release.
 pub fn dist_dir() -> PathBuf {

@@ -60,14 +60,23 @@ pub struct Fingerprint {
 impl Fingerprint {
     /// The stamp of the open file `f` whose metadata is `m`.
     pub fn of(f: &std::fs::File, m: &std::fs::Metadata) -> Fingerprint {
+        Fingerprint::with_content(m, content_of(f))
+    }
+
+    fn with_content(m: &std::fs::Metadata, content: u64) -> Fingerprint {
         let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
         Fingerprint {
             size: m.size(),
             mtime_ns: ns(m.mtime(), m.mtime_nsec()),
             ctime_ns: ns(m.ctime(), m.ctime_nsec()),
-            content: gobin::buildid::go_build_id(f).map_or(0, |id| fnv1a(id.as_bytes())),
+            content,
         }
     }
+}
+
+/// A hash of the Go build ID of `f`, 0 where it has none.
+fn content_of(f: &std::fs::File) -> u64 {
+    gobin::buildid::go_build_id(f).map_or(0, |id| fnv1a(id.as_bytes()))
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -88,19 +97,8 @@ pub fn file_id(m: &std::fs::Metadata) -> FileId {
 /// that cannot be opened gets the stamp of its metadata alone). Never on the guard's thread:
 /// an open of a marked file there would wait for the answer only that thread can give.
 pub fn stamp(path: &Path, m: &std::fs::Metadata) -> (FileId, Fingerprint) {
-    let fp = match std::fs::File::open(path) {
-        Ok(f) => Fingerprint::of(&f, m),
-        Err(_) => {
-            let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
-            Fingerprint {
-                size: m.size(),
-                mtime_ns: ns(m.mtime(), m.mtime_nsec()),
-                ctime_ns: ns(m.ctime(), m.ctime_nsec()),
-                content: 0,
-            }
-        }
-    };
-    (file_id(m), fp)
+    let content = std::fs::File::open(path).map_or(0, |f| content_of(&f));
+    (file_id(m), Fingerprint::with_content(m, content))
 }
 
 /// The stamp of the file an event's `fd` refers to, read through a copy of that descriptor:

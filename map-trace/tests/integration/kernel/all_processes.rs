@@ -116,11 +116,7 @@ fn all_traces_every_go_process_and_says_where_it_runs() {
     let (code, stdout, stderr) = d.terminate();
     let _ = sleeper.0.kill();
     assert_eq!(code, Some(0), "{stderr}");
-    let findings: Vec<serde_json::Value> = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .filter(|v: &serde_json::Value| v["record"] == "finding")
-        .collect();
+    let findings = test_support::json_findings(&stdout);
     let of = |pid: u32| findings.iter().find(|v| v["pid"] == pid);
     let early_f = of(pids.0)
         .unwrap_or_else(|| panic!("no finding of the running process: {stdout}\n{stderr}"));

@@ -72,10 +72,9 @@ fn release(mut client: Reaped) {
 
 /// The JSON findings of `pid` in map-trace's stdout.
 fn findings_of(stdout: &str, pid: u32) -> Vec<Value> {
-    stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["record"] == "finding" && v["pid"] == pid)
+    test_support::json_findings(stdout)
+        .into_iter()
+        .filter(|v| v["pid"] == pid)
         .collect()
 }
 

@@ -162,11 +162,7 @@ fn escalation_run(scope: Scope) {
     d.wait_line(&format!("pid {pid} exited"), Duration::from_secs(30));
     let (code, stdout, stderr) = d.terminate();
     assert_eq!(code, Some(0), "{stderr}");
-    let findings: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .filter(|r: &serde_json::Value| r["record"] == "finding")
-        .collect();
+    let findings = test_support::json_findings(&stdout);
     let of = |kind: &str| findings.iter().find(|v| v["kind"] == kind);
     let changed = of(CHANGED).unwrap_or_else(|| panic!("no {CHANGED}: {stdout}\n{stderr}"));
     assert_eq!(
