@@ -26,7 +26,10 @@ the map type and both sides' stacks as function (file:line), stripped binaries i
 repeats of one finding are grouped under a stable finding_id with a count.\n\n\
 Examples:\n  sudo map-trace --pid 4242\n  sudo map-trace --exe /usr/local/bin/api --metrics-addr\n  \
 sudo map-trace --config /etc/map-trace/config.toml\n  \
-sudo map-trace run -- go test ./...\n  sudo map-trace --all --mode sentinel --format json",
+sudo map-trace run -- go test ./...\n  sudo map-trace --all --mode sentinel --format json\n\n\
+Environment:\n  MAP_TRACE_UPROBE_LINKS=perf|multi  force perf-event uprobes, or require uprobe_multi \
+links (default: uprobe_multi links on Linux 6.10+, which need CAP_BPF and CAP_PERFMON but not \
+CAP_SYS_ADMIN)",
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true
 )]
