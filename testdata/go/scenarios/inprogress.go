@@ -177,7 +177,7 @@ func mutexWriters() {
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
-			for i := 0; i < 2000; i++ {
+			for i := 0; i < scaled(2000); i++ {
 				mu.Lock()
 				m[uint64(i*4+w)%512] = i
 				delete(m, uint64(i*7+w)%512)
@@ -188,7 +188,7 @@ func mutexWriters() {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for round := 0; round < 100; round++ {
+		for round := 0; round < scaled(100); round++ {
 			mu.Lock()
 			for k := range m {
 				_ = k
@@ -217,7 +217,7 @@ func handoffWriters() {
 	for g := 0; g < n; g++ {
 		go func(g int) {
 			for t := range chans[g] {
-				for i := 0; i < 300; i++ {
+				for i := 0; i < scaled(300); i++ {
 					t.m[uint64(g*1000+i+t.rounds)] = i
 					delete(t.m, uint64(i))
 				}
@@ -225,7 +225,7 @@ func handoffWriters() {
 					_ = k
 				}
 				t.rounds++
-				if t.rounds == 40 {
+				if t.rounds == scaled(40) {
 					done <- t
 					continue
 				}
@@ -248,7 +248,7 @@ func cowAtomic() {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for i := 0; i < 300; i++ {
+		for i := 0; i < scaled(300); i++ {
 			old := cur.Load().(map[uint64]int)
 			next := make(map[uint64]int, len(old)+1)
 			for k, v := range old {
@@ -263,7 +263,7 @@ func cowAtomic() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for round := 0; round < 300; round++ {
+			for round := 0; round < scaled(300); round++ {
 				s := 0
 				for _, v := range cur.Load().(map[uint64]int) {
 					s += v
@@ -285,7 +285,7 @@ func syncMap() {
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
-			for i := 0; i < 2000; i++ {
+			for i := 0; i < scaled(2000); i++ {
 				sm.Store(i%300+w, i)
 				sm.Delete((i + 7) % 300)
 				if i%100 == 0 {

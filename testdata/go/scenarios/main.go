@@ -76,6 +76,26 @@ func main() {
 	fmt.Println("ok")
 }
 
+// scale divides the loop counts of the correct patterns (rwmutex, mutex_writers,
+// handoff_writers, cow_atomic, sync_map) by $SCENARIO_SCALE, default 1. The emulated test VMs
+// set it: a probe hit there costs ~50× more, and the VMs check the kernel and the arch, not
+// how long a correct program can run without a false positive (the host runs them full size).
+var scale = func() int {
+	n, err := strconv.Atoi(os.Getenv("SCENARIO_SCALE"))
+	if err != nil || n < 1 {
+		return 1
+	}
+	return n
+}()
+
+// scaled is n divided by scale, at least 1.
+func scaled(n int) int {
+	if n/scale < 1 {
+		return 1
+	}
+	return n / scale
+}
+
 func u64Map(n int) map[uint64]int {
 	m := make(map[uint64]int, n)
 	for i := 0; i < n; i++ {
@@ -374,7 +394,7 @@ func rwmutexProtected() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for round := 0; round < 50; round++ {
+			for round := 0; round < scaled(50); round++ {
 				mu.RLock()
 				s := 0
 				for _, v := range m {
@@ -387,7 +407,7 @@ func rwmutexProtected() {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for i := 0; i < 500; i++ {
+		for i := 0; i < scaled(500); i++ {
 			mu.Lock()
 			m[uint64(i%300)] = i
 			delete(m, uint64((i+7)%300))
