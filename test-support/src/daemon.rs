@@ -2,9 +2,9 @@
 //! written, its /metrics can be read, and it is stopped with SIGTERM like systemd does.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use crate::MapTrace;
@@ -16,7 +16,12 @@ pub struct Daemon {
     lines: mpsc::Receiver<String>,
     /// Every stderr line received so far.
     pub log: Vec<String>,
-    stdout: Option<std::thread::JoinHandle<String>>,
+    stdout: Option<std::thread::JoinHandle<()>>,
+    /// Every stdout line so far, as it is written (a long-running daemon's findings are read
+    /// while it runs).
+    out_lines: Arc<Mutex<Vec<String>>>,
+    /// Where stdout goes instead, when started by `start_to_file`.
+    out_file: Option<std::path::PathBuf>,
     pub metrics_port: Option<u16>,
 }
 
@@ -33,11 +38,34 @@ impl Daemon {
         Daemon::spawn(cmd, metrics_port)
     }
 
+    /// Starts map-trace with `args`, its stdout going to the file `stdout` instead of a pipe:
+    /// a line it wrote before a stderr line is then in the file when that stderr line arrives
+    /// (through two pipes, the stdout reader may not have caught up yet).
+    pub fn start_to_file(exe: MapTrace, args: &[&str], stdout: &std::path::Path) -> Daemon {
+        let mut cmd = exe.command();
+        cmd.args(args);
+        let file = std::fs::File::create(stdout)
+            .unwrap_or_else(|e| panic!("create {}: {e}", stdout.display()));
+        Daemon::spawn_with(cmd, None, Some((file, stdout.to_path_buf())))
+    }
+
     /// Starts `cmd`: map-trace, or a program that execs it (`setpriv` with a service's
     /// credentials), serving metrics on `metrics_port` if it does.
-    pub fn spawn(mut cmd: Command, metrics_port: Option<u16>) -> Daemon {
+    pub fn spawn(cmd: Command, metrics_port: Option<u16>) -> Daemon {
+        Daemon::spawn_with(cmd, metrics_port, None)
+    }
+
+    fn spawn_with(
+        mut cmd: Command,
+        metrics_port: Option<u16>,
+        to_file: Option<(std::fs::File, std::path::PathBuf)>,
+    ) -> Daemon {
+        let (stdout, out_file) = match to_file {
+            Some((file, path)) => (Stdio::from(file), Some(path)),
+            None => (Stdio::piped(), None),
+        };
         let mut child = cmd
-            .stdout(Stdio::piped())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()));
@@ -50,17 +78,22 @@ impl Daemon {
                 }
             }
         });
-        let mut out = child.stdout.take().unwrap();
-        let stdout = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = out.read_to_string(&mut s);
-            s
+        let out_lines = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().map(|out| {
+            let sink = Arc::clone(&out_lines);
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    sink.lock().unwrap().push(line);
+                }
+            })
         });
         Daemon {
             child: Some(child),
             lines,
             log: Vec::new(),
-            stdout: Some(stdout),
+            stdout,
+            out_lines,
+            out_file,
             metrics_port,
         }
     }
@@ -77,9 +110,19 @@ impl Daemon {
 
     /// Like `wait_line`, for a line that contains every one of `needles`.
     pub fn wait_line_with(&mut self, needles: &[&str], limit: Duration) -> String {
+        self.try_wait_line_with(needles, limit)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `wait_line_with` that returns the failure (with the log) instead of panicking.
+    pub fn try_wait_line_with(
+        &mut self,
+        needles: &[&str],
+        limit: Duration,
+    ) -> Result<String, String> {
         let wanted = |l: &str| needles.iter().all(|n| l.contains(n));
         if let Some(l) = self.log.iter().find(|l| wanted(l)) {
-            return l.clone();
+            return Ok(l.clone());
         }
         let deadline = Instant::now() + limit;
         loop {
@@ -88,17 +131,31 @@ impl Daemon {
                 Ok(line) => {
                     self.log.push(line.clone());
                     if wanted(&line) {
-                        return line;
+                        return Ok(line);
                     }
                 }
-                Err(_) => panic!(
-                    "map-trace did not print {needles:?} within {limit:?} (exit status {:?}); stderr so far:\n{}",
-                    self.child
-                        .as_mut()
-                        .and_then(|c| c.try_wait().ok().flatten()),
-                    self.log.join("\n")
-                ),
+                Err(_) => {
+                    return Err(format!(
+                        "map-trace did not print {needles:?} within {limit:?} (exit status {:?}); stderr so far:\n{}",
+                        self.child
+                            .as_mut()
+                            .and_then(|c| c.try_wait().ok().flatten()),
+                        self.log.join("\n")
+                    ));
+                }
             }
+        }
+    }
+
+    /// The stdout lines written so far.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        match &self.out_file {
+            Some(path) => std::fs::read_to_string(path)
+                .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+                .lines()
+                .map(str::to_string)
+                .collect(),
+            None => self.out_lines.lock().unwrap().clone(),
         }
     }
 
@@ -156,7 +213,14 @@ impl Daemon {
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
             self.log.push(line);
         }
-        let out = self.stdout.take().unwrap().join().unwrap();
+        if let Some(reader) = self.stdout.take() {
+            reader.join().unwrap();
+        }
+        let out = self
+            .stdout_lines()
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect();
         (status.code(), out, self.log.join("\n"))
     }
 }

@@ -176,3 +176,182 @@ pub fn own_copy(program: &str, version: &str, test: &str) -> (crate::Scratch, st
     std::fs::copy(&f.path, &path).unwrap();
     (dir, path)
 }
+
+/// One `map-trace --exe` daemon for many scenario runs of one build, the way the VM tests run
+/// them: the probes are loaded and attached once instead of once a run (the verifier's ~1 s
+/// was most of each run's time), and each run's findings are those carrying its pid, read once
+/// the daemon has said the pid exited (it drains a process's findings before it says so).
+/// The build is traced through a copy of its own: `--exe` traces every process of a file, and
+/// other tests may run the same fixture meanwhile.
+pub struct ExeSession {
+    daemon: crate::daemon::Daemon,
+    path: std::path::PathBuf,
+    _dir: crate::Scratch,
+}
+
+impl ExeSession {
+    /// Starts `map-trace --exe COPY --format json --every-occurrence ARGS` on a copy of `f`.
+    pub fn start(exe: MapTrace, f: &Fixture, args: &[&str]) -> Result<ExeSession, String> {
+        let dir = crate::Scratch::new(&format!("session-{}", f.name));
+        let path = dir.join(&f.name);
+        std::fs::copy(&f.path, &path).map_err(|e| format!("copy {}: {e}", f.path.display()))?;
+        let exe_arg = path.to_string_lossy().into_owned();
+        let mut all = vec![
+            "--exe",
+            exe_arg.as_str(),
+            "--format",
+            "json",
+            "--every-occurrence",
+        ];
+        all.extend_from_slice(args);
+        let mut daemon = crate::daemon::Daemon::start_to_file(exe, &all, &dir.join("stdout"));
+        daemon.try_wait_line_with(&["probes attached"], Duration::from_secs(60))?;
+        Ok(ExeSession {
+            daemon,
+            path,
+            _dir: dir,
+        })
+    }
+
+    /// Runs `scenario` to its end; the target must exit 0 and print ok.
+    pub fn run(&mut self, scenario: &str) -> Result<Run, String> {
+        self.run_expecting(scenario, |code, out, _| {
+            code == Some(0) && out.trim() == "ok"
+        })
+    }
+
+    /// Like `run`, with the target's acceptable outcomes given by `target_ok(code, stdout,
+    /// stderr)`.
+    pub fn run_expecting(
+        &mut self,
+        scenario: &str,
+        target_ok: impl Fn(Option<i32>, &str, &str) -> bool,
+    ) -> Result<Run, String> {
+        let mut target = Reaped(
+            spawn(
+                Command::new(&self.path)
+                    .arg(scenario)
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped()),
+            )
+            .map_err(|e| format!("spawn {}: {e}", self.path.display()))?,
+        );
+        let pid = target.0.id();
+        let log_from = self.daemon.log.len();
+        // The probes are on the file, so the process is traced from its first instruction, but
+        // its findings are resolved (load bias, map types) from what the daemon reads of it
+        // once it has seen it start: wait for that, as a process that lives longer would.
+        self.daemon
+            .try_wait_line_with(&[&format!("tracing pid {pid} ")], Duration::from_secs(30))?;
+        target
+            .0
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"go\n")
+            .map_err(|e| e.to_string())?;
+        let code = wait_timeout(&mut target.0, Duration::from_secs(60))?;
+        let mut tout = String::new();
+        let _ = target.0.stdout.take().unwrap().read_to_string(&mut tout);
+        let mut terr = String::new();
+        let _ = target.0.stderr.take().unwrap().read_to_string(&mut terr);
+        if !target_ok(code, &tout, &terr) {
+            return Err(format!(
+                "target exited {code:?} under map-trace: {tout}{terr}"
+            ));
+        }
+        self.daemon
+            .try_wait_line_with(&[&format!("pid {pid} exited")], Duration::from_secs(30))?;
+        let mut findings = Vec::new();
+        for l in self.daemon.stdout_lines() {
+            let v: serde_json::Value =
+                serde_json::from_str(&l).map_err(|e| format!("bad JSON line {l:?}: {e}"))?;
+            if v["pid"] == pid {
+                findings.push(v);
+            }
+        }
+        // What the daemon said during this run (and perhaps the end of the one before).
+        let stderr = self.daemon.log[log_from..].join("\n");
+        Ok(Run {
+            kinds: kinds_of(&findings),
+            findings,
+            stderr,
+            target_code: code,
+            target_stderr: terr,
+        })
+    }
+
+    /// Stops the daemon with SIGTERM; it must exit 0 with its summary.
+    pub fn finish(self) -> Result<(), String> {
+        let (code, _, stderr) = self.daemon.terminate();
+        if code != Some(0) || !stderr.contains("summary") {
+            return Err(format!(
+                "map-trace exited {code:?} without a summary: {stderr}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One scenario run to check: the build, the scenario and the kinds it must report.
+pub type Job<'a> = (&'a Fixture, &'a str, &'a [&'a str]);
+
+/// Runs `jobs` (in their order) under one `ExeSession` per build started with `args`, two
+/// builds at a time, and judges each run with `check`. Returns every failure, each naming its
+/// build and scenario.
+pub fn check_in_sessions(
+    exe: MapTrace,
+    jobs: &[Job<'_>],
+    args: &[&str],
+    check: impl Fn(&Job<'_>, Result<Run, String>) -> Vec<String> + Sync,
+) -> Vec<String> {
+    let mut builds: Vec<(&Fixture, Vec<&Job<'_>>)> = Vec::new();
+    for job in jobs {
+        match builds.iter_mut().find(|(f, _)| f.name == job.0.name) {
+            Some((_, runs)) => runs.push(job),
+            None => builds.push((job.0, vec![job])),
+        }
+    }
+    crate::check_all(&builds, |(f, runs)| {
+        let started = std::time::Instant::now();
+        let mut session = match ExeSession::start(exe, f, args) {
+            Ok(s) => s,
+            Err(e) => return vec![format!("{}: {e}", f.name)],
+        };
+        let mut failures = Vec::new();
+        for job in runs {
+            failures.extend(check(job, session.run(job.1)));
+        }
+        if let Err(e) = session.finish() {
+            failures.push(format!("{}: {e}", f.name));
+        }
+        eprintln!(
+            "{}: {} runs under one daemon in {:.1}s",
+            f.name,
+            runs.len(),
+            started.elapsed().as_secs_f64()
+        );
+        failures
+    })
+}
+
+/// The usual judgement of a run: exactly the kinds `want`, with every field and marked site
+/// (`scenarios::check_findings`).
+pub fn check_run(job: &Job<'_>, want: &[&str], run: Result<Run, String>) -> Vec<String> {
+    let (f, scenario, _) = job;
+    match run {
+        Ok(run) => crate::scenarios::check_findings(
+            &crate::scenarios::Build {
+                name: &f.name,
+                source_dir: &f.source_dir,
+                minor: crate::scenarios::go_minor(&f.go_version),
+            },
+            scenario,
+            want,
+            &run.findings,
+            &run.stderr,
+        ),
+        Err(e) => vec![format!("{} {scenario}: {e}", f.name)],
+    }
+}

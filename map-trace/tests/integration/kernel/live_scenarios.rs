@@ -1,5 +1,6 @@
-//! `map-trace --pid` against running Go programs of every toolchain of the matrix (amd64): the
-//! exact set of finding kinds per scenario, nothing on correct code, and targets that exit 0.
+//! map-trace against Go programs of every toolchain of the matrix (amd64), under one `--exe`
+//! daemon per build and by `--pid`: the exact set of finding kinds per scenario, nothing on
+//! correct code, and targets that exit 0.
 //!
 //! Needs root and a kernel with uprobes and BPF; fails (never skips) without them.
 
@@ -8,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use test_support::markers::Markers;
-use test_support::run::{run_scenario, run_scenario_expecting};
+use test_support::run::{check_in_sessions, check_run, run_scenario, run_scenario_expecting};
 use test_support::scenarios::{Build, CW, EXPECTED, SINCE, check_findings, check_sites};
 use test_support::{Fixture, Reaped, check_all, wait_timeout};
 
@@ -16,6 +17,9 @@ use crate::MAP_TRACE;
 
 /// This module's group at the kernel tests' gate.
 const GROUP: &str = "live_scenarios";
+
+/// The scenario each default build also runs under `--pid`.
+const PID_SCENARIO: &str = "cross_delete_u64";
 
 fn minor(f: &Fixture) -> u32 {
     test_support::scenarios::go_minor(&f.go_version)
@@ -77,7 +81,15 @@ fn scenarios_report_exactly_the_expected_kinds_on_every_go_version() {
                 .map(|(s, _, k)| (f, *s, *k)),
         );
     }
-    let failures = check_all(&jobs, |(f, s, k)| check(f, s, k));
+    // Under one `--exe` daemon per build, as a service traces a binary; then `--pid` on a
+    // running process of each default build (the other tests of this module use it too).
+    let mut failures = check_in_sessions(MAP_TRACE, &jobs, &[], |j, run| check_run(j, j.2, run));
+    let by_pid: Vec<_> = jobs
+        .iter()
+        .filter(|(f, s, _)| f.variant == "default" && *s == PID_SCENARIO)
+        .collect();
+    assert_eq!(by_pid.len(), defaults);
+    failures.extend(check_all(&by_pid, |(f, s, k)| check(f, s, k)));
     assert!(
         failures.is_empty(),
         "{} failures:\n{}",
@@ -85,9 +97,10 @@ fn scenarios_report_exactly_the_expected_kinds_on_every_go_version() {
         failures.join("\n")
     );
     eprintln!(
-        "{} scenario runs on {} Go builds",
+        "{} scenario runs on {} Go builds, {} more by --pid",
         jobs.len(),
-        fixtures.len()
+        fixtures.len(),
+        by_pid.len()
     );
     // Per build config: 18 scenarios on default builds, the 11 that report on stripped ones, 3
     // each on PIE and cgo; plus reflect_self_clear (Go 1.21+) on default and stripped.
@@ -393,9 +406,9 @@ fn low_overhead_mode_reports_ranges_that_finish_and_never_flags_correct_code() {
     let jobs = test_support::scenario_jobs(&fixtures);
     let left_early =
         |f: &Fixture, s: &str| LEFT_EARLY.iter().any(|(n, m)| *n == s && minor(f) >= *m);
-    let failures = check_all(&jobs, |(f, s, k)| {
-        let want: &[&str] = if left_early(f, s) { &[] } else { k };
-        check_with(f, s, want, &["--low-overhead"])
+    let failures = check_in_sessions(MAP_TRACE, &jobs, &["--low-overhead"], |j, run| {
+        let want: &[&str] = if left_early(j.0, j.1) { &[] } else { j.2 };
+        check_run(j, want, run)
     });
     assert!(
         failures.is_empty(),
