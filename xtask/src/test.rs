@@ -73,7 +73,14 @@ pub fn run(cargo_test_args: &[String]) -> Result<()> {
     let mut step = |name: &'static str, f: &mut dyn FnMut() -> Result<()>| -> Result<()> {
         println!("==> {name}");
         let t = Instant::now();
-        f().with_context(|| format!("step `{name}` failed"))?;
+        let result = f();
+        // Said for a failed step too: CI's log is where its time budget is read.
+        println!(
+            "==> {name}: {} in {:.1}s",
+            if result.is_ok() { "done" } else { "failed" },
+            t.elapsed().as_secs_f64()
+        );
+        result.with_context(|| format!("step `{name}` failed"))?;
         timings.push((name, t.elapsed().as_secs_f64()));
         Ok(())
     };
