@@ -13,15 +13,20 @@ use crate::{Fixture, MapTrace, Reaped, wait_timeout};
 /// Starts scenario `scenario` of `f`, its stdio piped: it waits for a line on stdin before it
 /// runs, so a tracer can attach first.
 pub fn spawn_waiting(f: &Fixture, scenario: &str) -> Result<Reaped, String> {
+    spawn_waiting_at(&f.path, scenario)
+}
+
+/// `spawn_waiting` of the scenarios binary at `path`.
+fn spawn_waiting_at(path: &std::path::Path, scenario: &str) -> Result<Reaped, String> {
     spawn(
-        Command::new(&f.path)
+        Command::new(path)
             .arg(scenario)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped()),
     )
     .map(Reaped)
-    .map_err(|e| format!("spawn {}: {e}", f.path.display()))
+    .map_err(|e| format!("spawn {}: {e}", path.display()))
 }
 
 /// Spawns `cmd`, again while its executable is busy (ETXTBSY): a test that has just copied a
@@ -109,23 +114,7 @@ pub fn run_scenario_expecting(
             relay.join().unwrap_or_default()
         ));
     }
-    target
-        .0
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"go\n")
-        .map_err(|e| e.to_string())?;
-    let code = wait_timeout(&mut target.0, Duration::from_secs(60))?;
-    let mut tout = String::new();
-    let _ = target.0.stdout.take().unwrap().read_to_string(&mut tout);
-    let mut terr = String::new();
-    let _ = target.0.stderr.take().unwrap().read_to_string(&mut terr);
-    if !target_ok(code, &tout, &terr) {
-        return Err(format!(
-            "target exited {code:?} under map-trace: {tout}{terr}"
-        ));
-    }
+    let (code, terr) = release(&mut target, target_ok)?;
     let tcode = wait_timeout(&mut tracer.0, Duration::from_secs(20))?;
     let stderr = relay.join().unwrap_or_default();
     let stdout = reader.join().unwrap_or_default();
@@ -149,6 +138,32 @@ pub fn run_scenario_expecting(
         target_code: code,
         target_stderr: terr,
     })
+}
+
+/// Lets a target started by `spawn_waiting` run, waits for its end (60 s at most) and judges
+/// it with `target_ok(code, stdout, stderr)`: its exit code and stderr when acceptable.
+fn release(
+    target: &mut Reaped,
+    target_ok: impl Fn(Option<i32>, &str, &str) -> bool,
+) -> Result<(Option<i32>, String), String> {
+    target
+        .0
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"go\n")
+        .map_err(|e| e.to_string())?;
+    let code = wait_timeout(&mut target.0, Duration::from_secs(60))?;
+    let mut tout = String::new();
+    let _ = target.0.stdout.take().unwrap().read_to_string(&mut tout);
+    let mut terr = String::new();
+    let _ = target.0.stderr.take().unwrap().read_to_string(&mut terr);
+    if !target_ok(code, &tout, &terr) {
+        return Err(format!(
+            "target exited {code:?} under map-trace: {tout}{terr}"
+        ));
+    }
+    Ok((code, terr))
 }
 
 /// Starts one of the hot scenarios (`hot_self_insert`, `hot_cross_insert`) of the scenarios
@@ -227,16 +242,7 @@ impl ExeSession {
         scenario: &str,
         target_ok: impl Fn(Option<i32>, &str, &str) -> bool,
     ) -> Result<Run, String> {
-        let mut target = Reaped(
-            spawn(
-                Command::new(&self.path)
-                    .arg(scenario)
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped()),
-            )
-            .map_err(|e| format!("spawn {}: {e}", self.path.display()))?,
-        );
+        let mut target = spawn_waiting_at(&self.path, scenario)?;
         let pid = target.0.id();
         let log_from = self.daemon.log.len();
         // The probes are on the file, so the process is traced from its first instruction, but
@@ -244,23 +250,7 @@ impl ExeSession {
         // once it has seen it start: wait for that, as a process that lives longer would.
         self.daemon
             .try_wait_line_with(&[&format!("tracing pid {pid} ")], Duration::from_secs(30))?;
-        target
-            .0
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"go\n")
-            .map_err(|e| e.to_string())?;
-        let code = wait_timeout(&mut target.0, Duration::from_secs(60))?;
-        let mut tout = String::new();
-        let _ = target.0.stdout.take().unwrap().read_to_string(&mut tout);
-        let mut terr = String::new();
-        let _ = target.0.stderr.take().unwrap().read_to_string(&mut terr);
-        if !target_ok(code, &tout, &terr) {
-            return Err(format!(
-                "target exited {code:?} under map-trace: {tout}{terr}"
-            ));
-        }
+        let (code, terr) = release(&mut target, target_ok)?;
         self.daemon
             .try_wait_line_with(&[&format!("pid {pid} exited")], Duration::from_secs(30))?;
         let mut findings = Vec::new();

@@ -49,7 +49,6 @@ fn esbuild_is_traced_while_it_bundles() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let pid = child.id();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -58,7 +57,10 @@ fn esbuild_is_traced_while_it_bundles() {
     );
     let js = std::fs::read_to_string(dir.join("out.js")).unwrap();
     assert!(js.contains("bundled"), "{js}");
-    d.wait_line(&format!("pid {pid} exited"), Duration::from_secs(20));
+    // No wait for "pid N exited": esbuild bundles in a few milliseconds, and a process of a
+    // watched file that is gone before the daemon reads it is counted (attach failures,
+    // process_gone), not said. The probes are on the file, so its map calls are counted
+    // either way, and its findings would be reported (`terminate` drains them).
     let series = "map_trace_probe_hits_total{role=\"assign\"}";
     let m = d.wait_metric(series, Duration::from_secs(10), |v| v > 0.0);
     assert!(m[series] > 0.0, "{m:?}");
