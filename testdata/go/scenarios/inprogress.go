@@ -50,7 +50,7 @@ func survive() {
 //
 //go:noinline
 func writersClearInsert() { // want:type map[uint64]int want:calls clearU64Map
-	m := u64Map(1 << 17)
+	m := u64Map(scaled(1 << 17))
 	var started int32
 	go func() {
 		for i := uint64(0); ; i++ {
@@ -119,12 +119,13 @@ func rangeDuringWrite() { // want:type map[main.bigKey]int
 //
 //go:noinline
 func readDuringWrite() { // want:type map[uint64]int
-	m := u64Map(1 << 16)
+	n := uint64(scaled(1 << 16))
+	m := u64Map(int(n))
 	var writing int32
 	go func() {
 		atomic.StoreInt32(&writing, 1)
 		for i := uint64(0); ; i++ {
-			m[i&(1<<16-1)] = int(i) // want:write main.readDuringWrite.func1
+			m[i%n] = int(i) // want:write main.readDuringWrite.func1
 		}
 	}()
 	for atomic.LoadInt32(&writing) == 0 {

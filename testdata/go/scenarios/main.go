@@ -77,9 +77,11 @@ func main() {
 }
 
 // scale divides the loop counts of the correct patterns (rwmutex, mutex_writers,
-// handoff_writers, cow_atomic, sync_map) by $SCENARIO_SCALE, default 1. The emulated test VMs
-// set it: a probe hit there costs ~50× more, and the VMs check the kernel and the arch, not
-// how long a correct program can run without a false positive (the host runs them full size).
+// handoff_writers, cow_atomic, sync_map) and the size of the large maps the writes-in-progress
+// races build (writers_clear_insert, read_during_write) by $SCENARIO_SCALE, default 1. The
+// emulated test VMs set it: a probe hit there costs ~50× more (building a 131,072-entry map
+// took 8 s an attempt), and the VMs check the kernel and the arch, not how long a correct
+// program can run without a false positive; the host runs them full size.
 var scale = func() int {
 	n, err := strconv.Atoi(os.Getenv("SCENARIO_SCALE"))
 	if err != nil || n < 1 {
