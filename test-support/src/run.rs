@@ -126,10 +126,7 @@ pub fn run_scenario_expecting(
             "map-trace did not report the exit and a summary: {stderr}"
         ));
     }
-    let findings: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).map_err(|e| format!("bad JSON line {l:?}: {e}")))
-        .collect::<Result<_, _>>()?;
+    let findings = json_records(stdout.lines())?;
     let kinds = kinds_of(&findings);
     Ok(Run {
         kinds,
@@ -138,6 +135,16 @@ pub fn run_scenario_expecting(
         target_code: code,
         target_stderr: terr,
     })
+}
+
+/// Every line of map-trace's `--format json --every-occurrence` stdout as JSON (one finding
+/// each); a line that is not JSON is the run's failure.
+fn json_records<'a>(
+    lines: impl Iterator<Item = &'a str>,
+) -> Result<Vec<serde_json::Value>, String> {
+    lines
+        .map(|l| serde_json::from_str(l).map_err(|e| format!("bad JSON line {l:?}: {e}")))
+        .collect()
 }
 
 /// Lets a target started by `spawn_waiting` run, waits for its end (60 s at most) and judges
@@ -253,14 +260,9 @@ impl ExeSession {
         let (code, terr) = release(&mut target, target_ok)?;
         self.daemon
             .try_wait_line_with(&[&format!("pid {pid} exited")], Duration::from_secs(30))?;
-        let mut findings = Vec::new();
-        for l in self.daemon.stdout_lines() {
-            let v: serde_json::Value =
-                serde_json::from_str(&l).map_err(|e| format!("bad JSON line {l:?}: {e}"))?;
-            if v["pid"] == pid {
-                findings.push(v);
-            }
-        }
+        let lines = self.daemon.stdout_lines();
+        let mut findings = json_records(lines.iter().map(String::as_str))?;
+        findings.retain(|v| v["pid"] == pid);
         // What the daemon said during this run (and perhaps the end of the one before).
         let stderr = self.daemon.log[log_from..].join("\n");
         Ok(Run {
