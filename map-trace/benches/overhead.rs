@@ -5,6 +5,9 @@
 //! Inputs (set by `cargo xtask bench`): MAP_TRACE_BENCH_WORKLOAD (testdata/go/bench built with
 //! the newest Go), MAP_TRACE_BENCH_RACE (the same with -race), MAP_TRACE_BENCH_LARGE (a large Go
 //! binary for attach time), MAP_TRACE_BENCH_DAEMON (the release map-trace), MAP_TRACE_BENCH_OUT.
+//! For working on the eBPF programs, not for the README's table: `MAP_TRACE_BENCH_ONLY=probes`
+//! stops after the per-hit costs (about ten minutes), `MAP_TRACE_BENCH_ONLY=programs` measures
+//! only the step and assign programs' own run time by the kernel's BPF stats (20 seconds).
 
 use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
@@ -66,6 +69,20 @@ fn run() -> Result<(), String> {
     // too, so that the ratio compares programs, not link kinds (`links` compares those).
     // SAFETY: no other thread reads the environment yet.
     unsafe { std::env::set_var("MAP_TRACE_UPROBE_LINKS", "perf") };
+    if std::env::var("MAP_TRACE_BENCH_ONLY").as_deref() == Ok("programs") {
+        for (mode, roles) in [
+            ("range", &[Role::IterStep][..]),
+            ("assign", &[Role::Assign][..]),
+        ] {
+            let run = |how| program_run_ns(&workload, &target, roles, how, &[mode, "2000000"]);
+            let (empty, ours) = (run(Setup::EmptyAfterPrologue)?, run(Setup::Ours)?);
+            println!(
+                "{mode}: empty program {empty:.0} ns a run, ours {ours:.0} ns ({:.0} more)",
+                ours - empty
+            );
+        }
+        return Ok(());
+    }
     let mut probes = Vec::new();
     for (mode, roles, n) in [
         ("assign", &[Role::Assign][..], 2_000_000),
@@ -78,6 +95,10 @@ fn run() -> Result<(), String> {
         ),
     ] {
         probes.push(probe_cost(&workload, &target, mode, roles, n)?);
+    }
+    if std::env::var("MAP_TRACE_BENCH_ONLY").as_deref() == Ok("probes") {
+        print_probe_costs(&probes);
+        return Ok(());
     }
     // Everything after runs map-trace as users do: uprobe_multi links where the kernel has them.
     // SAFETY: as above.
@@ -276,6 +297,10 @@ fn probe_cost(
     let base = median(ns[0].clone());
     let per_hit = |i: usize| (median(ns[i].clone()) - base) / traps_per_op.max(1.0);
     let (empty, entry, ours) = (per_hit(1), per_hit(2), per_hit(3));
+    let (empty_run, ours_run) = (
+        program_run_ns(bin, t, roles, Setup::EmptyAfterPrologue, &[mode, &n_arg])?,
+        program_run_ns(bin, t, roles, Setup::Ours, &[mode, &n_arg])?,
+    );
     Ok(json!({
         "mode": mode,
         "roles": roles.iter().map(|r| r.name()).collect::<Vec<_>>().join("+"),
@@ -286,8 +311,58 @@ fn probe_cost(
         "empty_at_entry_ns_per_hit": entry,
         "ours_ns_per_hit": ours,
         "ours_over_empty": ours / empty,
+        "empty_program_ns_per_run": empty_run,
+        "ours_program_ns_per_run": ours_run,
         "entry_over_after_prologue": entry / empty,
     }))
+}
+
+/// The kernel's own account of the time the programs of `roles` ran (BPF run-time stats), in
+/// ns per run over one extra run of the loop, apart from the timed rounds: keeping the stats
+/// costs every run two clock reads, which the rounds must not pay. The trap is not in it, so it
+/// prices the program alone and moves far less between runs than the per-hit figures. For the
+/// loops with two roles, the runs of both are pooled.
+fn program_run_ns(
+    bin: &Path,
+    t: &GoTarget,
+    roles: &[Role],
+    how: Setup,
+    [mode, n_arg]: &[&str; 2],
+) -> Result<f64, String> {
+    let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+        .map_err(|e| format!("BPF run-time stats: {e}"))?;
+    let a = setup(bin, t, roles, how)?;
+    let ebpf = a.ebpf.as_ref().ok_or("nothing attached")?;
+    let names: Vec<&str> = match how {
+        Setup::Ours => t
+            .probes
+            .iter()
+            .filter(|p| roles.contains(&p.role))
+            .map(|p| p.program.name())
+            .collect(),
+        _ => vec![attach::BENCH_EMPTY_PROGRAM],
+    };
+    let totals = |ebpf: &Ebpf| -> (u64, u64) {
+        let mut sum = (0, 0);
+        for (name, p) in ebpf.programs() {
+            if names.contains(&name)
+                && let Ok(info) = p.info()
+            {
+                sum.0 += info.run_time().as_nanos() as u64;
+                sum.1 += info.run_count();
+            }
+        }
+        sum
+    };
+    let before = totals(ebpf);
+    workload_run(bin, &["-mode", mode, "-n", n_arg]).map(drop)?;
+    let after = totals(ebpf);
+    drop(stats);
+    let runs = after.1.saturating_sub(before.1);
+    if runs == 0 {
+        return Err(format!("no run of {names:?} was counted"));
+    }
+    Ok(after.0.saturating_sub(before.0) as f64 / runs as f64)
 }
 
 /// The daemon's stderr lines, read in the background.
@@ -630,30 +705,7 @@ fn print_table(r: &Value) {
         r["map_impl"].as_str().unwrap_or("?"),
         r["rounds"]
     );
-    println!(
-        "{:<16} {:>10} {:>8} {:>12} {:>12} {:>12} {:>10} {:>12}",
-        "loop",
-        "plain ns",
-        "traps",
-        "empty ns/hit",
-        "entry ns/hit",
-        "ours ns/hit",
-        "ours/empty",
-        "entry/after"
-    );
-    for p in r["probe_cost"].as_array().into_iter().flatten() {
-        println!(
-            "{:<16} {:>10.1} {:>8.3} {:>12.0} {:>12.0} {:>12.0} {:>10.2} {:>12.2}",
-            p["mode"].as_str().unwrap_or("?"),
-            p["plain_ns_per_op"].as_f64().unwrap_or(0.0),
-            p["traps_per_op"].as_f64().unwrap_or(0.0),
-            p["empty_after_prologue_ns_per_hit"].as_f64().unwrap_or(0.0),
-            p["empty_at_entry_ns_per_hit"].as_f64().unwrap_or(0.0),
-            p["ours_ns_per_hit"].as_f64().unwrap_or(0.0),
-            p["ours_over_empty"].as_f64().unwrap_or(0.0),
-            p["entry_over_after_prologue"].as_f64().unwrap_or(0.0),
-        );
-    }
+    print_probe_costs(r["probe_cost"].as_array().map_or(&[][..], Vec::as_slice));
     let s = &r["service"];
     println!(
         "\nservice workload, {} requests: plain {:.1} ms, traced {:.1} ms ({:.2}x), -race {:.1} ms ({:.2}x)",
@@ -719,4 +771,36 @@ fn print_table(r: &Value) {
         m["rss_after_a_process_mb"].as_f64().unwrap_or(0.0),
         m["peak_rss_mb"].as_f64().unwrap_or(0.0),
     );
+}
+
+/// The per-hit table: each program against the empty one at the same offset.
+fn print_probe_costs(probes: &[Value]) {
+    println!(
+        "{:<16} {:>10} {:>8} {:>12} {:>12} {:>12} {:>10} {:>12} {:>14} {:>6}",
+        "loop",
+        "plain ns",
+        "traps",
+        "empty ns/hit",
+        "entry ns/hit",
+        "ours ns/hit",
+        "ours/empty",
+        "entry/after",
+        "prog ns: empty",
+        "ours"
+    );
+    for p in probes {
+        println!(
+            "{:<16} {:>10.1} {:>8.3} {:>12.0} {:>12.0} {:>12.0} {:>10.2} {:>12.2} {:>14.0} {:>6.0}",
+            p["mode"].as_str().unwrap_or("?"),
+            p["plain_ns_per_op"].as_f64().unwrap_or(0.0),
+            p["traps_per_op"].as_f64().unwrap_or(0.0),
+            p["empty_after_prologue_ns_per_hit"].as_f64().unwrap_or(0.0),
+            p["empty_at_entry_ns_per_hit"].as_f64().unwrap_or(0.0),
+            p["ours_ns_per_hit"].as_f64().unwrap_or(0.0),
+            p["ours_over_empty"].as_f64().unwrap_or(0.0),
+            p["entry_over_after_prologue"].as_f64().unwrap_or(0.0),
+            p["empty_program_ns_per_run"].as_f64().unwrap_or(0.0),
+            p["ours_program_ns_per_run"].as_f64().unwrap_or(0.0),
+        );
+    }
 }
