@@ -177,10 +177,8 @@ pub mod counter {
     pub const ITERS_FULL: u32 = FINDINGS_DROPPED + 1;
     /// Maps not tracked because the map table was full.
     pub const MAPS_FULL: u32 = ITERS_FULL + 1;
-    /// Insert checks lost because the pending table was full.
-    pub const PENDING_FULL: u32 = MAPS_FULL + 1;
     /// Writes to a growing map (classic: evacuation in progress; Swiss: the write grew a table).
-    pub const WRITES_DURING_GROWTH: u32 = PENDING_FULL + 1;
+    pub const WRITES_DURING_GROWTH: u32 = MAPS_FULL + 1;
     /// Writes that fell out of a map's write ring before an iteration step could examine them.
     pub const WRITES_UNSEEN: u32 = WRITES_DURING_GROWTH + 1;
     /// Stacks walked.

@@ -81,7 +81,6 @@ pub mod map {
     pub const CONFIG: &str = "CONFIG";
     pub const MAPS: &str = "MAPS";
     pub const ITERS: &str = "ITERS";
-    pub const PENDING: &str = "PENDING";
     pub const STACKS: &str = "STACKS";
     pub const COUNTERS: &str = "COUNTERS";
     pub const FINDINGS: &str = "FINDINGS";
@@ -92,10 +91,11 @@ pub mod map {
     pub const OUTPUT: &str = "OUTPUT";
     pub const CHANGES: &str = "CHANGES";
     pub const RUN_CGROUP: &str = "RUN_CGROUP";
+    pub const CLOCK: &str = "CLOCK";
 
     /// Every map the daemon opens by name.
     pub const ALL: [&str; 14] = [
-        CONFIG, MAPS, ITERS, PENDING, STACKS, COUNTERS, FINDINGS, FATALS, EXECS, LIVE_DEBT,
-        REPEATS, OUTPUT, CHANGES, RUN_CGROUP,
+        CONFIG, MAPS, ITERS, STACKS, COUNTERS, FINDINGS, FATALS, EXECS, LIVE_DEBT, REPEATS, OUTPUT,
+        CHANGES, RUN_CGROUP, CLOCK,
     ];
 }

@@ -20,6 +20,8 @@ pub struct WriteRecord {
     /// The map's write sequence number of this write (0: empty slot).
     pub seq: u64,
     pub goid: u64,
+    /// The writer's `g`: compared with the iterating goroutine's (see `IterKey`).
+    pub g: u64,
     pub ns: u64,
     /// The writer's stack (`STACKS` key; 0: not captured).
     pub stack: u64,
@@ -40,21 +42,27 @@ pub struct MapState {
     /// (the daemon's sweep removes iterations without lowering it), which costs time, not
     /// findings.
     pub live: u64,
-    /// The iterator and goroutine of the last step that continued an iteration, so any writer
-    /// can check whether that iteration has since ended (0: none known).
+    /// The iterator and goroutine (`g`) of the last step that continued an iteration, so any
+    /// writer can check whether that iteration has since ended (0: none known).
     pub last_it: u64,
-    pub last_goid: u64,
+    pub last_g: u64,
     pub ring: [WriteRecord; WRITE_RING],
 }
 
 /// One goroutine's iteration over one map. Keyed by goroutine and map, not by iterator
 /// address: iterators live on goroutine stacks, which move and reuse slots.
+///
+/// The goroutine is its `g` (a register), not its id: reading the id from `g` was a quarter of
+/// a range step's cost. No two live goroutines share a `g`; a `g` reused by a new goroutine can
+/// meet an entry its previous owner left (a range it left by `break`), but a range's first step
+/// always starts its entry afresh (the iterator's key is nil then) and only steps report, so
+/// such an entry never reports for the new goroutine. Ids are read where they are reported.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct IterKey {
     pub tgid: u32,
     pub _pad: u32,
-    pub goid: u64,
+    pub g: u64,
     pub map: u64,
 }
 
@@ -64,6 +72,8 @@ pub const SELF_DELETED_OTHER: u32 = 1 << 1;
 pub const SELF_CLEARED: u32 = 1 << 2;
 /// One of those writes grew the map.
 pub const SELF_GREW: u32 = 1 << 3;
+/// An assign by the iterating goroutine waits for the insert check (`IterState::pending`).
+pub const ASSIGN_PENDING: u32 = 1 << 4;
 
 /// The latest write of one kind by the iterating goroutine itself since its last step.
 #[repr(C)]
@@ -93,31 +103,18 @@ pub struct IterState {
     pub start_growth: u64,
     pub snapshot: u32,
     pub _pad: u32,
+    /// With `ASSIGN_PENDING`: the goroutine's latest assign to the map, and the map's count
+    /// before it. Whether it inserted (the count grew) is settled at the goroutine's next step
+    /// of this range or its next write to the map, whichever comes first. Kept here rather than
+    /// in a table of its own keyed by goroutine, so that no step pays a second lookup for it.
+    pub pending: SelfWrite,
+    pub pending_count: u64,
 }
 
 /// `IterState::snapshot`: the start's header was read.
 pub const SNAPSHOT_TAKEN: u32 = 1 << 0;
 /// Another goroutine's write was in progress (the map's writing flag set) when the range began.
 pub const SNAPSHOT_BUSY: u32 = 1 << 1;
-
-/// A goroutine's assign to a map it is ranging over, waiting for the goroutine's next event to
-/// tell whether it inserted (the count grew) or updated.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct GoKey {
-    pub tgid: u32,
-    pub _pad: u32,
-    pub goid: u64,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PendingAssign {
-    pub map: u64,
-    pub count_before: u64,
-    pub ns: u64,
-    pub stack: u64,
-}
 
 /// Slots of the `WRITERS` array: each map has four at `hash(tgid, map)`, one per writing
 /// goroutine by a hash of its `g`.

@@ -22,7 +22,5 @@ pod!(
     state::MapState,
     state::IterKey,
     state::IterState,
-    state::GoKey,
-    state::PendingAssign,
     UserStack,
 );

@@ -9,21 +9,25 @@ use aya_ebpf::programs::ProbeContext;
 use map_trace_common::config::ProcConfig;
 use map_trace_common::event::counter;
 use map_trace_common::probe::Role;
-use map_trace_common::state::{GoKey, IterKey, MapKey, MapState};
+use map_trace_common::state::{IterKey, MapKey, MapState};
 
 use crate::goabi;
-use crate::maps::{MAPS, config, count, live_hint_index, may_be_ranged};
+use crate::maps::{CLOCK, MAPS, config, count, live_hint_index, may_be_ranged};
 
 /// The goroutine and process a probe fired in, with that process's settings.
 pub struct Event {
     pub tgid: u32,
     /// The executable's id (the link's cookie).
     pub binary: u32,
-    pub goid: u64,
-    /// The goroutine's `g` (its register): tells one goroutine's writes from another's.
+    /// The goroutine's `g` (its register): tells one goroutine's writes from another's. Its id
+    /// is read from it only where it is reported (`goid`).
     pub g: u64,
-    pub now: u64,
-    pub cfg: ProcConfig,
+    /// The daemon's clock (`CLOCK`, at most one 100 ms poll behind): what entries are aged by
+    /// for the sweep. A time a user will see is read precisely, by `now()`, where it is taken.
+    pub tick: u64,
+    /// The binary's `CONFIG` slot, read in place: copying its 68 bytes cost every probe more
+    /// than the few fields any one probe reads.
+    pub cfg: &'static ProcConfig,
     /// Where this goroutine's stack walk would start; walked only when a stack is needed.
     pub stack: goabi::StackStart,
 }
@@ -45,16 +49,19 @@ pub fn current_tgid() -> u32 {
 pub fn full_event(ctx: &ProbeContext, tgid: u32) -> Option<Event> {
     // SAFETY: the context is the probe's own; the helper only reads the link's cookie.
     let binary = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
-    let cfg = *config(binary)?;
+    let cfg = config(binary)?;
     let g = goabi::g(ctx);
-    let goid = read_u64(g.checked_add(cfg.g_goid as u64)?)?;
+    if g == 0 {
+        return None;
+    }
     Some(Event {
         tgid,
         binary,
-        goid,
         g,
-        // SAFETY: no preconditions.
-        now: unsafe { bpf_ktime_get_ns() },
+        // Not the kernel's clock: reading it cost every range step about 45 ns on a KVM guest,
+        // a sixth of the program, to date entries the sweep ages by the second. (Uprobe
+        // programs may not read the coarse clock.)
+        tick: CLOCK.get(0).copied().unwrap_or(0),
         cfg,
         stack: goabi::stack_start(ctx),
     })
@@ -75,6 +82,22 @@ pub fn tracked(ctx: &ProbeContext, tgid: u32, map: u64) -> Option<(Event, *mut M
         return None;
     }
     Some((full_event(ctx, tgid)?, ms))
+}
+
+impl Event {
+    /// The goroutine's id (0: unreadable), for what is recorded or reported: a user-memory
+    /// read, which costs a range step as much as a hash lookup, so not taken per event.
+    #[inline(always)]
+    pub fn goid(&self) -> u64 {
+        read_u64(self.g + self.cfg.g_goid as u64).unwrap_or(0)
+    }
+}
+
+/// `CLOCK_MONOTONIC` in ns, for a time that is recorded or reported.
+#[inline(always)]
+pub fn now() -> u64 {
+    // SAFETY: no preconditions.
+    unsafe { bpf_ktime_get_ns() }
 }
 
 #[inline(always)]
@@ -103,17 +126,8 @@ pub fn iter_key(e: &Event, map: u64) -> IterKey {
     IterKey {
         tgid: e.tgid,
         _pad: 0,
-        goid: e.goid,
+        g: e.g,
         map,
-    }
-}
-
-#[inline(always)]
-pub fn go_key(e: &Event) -> GoKey {
-    GoKey {
-        tgid: e.tgid,
-        _pad: 0,
-        goid: e.goid,
     }
 }
 
@@ -127,7 +141,7 @@ pub fn map_state(e: &Event, map: u64, create: bool) -> Option<*mut MapState> {
         return None;
     }
     let fresh = MapState {
-        last_step_ns: e.now,
+        last_step_ns: e.tick,
         ..MapState::default()
     };
     if MAPS.insert(key, fresh, 0).is_err() {

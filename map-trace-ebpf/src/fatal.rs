@@ -68,17 +68,20 @@ pub fn fatal(e: &Event, ptr: u64, len: u64) {
     if !is_map_message(&rec.message, n) {
         return; // a deadlock, a sync misuse: not a map's
     }
-    rec.ns = e.now;
-    rec.goid = e.goid;
+    // The precise clock: the writers' slots it is compared with below keep precise times.
+    // SAFETY: no preconditions.
+    let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+    rec.ns = now;
+    rec.goid = e.goid();
     rec.tgid = e.tgid;
     rec.binary = e.binary;
     rec.message_len = n as u32;
     rec.message_full_len = len.min(u32::MAX as u64) as u32;
     rec.stack = stack::capture(e);
     let mut scan = Scan {
-        cfg: e.cfg,
+        cfg: *e.cfg,
         g: e.g,
-        now: e.now,
+        now,
         tgid: e.tgid,
         found: 0,
         more: 0,
@@ -111,9 +114,9 @@ pub fn fatal(e: &Event, ptr: u64, len: u64) {
         };
         let busy = scan.busy & (1 << i) != 0;
         let (goid, stack) = match i == 0 && busy {
-            true => inprogress::walk_from(e.tgid, e.g, &e.cfg, &w),
+            true => inprogress::walk_from(e.tgid, e.g, e.cfg, &w),
             false => (
-                inprogress::goid_of(&e.cfg, &w),
+                inprogress::goid_of(e.cfg, &w),
                 stack::capture_pcs(e.tgid, &w.pcs),
             ),
         };
@@ -129,7 +132,7 @@ pub fn fatal(e: &Event, ptr: u64, len: u64) {
                 goid,
                 stack,
                 op: w.op,
-                growing: (w.growing != 0 || inprogress::classic_growing_in(&e.cfg, w.map)) as u32,
+                growing: (w.growing != 0 || inprogress::classic_growing_in(e.cfg, w.map)) as u32,
                 in_progress: busy as u32,
                 _pad: 0,
             };

@@ -84,13 +84,13 @@ fn repeat_key(f: &Finding) -> u64 {
 pub fn emit(e: &Event, step: &StepContext, o: Overlap) {
     let mut f = Finding {
         write_ns: o.write_ns,
-        step_ns: e.now,
+        step_ns: crate::context::now(),
         map: step.map,
         map_type: step.map_type,
         writer_stack: o.writer_stack,
         iterator_stack: step.stack,
         writer_goid: o.writer,
-        iterator_goid: e.goid,
+        iterator_goid: e.goid(),
         repeat_key: 0,
         tgid: e.tgid,
         kind: o.kind as u32,

@@ -196,22 +196,32 @@ pub fn grows(tgid: u32, g: u64, map: u64) {
 #[inline(always)]
 pub fn other(tgid: u32, map: u64, g: u64) -> Option<Writer> {
     let base = group(tgid, map);
-    let mut best: Option<Writer> = None;
+    // Compared in place and copied once: every range step looks here, and copying each of the
+    // four 88-byte slots cost it more than the comparisons.
+    let mut best = u32::MAX;
+    let mut best_ns = 0;
     for i in 0..WAYS {
         let Some(w) = WRITERS.get(base | i) else {
             continue;
         };
-        let w = *w;
         if w.tgid == tgid
             && w.map == map
             && w.g != g
             && w.g != 0
-            && best.is_none_or(|b| w.ns > b.ns)
+            && (best == u32::MAX || w.ns > best_ns)
         {
-            best = Some(w);
+            best = base | i;
+            best_ns = w.ns;
         }
     }
-    best
+    if best == u32::MAX {
+        return None;
+    }
+    // Checked again on the copy: another CPU may have taken the slot since.
+    WRITERS
+        .get(best)
+        .copied()
+        .filter(|w| w.tgid == tgid && w.map == map && w.g != g && w.g != 0)
 }
 
 /// The named writer's goroutine id and its stack, walked now (0 when its stack has moved since
@@ -220,7 +230,7 @@ pub fn other(tgid: u32, map: u64, g: u64) -> Option<Writer> {
 /// meanwhile has let its frames be reused, and only its call site, kept at its entry, is kept.
 #[inline(always)]
 pub fn walk(e: &Event, w: &Writer) -> (u64, u64) {
-    walk_from(e.tgid, e.g, &e.cfg, w)
+    walk_from(e.tgid, e.g, e.cfg, w)
 }
 
 /// The writing goroutine's id (0: unreadable).
@@ -253,7 +263,7 @@ pub fn walk_from(tgid: u32, g: u64, cfg: &ProcConfig, w: &Writer) -> (u64, u64) 
 
 #[inline(always)]
 pub fn classic_growing(e: &Event, map: u64) -> bool {
-    classic_growing_in(&e.cfg, map)
+    classic_growing_in(e.cfg, map)
 }
 
 /// Classic maps: evacuation is in progress (`hmap.oldbuckets` set).
@@ -280,14 +290,15 @@ fn report_writes(ctx: &ProbeContext, tgid: u32, map: u64, map_type: u64, op: Op,
         return;
     }
     let (other_op, other_growing) = (w.op, w.growing != 0);
+    let now = context::now();
     let mut f = Finding {
-        write_ns: e.now,
-        step_ns: e.now,
+        write_ns: now,
+        step_ns: now,
         map,
         map_type,
         writer_stack: stack::capture(&e),
         iterator_stack: other_stack,
-        writer_goid: e.goid,
+        writer_goid: e.goid(),
         iterator_goid: other_goid,
         repeat_key: 0,
         tgid,
@@ -315,7 +326,7 @@ pub fn during_iteration(e: &Event, map: u64, it: u64, map_type: u64) -> bool {
     let Some(w) = other(e.tgid, map, e.g) else {
         return false;
     };
-    if !busy(&e.cfg, map) {
+    if !busy(e.cfg, map) {
         return false;
     }
     let (writer, writer_stack) = walk(e, &w);
@@ -339,7 +350,7 @@ pub fn during_iteration(e: &Event, map: u64, it: u64, map_type: u64) -> bool {
             kind: FindingKind::ConcurrentWrite,
             op,
             writer,
-            write_ns: e.now,
+            write_ns: context::now(),
             writer_stack,
             growing: growing || classic_growing(e, map),
             writes: 1,

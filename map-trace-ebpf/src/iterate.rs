@@ -9,6 +9,7 @@
 use core::intrinsics::{AtomicOrdering, atomic_xadd, atomic_xsub};
 
 use aya_ebpf::bindings::{BPF_EXIST, BPF_NOEXIST};
+use aya_ebpf::helpers::bpf_probe_read_user;
 
 use map_trace_common::event::{FindingKind, Op, counter};
 use map_trace_common::state::*;
@@ -23,7 +24,6 @@ use crate::{inprogress, sentinel, stack};
 /// low-overhead mode: otherwise the first step marks the start.
 #[inline(always)]
 pub fn iter_start(e: &Event, map: u64, it: u64, map_type: u64) {
-    resolve_pending(e);
     if map == 0 {
         return; // ranging over a nil map: no iteration at all
     }
@@ -57,7 +57,7 @@ fn begin_iteration(e: &Event, key: &IterKey, ms: *mut MapState, it: u64) {
     let mut fresh = IterState {
         it,
         seen_seq,
-        last_step_ns: e.now,
+        last_step_ns: e.tick,
         ..IterState::default()
     };
     sentinel::snapshot(e, key.map, &mut fresh);
@@ -114,18 +114,51 @@ pub fn end_iteration(key: &IterKey, ms: *mut MapState) {
 /// reused iterator reads as anything else, so at worst an ended iteration is recognised late.
 #[inline(always)]
 pub fn visited_key(e: &Event, it: u64, map: u64) -> Option<u64> {
-    if it == 0 || read_u64(it + e.cfg.iter_map as u64) != Some(map) {
+    if it == 0 {
         return None;
     }
-    read_u64(it + e.cfg.iter_key as u64)
+    iter_fields(e, it).filter(|f| f.map == map).map(|f| f.key)
+}
+
+/// An iterator's map and key pointer.
+pub struct IterFields {
+    pub map: u64,
+    pub key: u64,
+}
+
+/// Reads the iterator's map and key pointer: with one user-memory read where both lie in its
+/// first 32 bytes, as they do in every supported release (key at 0, map at 24, in `hiter` and
+/// Swiss `Iter` alike), else with two. Every step pays for this, and each read is a helper call.
+#[inline(always)]
+pub fn iter_fields(e: &Event, it: u64) -> Option<IterFields> {
+    let (m, k) = (e.cfg.iter_map as u64, e.cfg.iter_key as u64);
+    if m < 32 && k < 32 && m % 8 == 0 && k % 8 == 0 {
+        // SAFETY: faults are caught by the helper.
+        let words = unsafe { bpf_probe_read_user(it as *const [u64; 4]) }.ok()?;
+        // A match, not an index: LLVM drops a mask it can prove redundant, and the verifier
+        // refuses a stack read at an offset it cannot bound.
+        let word = |off: u64| match off {
+            0 => words[0],
+            8 => words[1],
+            16 => words[2],
+            _ => words[3],
+        };
+        return Some(IterFields {
+            map: word(m),
+            key: word(k),
+        });
+    }
+    Some(IterFields {
+        map: read_u64(it + m)?,
+        key: read_u64(it + k)?,
+    })
 }
 
 /// An iterator steps (classic `mapiternext`, Swiss `(*Iter).Next`): report what overlapped
 /// since its previous step.
 #[inline(always)]
 pub fn iter_step(e: &Event, it: u64) {
-    resolve_pending(e);
-    let Some(map) = read_u64(it + e.cfg.iter_map as u64) else {
+    let Some(IterFields { map, key }) = iter_fields(e, it) else {
         return;
     };
     if map == 0 {
@@ -139,17 +172,18 @@ pub fn iter_step(e: &Event, it: u64) {
     let reported = match existing {
         // The first step of a range: iterators start zeroed and their key is never nil at a
         // later step, so this is where the iteration begins, with no probe on its start.
-        _ if read_u64(it + e.cfg.iter_key as u64) == Some(0) => {
+        _ if key == 0 => {
             begin_iteration(e, &ikey, ms, it);
             false
         }
         Some(st) => {
+            resolve_pending(e, map, st);
             let reported = report_overlaps(e, map, it, ms, st);
             // SAFETY: valid map value pointers for the duration of the program.
             unsafe {
                 (*st).it = it;
                 (*ms).last_it = it;
-                (*ms).last_goid = e.goid;
+                (*ms).last_g = e.g;
             }
             reported
         }
@@ -171,7 +205,6 @@ pub fn iter_step(e: &Event, it: u64) {
 /// forgets it.
 #[inline(always)]
 pub fn iter_end(e: &Event, it: u64) {
-    resolve_pending(e);
     let Some(map) = read_u64(it + e.cfg.iter_map as u64).filter(|&m| m != 0) else {
         return;
     };
@@ -185,8 +218,11 @@ pub fn iter_end(e: &Event, it: u64) {
     if e.cfg.sentinel != 0 {
         // No write was recorded (no write probes): the header tells.
         sentinel::range_ended(e, map, it, st);
-    } else if !report_overlaps(e, map, it, ms, st) {
-        inprogress::during_iteration(e, map, it, 0);
+    } else {
+        resolve_pending(e, map, st);
+        if !report_overlaps(e, map, it, ms, st) {
+            inprogress::during_iteration(e, map, it, 0);
+        }
     }
     end_iteration(&ikey, ms);
 }
@@ -206,7 +242,7 @@ fn report_overlaps(e: &Event, map: u64, it: u64, ms: *mut MapState, st: *mut Ite
         if now_seq > seen {
             for i in 0..WRITE_RING {
                 let w = (*ms).ring[i];
-                if w.seq > seen && w.goid != e.goid {
+                if w.seq > seen && w.g != e.g {
                     foreign += 1;
                     if w.seq > latest.seq {
                         latest = w;
@@ -245,10 +281,11 @@ fn report_overlaps(e: &Event, map: u64, it: u64, ms: *mut MapState, st: *mut Ite
                 );
             }
             let grew = flags & SELF_GREW != 0;
+            let me = e.goid();
             let own = |kind, op: Op, w: SelfWrite, writes| Overlap {
                 kind,
                 op: op as u32,
-                writer: e.goid,
+                writer: me,
                 write_ns: w.ns,
                 writer_stack: w.stack,
                 growing: grew,
@@ -280,8 +317,8 @@ fn report_overlaps(e: &Event, map: u64, it: u64, ms: *mut MapState, st: *mut Ite
         (*st).flags = 0;
         (*st).self_deletes_other = 0;
         (*st).seen_seq = now_seq;
-        (*st).last_step_ns = e.now;
-        (*ms).last_step_ns = e.now;
+        (*st).last_step_ns = e.tick;
+        (*ms).last_step_ns = e.tick;
         foreign > 0
     }
 }

@@ -7,8 +7,8 @@ use map_trace_common::event::{MAX_REPEAT_KEYS, Repeats, counter};
 use map_trace_common::fatal::Fatal;
 use map_trace_common::stack::{STACK_TABLE_ENTRIES, UserStack};
 use map_trace_common::state::{
-    GoKey, IterKey, IterState, MapKey, MapState, PendingAssign, RECENT_CPUS, RECENT_PER_CPU,
-    WRITER_SLOTS, WRITER_WAYS, Writer,
+    IterKey, IterState, MapKey, MapState, RECENT_CPUS, RECENT_PER_CPU, WRITER_SLOTS, WRITER_WAYS,
+    Writer,
 };
 pub use map_trace_common::state::{live_hint_index, writer_group};
 
@@ -34,10 +34,6 @@ pub static MAPS: HashMap<MapKey, MapState> = HashMap::with_max_entries(16384, 0)
 /// (tgid, goid, map) → one goroutine's iteration over one map.
 #[map]
 pub static ITERS: HashMap<IterKey, IterState> = HashMap::with_max_entries(16384, 0);
-
-/// (tgid, goid) → an assign by an iterating goroutine to its own map, pending the insert check.
-#[map]
-pub static PENDING: HashMap<GoKey, PendingAssign> = HashMap::with_max_entries(16384, 0);
 
 /// hash(tgid, map) → the latest write to begin on that map (`inprogress`). An array, not a
 /// hash table: every write of every map stores here, and an array slot is plain stores with no
@@ -103,6 +99,11 @@ pub static FINDINGS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 /// than sent (`map_trace_common::event::Repeats`); the daemon reads and deletes entries.
 #[map]
 pub static REPEATS: LruHashMap<u64, Repeats> = LruHashMap::with_max_entries(MAX_REPEAT_KEYS, 0);
+
+/// The daemon's `CLOCK_MONOTONIC` in ns, written at load and at every 100 ms poll: what range
+/// steps age their entries by (`Event::tick`), so that they read no clock of their own.
+#[map]
+pub static CLOCK: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Output settings the daemon writes once at load: `OUTPUT[0]` holds flags such as
 /// `FOLD_REPEATS`.

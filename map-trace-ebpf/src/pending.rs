@@ -1,52 +1,38 @@
 //! The insert check: an assign by a goroutine to a map it is ranging over inserted a key if the
-//! map's count grew by the goroutine's next top-level map call (Go spec: such a key may or may
-//! not be produced by the range).
+//! map's count grew by the goroutine's next step of that range or its next write to the map
+//! (Go spec: such a key may or may not be produced by the range). Never settled by growth
+//! probes, which run inside the assign.
 
-use map_trace_common::state::{PendingAssign, SELF_INSERTED, SelfWrite};
+use map_trace_common::state::{ASSIGN_PENDING, IterState, SELF_INSERTED, SelfWrite};
 
-use crate::context::{Event, go_key, iter_key, read_u64};
-use crate::maps::{ITERS, PENDING, count};
-use map_trace_common::event::counter;
+use crate::context::{Event, read_u64};
 
-/// Settles this goroutine's pending assign: it inserted if the map's count grew since. Called
-/// only from probes on top-level map calls, never from growth probes that run inside the assign.
+/// Settles the assign pending in `st`, this goroutine's range over `map`: it inserted if the
+/// map's count grew since. Called before anything else this goroutine does to the range.
 #[inline(always)]
-pub fn resolve_pending(e: &Event) {
-    let key = go_key(e);
-    // SAFETY: a map value of plain integers.
-    let Some(p) = (unsafe { PENDING.get(key) }).copied() else {
-        return;
-    };
-    let _ = PENDING.remove(key);
-    let Some(now_count) = read_u64(p.map + e.cfg.map_count as u64) else {
-        return;
-    };
-    if now_count > p.count_before
-        && let Some(st) = ITERS.get_ptr_mut(iter_key(e, p.map))
-    {
-        // SAFETY: valid map value pointer for the duration of the program.
-        unsafe {
+pub fn resolve_pending(e: &Event, map: u64, st: *mut IterState) {
+    // SAFETY: valid map value pointer for the duration of the program.
+    unsafe {
+        if (*st).flags & ASSIGN_PENDING == 0 {
+            return;
+        }
+        (*st).flags &= !ASSIGN_PENDING;
+        if read_u64(map + e.cfg.map_count as u64).is_some_and(|now| now > (*st).pending_count) {
             (*st).flags |= SELF_INSERTED;
-            (*st).inserted = SelfWrite {
-                ns: p.ns,
-                stack: p.stack,
-            };
+            (*st).inserted = (*st).pending;
         }
     }
 }
 
-/// Remembers this goroutine's assign to `map`, which it is ranging over, until its next map call
-/// tells whether it inserted.
+/// Remembers this goroutine's assign to `map`, which it is ranging over (`st`), until it next
+/// steps the range or writes the map again, which tells whether it inserted.
 #[inline(always)]
-pub fn note_assign(e: &Event, map: u64, stack: u64) {
+pub fn note_assign(e: &Event, map: u64, st: *mut IterState, assign: SelfWrite) {
     let count_before = read_u64(map + e.cfg.map_count as u64).unwrap_or(u64::MAX);
-    let p = PendingAssign {
-        map,
-        count_before,
-        ns: e.now,
-        stack,
-    };
-    if PENDING.insert(go_key(e), p, 0).is_err() {
-        count(counter::PENDING_FULL);
+    // SAFETY: as above.
+    unsafe {
+        (*st).pending = assign;
+        (*st).pending_count = count_before;
+        (*st).flags |= ASSIGN_PENDING;
     }
 }

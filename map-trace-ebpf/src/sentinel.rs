@@ -38,7 +38,7 @@ fn header(e: &Event, map: u64) -> Option<Header> {
         } else {
             raw
         },
-        busy: inprogress::busy(&e.cfg, map),
+        busy: inprogress::busy(e.cfg, map),
     })
 }
 

@@ -8,7 +8,7 @@ use map_trace_common::event::{Op, counter};
 use map_trace_common::probe::Role;
 use map_trace_common::state::*;
 
-use crate::context::{current_tgid, iter_key, read_u64, tracked};
+use crate::context::{current_tgid, iter_key, now, read_u64, tracked};
 use crate::iterate::{end_iteration, visited_key};
 use crate::keys::{Key, deletes_other_key};
 use crate::maps::{ITERS, count};
@@ -28,7 +28,6 @@ pub fn write(ctx: &ProbeContext, role: Role, map: u64, map_type: u64, op: Op, ke
         return;
     };
     let e = &e;
-    resolve_pending(e);
     let growing = e.cfg.map_impl == MAP_IMPL_CLASSIC
         && read_u64(map + e.cfg.map_oldbuckets as u64).is_some_and(|old| old != 0);
     if growing {
@@ -42,22 +41,20 @@ pub fn write(ctx: &ProbeContext, role: Role, map: u64, map_type: u64, op: Op, ke
     // SAFETY: valid map value pointers for the duration of the program.
     unsafe {
         if let Some(st) = own {
+            resolve_pending(e, map, st);
             visiting = visited_key(e, (*st).it, map);
             if visiting == Some(0) {
                 end_iteration(&ikey, ms);
                 own = None;
-                if (*ms).last_goid == e.goid {
+                if (*ms).last_g == e.g {
                     (*ms).last_it = 0;
                 }
             }
         }
-        let (last_it, last_goid) = ((*ms).last_it, (*ms).last_goid);
-        if last_goid != e.goid && visited_key(e, last_it, map) == Some(0) {
+        let (last_it, last_g) = ((*ms).last_it, (*ms).last_g);
+        if last_g != e.g && visited_key(e, last_it, map) == Some(0) {
             (*ms).last_it = 0;
-            let theirs = IterKey {
-                goid: last_goid,
-                ..ikey
-            };
+            let theirs = IterKey { g: last_g, ..ikey };
             end_iteration(&theirs, ms);
         }
         if (*ms).live == 0 {
@@ -66,7 +63,8 @@ pub fn write(ctx: &ProbeContext, role: Role, map: u64, map_type: u64, op: Op, ke
     }
     // A tracked map's writes may become findings; their stacks are only available now.
     let stack = stack::capture(e);
-    let this = SelfWrite { ns: e.now, stack };
+    let ns = now();
+    let this = SelfWrite { ns, stack };
     // SAFETY: valid map value pointers for the duration of the program.
     unsafe {
         let seq = (*ms).write_seq + 1;
@@ -75,8 +73,9 @@ pub fn write(ctx: &ProbeContext, role: Role, map: u64, map_type: u64, op: Op, ke
         if slot < WRITE_RING {
             (*ms).ring[slot] = WriteRecord {
                 seq,
-                goid: e.goid,
-                ns: e.now,
+                goid: e.goid(),
+                g: e.g,
+                ns,
                 stack,
                 op: op as u32,
                 growing: growing as u32,
@@ -89,7 +88,7 @@ pub fn write(ctx: &ProbeContext, role: Role, map: u64, map_type: u64, op: Op, ke
             (*st).flags |= SELF_GREW;
         }
         match op {
-            Op::Assign => note_assign(e, map, stack),
+            Op::Assign => note_assign(e, map, st, this),
             Op::Delete => {
                 if deletes_other_key(e, visiting, &key) {
                     (*st).flags |= SELF_DELETED_OTHER;
@@ -127,7 +126,7 @@ pub fn grow(ctx: &ProbeContext, map: u64) {
         let mut best_seq = 0;
         for i in 0..WRITE_RING {
             let w = (*ms).ring[i];
-            if w.goid == e.goid && w.seq > best_seq {
+            if w.g == e.g && w.seq > best_seq {
                 best = i;
                 best_seq = w.seq;
             }

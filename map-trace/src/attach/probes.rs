@@ -152,6 +152,20 @@ pub fn set_output(ebpf: &mut Ebpf, fold_repeats: bool) -> Result<(), AttachError
     a.set(0, flags, 0).map_err(err)
 }
 
+/// Writes the daemon's clock (`CLOCK_MONOTONIC`, ns) where range steps read it: they date
+/// their entries by it (for the sweep) instead of reading a clock per step.
+pub fn set_clock(ebpf: &mut Ebpf, monotonic_ns: u64) -> Result<(), AttachError> {
+    let err = |e: aya::maps::MapError| AttachError::Map {
+        map: map::CLOCK,
+        source: Box::new(e),
+    };
+    let m = ebpf
+        .map_mut(map::CLOCK)
+        .ok_or(AttachError::Missing(map::CLOCK))?;
+    let mut a = Array::<_, u64>::try_from(m).map_err(err)?;
+    a.set(0, monotonic_ns, 0).map_err(err)
+}
+
 /// Classic `hashWriting`: "a goroutine is writing to the map" (runtime/map.go).
 const HASH_WRITING: u64 = 4;
 

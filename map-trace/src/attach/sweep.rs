@@ -7,9 +7,7 @@ use std::collections::{HashMap, HashSet};
 use aya::Ebpf;
 use aya::maps::{Array, HashMap as BpfHashMap};
 use map_trace_common::program::map;
-use map_trace_common::state::{
-    GoKey, IterKey, IterState, MapKey, MapState, PendingAssign, live_hint_index,
-};
+use map_trace_common::state::{IterKey, IterState, MapKey, MapState, live_hint_index};
 
 /// An entry untouched this long is dropped. An iteration paused longer than this between two
 /// steps is then re-tracked from its next step: a possible miss, never a false report.
@@ -23,7 +21,6 @@ pub fn is_stale(last_ns: u64, now_ns: u64) -> bool {
 pub fn sweep(ebpf: &mut Ebpf, now_ns: u64) {
     remove_iterations(ebpf, |_, v| is_stale(v.last_step_ns, now_ns));
     remove_where::<MapKey, MapState>(ebpf, map::MAPS, |_, v| is_stale(v.last_step_ns, now_ns));
-    remove_where::<GoKey, PendingAssign>(ebpf, map::PENDING, |_, v| is_stale(v.ns, now_ns));
 }
 
 /// Removes every entry of processes that exited, in one pass over each table (a pass per exit
@@ -32,7 +29,6 @@ pub fn sweep(ebpf: &mut Ebpf, now_ns: u64) {
 pub fn forget_processes(ebpf: &mut Ebpf, dead: &HashSet<u32>) {
     remove_iterations(ebpf, |k, _| dead.contains(&k.tgid));
     remove_where::<MapKey, MapState>(ebpf, map::MAPS, |k, _| dead.contains(&k.tgid));
-    remove_where::<GoKey, PendingAssign>(ebpf, map::PENDING, |k, _| dead.contains(&k.tgid));
 }
 
 /// Processes with entries in the per-process tables that `alive` says are gone. An exit notice
@@ -42,7 +38,6 @@ pub fn orphans(ebpf: &Ebpf, alive: impl Fn(u32) -> bool) -> HashSet<u32> {
     let mut tgids = HashSet::new();
     collect::<IterKey, IterState>(ebpf, map::ITERS, |k| k.tgid, &mut tgids);
     collect::<MapKey, MapState>(ebpf, map::MAPS, |k| k.tgid, &mut tgids);
-    collect::<GoKey, PendingAssign>(ebpf, map::PENDING, |k| k.tgid, &mut tgids);
     tgids.retain(|&t| !alive(t));
     tgids
 }
@@ -60,22 +55,20 @@ fn collect<K: aya::Pod, V: aya::Pod>(
     into.extend(table.keys().filter_map(Result::ok).map(|k| tgid(&k)));
 }
 
-/// Drops every iteration, pending insert check and tracked map, for all processes. The maps go
+/// Drops every iteration (with its pending insert check) and tracked map, for all processes. The maps go
 /// too: each counts its live iterations, and a count left without its iterations would only
 /// make their writes slower.
 pub fn forget_iterations(ebpf: &mut Ebpf) {
     remove_iterations(ebpf, |_, _| true);
     remove_where::<MapKey, MapState>(ebpf, map::MAPS, |_, _| true);
-    remove_where::<GoKey, PendingAssign>(ebpf, map::PENDING, |_, _| true);
 }
 
 /// Entries now in each correlation table, by the metric label of the table. (`config`, an
 /// array, holds one entry per binary the daemon keeps: `Targets::binaries`.)
-pub fn entries(ebpf: &Ebpf) -> [(&'static str, usize); 3] {
+pub fn entries(ebpf: &Ebpf) -> [(&'static str, usize); 2] {
     [
         ("maps", keys::<MapKey, MapState>(ebpf, map::MAPS)),
         ("iters", keys::<IterKey, IterState>(ebpf, map::ITERS)),
-        ("pending", keys::<GoKey, PendingAssign>(ebpf, map::PENDING)),
     ]
 }
 

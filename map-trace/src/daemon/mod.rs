@@ -95,6 +95,7 @@ async fn session(opts: Settings) -> Result<u8, TraceError> {
     // Before any probe can fire: repeats are folded in the kernel unless every occurrence is
     // wanted in full.
     attach::set_output(&mut ebpf, !opts.every_occurrence)?;
+    attach::set_clock(&mut ebpf, crate::output::monotonic_ns())?;
     let stacks = BpfHashMap::try_from(
         ebpf.take_map(map::STACKS)
             .ok_or(attach::AttachError::Missing(map::STACKS))?,
@@ -261,6 +262,8 @@ async fn session(opts: Settings) -> Result<u8, TraceError> {
         tokio::select! {
             _ = poll.tick() => {
                 turns.begin("poll");
+                // An array slot's update cannot fail once the first one at load succeeded.
+                let _ = attach::set_clock(session.ebpf, crate::output::monotonic_ns());
                 session.drain(&mut out, false);
                 session.escalate();
                 health.beat();

@@ -127,8 +127,7 @@ pub fn read_counters(ebpf: &Ebpf, summary: &mut Summary) {
     }
     summary.findings_dropped = get(counter::FINDINGS_DROPPED);
     summary.repeats_folded = get(counter::REPEATS_FOLDED);
-    summary.tables_full =
-        get(counter::ITERS_FULL) + get(counter::MAPS_FULL) + get(counter::PENDING_FULL);
+    summary.tables_full = get(counter::ITERS_FULL) + get(counter::MAPS_FULL);
     summary.writes_unseen = get(counter::WRITES_UNSEEN);
     summary.in_progress_unnamed = get(counter::IN_PROGRESS_UNNAMED);
     summary.writes_during_growth = get(counter::WRITES_DURING_GROWTH);

@@ -27,7 +27,7 @@ pub const DROP_REASONS: [&str; 6] = [
 /// The `reason` label values of [`Metrics::stack_samples_dropped`].
 pub const STACK_DROP_REASONS: [&str; 2] = ["unreadable", "evicted"];
 /// The `map` label values of [`Metrics::bpf_map_entries`].
-pub const BPF_MAPS: [&str; 5] = ["config", "maps", "iters", "pending", "stacks"];
+pub const BPF_MAPS: [&str; 4] = ["config", "maps", "iters", "stacks"];
 
 /// Why attaching to a process failed: the `reason` label of [`Metrics::attach_failures`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

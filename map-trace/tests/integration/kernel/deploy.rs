@@ -380,7 +380,7 @@ fn a_hundred_deploys_leave_nothing_behind() {
         let entries = bpf_map_entries(mt);
         let settled = now == baseline
             && entries.get("CONFIG") == Some(&1)
-            && ["MAPS", "ITERS", "PENDING", "STACKS"]
+            && ["MAPS", "ITERS", "STACKS"]
                 .iter()
                 .all(|t| entries.get(*t) == Some(&0))
             && m["map_trace_processes_attached"] == 0.0;
