@@ -197,23 +197,27 @@ pub fn grows(tgid: u32, g: u64, map: u64) {
 pub fn other(tgid: u32, map: u64, g: u64) -> Option<Writer> {
     let base = group(tgid, map);
     // Compared in place and copied once: every range step looks here, and copying each of the
-    // four 88-byte slots cost it more than the comparisons.
+    // four 88-byte slots cost it more than the comparisons. Unrolled by hand: as a loop, LLVM
+    // kept the back-edge, which Linux 6.1 refused in the programs that inline this.
     let mut best = u32::MAX;
     let mut best_ns = 0;
-    for i in 0..WAYS {
-        let Some(w) = WRITERS.get(base | i) else {
-            continue;
-        };
-        if w.tgid == tgid
+    let mut consider = |slot: u32| {
+        if let Some(w) = WRITERS.get(slot)
+            && w.tgid == tgid
             && w.map == map
             && w.g != g
             && w.g != 0
             && (best == u32::MAX || w.ns > best_ns)
         {
-            best = base | i;
+            best = slot;
             best_ns = w.ns;
         }
-    }
+    };
+    const _: () = assert!(WAYS == 4, "other() looks at four ways");
+    consider(base);
+    consider(base | 1);
+    consider(base | 2);
+    consider(base | 3);
     if best == u32::MAX {
         return None;
     }

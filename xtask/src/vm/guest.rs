@@ -199,7 +199,12 @@ pid_run() {
   while [ "$(readlink /proc/$p/exe)" != "$1" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
   timeout 300 map-trace --pid $p --mode $3 --format json --every-occurrence > $O/$N.out 2> $O/$N.err &
   m=$!
-  if await 'probes attached' $O/$N.err 1 __ATTACH_WAIT__; then
+  # Not past the daemon's exit: one that failed to attach would otherwise hold the guest for
+  # the whole wait, and the guest would miss its deadline before dumping what it said.
+  i=0
+  while ! grep -q 'probes attached' $O/$N.err 2>/dev/null && kill -0 $m 2>/dev/null \
+    && [ $i -lt __ATTACH_WAIT__ ]; do sleep 0.1; i=$((i+1)); done
+  if grep -q 'probes attached' $O/$N.err 2>/dev/null; then
     echo go > /tmp/fifo
   else
     kill $p
