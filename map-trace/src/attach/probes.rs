@@ -140,30 +140,31 @@ pub fn proc_config(t: &GoTarget, binary: u32, sentinel: bool) -> ProcConfig {
 
 /// Writes the output settings the probes read (`OUTPUT[0]`): whether to fold repeats.
 pub fn set_output(ebpf: &mut Ebpf, fold_repeats: bool) -> Result<(), AttachError> {
-    let err = |e: aya::maps::MapError| AttachError::Map {
-        map: map::OUTPUT,
-        source: Box::new(e),
-    };
-    let m = ebpf
-        .map_mut(map::OUTPUT)
-        .ok_or(AttachError::Missing(map::OUTPUT))?;
-    let mut a = Array::<_, u32>::try_from(m).map_err(err)?;
     let flags = if fold_repeats { FOLD_REPEATS } else { 0 };
-    a.set(0, flags, 0).map_err(err)
+    set_first(ebpf, map::OUTPUT, flags)
 }
 
 /// Writes the daemon's clock (`CLOCK_MONOTONIC`, ns) where range steps read it: they date
 /// their entries by it (for the sweep) instead of reading a clock per step.
 pub fn set_clock(ebpf: &mut Ebpf, monotonic_ns: u64) -> Result<(), AttachError> {
+    set_first(ebpf, map::CLOCK, monotonic_ns)
+}
+
+/// Sets entry 0 of the one-entry array `name` (a setting the programs read).
+fn set_first<T: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    value: T,
+) -> Result<(), AttachError> {
     let err = |e: aya::maps::MapError| AttachError::Map {
-        map: map::CLOCK,
+        map: name,
         source: Box::new(e),
     };
-    let m = ebpf
-        .map_mut(map::CLOCK)
-        .ok_or(AttachError::Missing(map::CLOCK))?;
-    let mut a = Array::<_, u64>::try_from(m).map_err(err)?;
-    a.set(0, monotonic_ns, 0).map_err(err)
+    let m = ebpf.map_mut(name).ok_or(AttachError::Missing(name))?;
+    Array::<_, T>::try_from(m)
+        .map_err(err)?
+        .set(0, value, 0)
+        .map_err(err)
 }
 
 /// Classic `hashWriting`: "a goroutine is writing to the map" (runtime/map.go).
@@ -287,17 +288,7 @@ pub fn watch_execs(ebpf: &mut Ebpf) -> Result<(), AttachError> {
 
 /// `map-trace run`: the cgroup whose execs the exec tracepoint stops and announces.
 pub fn set_run_cgroup(ebpf: &mut Ebpf, id: u64) -> Result<(), AttachError> {
-    let err = |e: aya::maps::MapError| AttachError::Map {
-        map: map::RUN_CGROUP,
-        source: Box::new(e),
-    };
-    let m = ebpf
-        .map_mut(map::RUN_CGROUP)
-        .ok_or(AttachError::Missing(map::RUN_CGROUP))?;
-    Array::<_, u64>::try_from(m)
-        .map_err(err)?
-        .set(0, id, 0)
-        .map_err(err)
+    set_first(ebpf, map::RUN_CGROUP, id)
 }
 
 /// One attached link: which program, and what to close — one perf-event uprobe, or a
