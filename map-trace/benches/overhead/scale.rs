@@ -51,10 +51,14 @@ fn metrics() -> String {
 }
 
 fn sample(text: &str, name: &str) -> f64 {
+    sample_of(text, name).unwrap_or(0.0)
+}
+
+/// None when the metrics do not have the sample at all.
+fn sample_of(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find(|l| l.starts_with(name))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
 }
 
 pub fn scale(daemon: &Path, manifest: &Path) -> Result<Value, String> {
@@ -111,12 +115,13 @@ pub fn scale(daemon: &Path, manifest: &Path) -> Result<Value, String> {
     let rss_mb = status_kb(mt.id(), "VmRSS:") as f64 / 1024.0;
     let hwm_mb = status_kb(mt.id(), "VmHWM:") as f64 / 1024.0;
     let m = metrics();
-    let entries: Value = ["MAPS", "ITERS", "PENDING", "STACKS"]
+    // The metric's label values (lower case); a missing sample shows as null, not as 0.
+    let entries: Value = ["maps", "iters", "stacks"]
         .iter()
         .map(|t| {
             (
                 t.to_string(),
-                json!(sample(
+                json!(sample_of(
                     &m,
                     &format!("map_trace_bpf_map_entries{{map=\"{t}\"}}")
                 )),
