@@ -69,8 +69,7 @@ pub fn fatal(e: &Event, ptr: u64, len: u64) {
         return; // a deadlock, a sync misuse: not a map's
     }
     // The precise clock: the writers' slots it is compared with below keep precise times.
-    // SAFETY: no preconditions.
-    let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+    let now = crate::context::now();
     rec.ns = now;
     rec.goid = e.goid();
     rec.tgid = e.tgid;

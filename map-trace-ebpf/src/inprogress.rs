@@ -195,6 +195,8 @@ pub fn grows(tgid: u32, g: u64, map: u64) {
 /// goroutine in the map's slots. None when they have since been taken by other maps' writers.
 #[inline(always)]
 pub fn other(tgid: u32, map: u64, g: u64) -> Option<Writer> {
+    // Another goroutine's entry for this map (its `g` is never 0 once written).
+    let theirs = |w: &Writer| w.tgid == tgid && w.map == map && w.g != g && w.g != 0;
     let base = group(tgid, map);
     // Compared in place and copied once: every range step looks here, and copying each of the
     // four 88-byte slots cost it more than the comparisons. Unrolled by hand: as a loop, LLVM
@@ -203,10 +205,7 @@ pub fn other(tgid: u32, map: u64, g: u64) -> Option<Writer> {
     let mut best_ns = 0;
     let mut consider = |slot: u32| {
         if let Some(w) = WRITERS.get(slot)
-            && w.tgid == tgid
-            && w.map == map
-            && w.g != g
-            && w.g != 0
+            && theirs(w)
             && (best == u32::MAX || w.ns > best_ns)
         {
             best = slot;
@@ -222,10 +221,7 @@ pub fn other(tgid: u32, map: u64, g: u64) -> Option<Writer> {
         return None;
     }
     // Checked again on the copy: another CPU may have taken the slot since.
-    WRITERS
-        .get(best)
-        .copied()
-        .filter(|w| w.tgid == tgid && w.map == map && w.g != g && w.g != 0)
+    WRITERS.get(best).copied().filter(theirs)
 }
 
 /// The named writer's goroutine id and its stack, walked now (0 when its stack has moved since

@@ -55,9 +55,9 @@ fn collect<K: aya::Pod, V: aya::Pod>(
     into.extend(table.keys().filter_map(Result::ok).map(|k| tgid(&k)));
 }
 
-/// Drops every iteration (with its pending insert check) and tracked map, for all processes. The maps go
-/// too: each counts its live iterations, and a count left without its iterations would only
-/// make their writes slower.
+/// Drops every iteration (with its pending insert check) and tracked map, for all processes.
+/// The maps go too: each counts its live iterations, and a count left without its iterations
+/// would only make their writes slower.
 pub fn forget_iterations(ebpf: &mut Ebpf) {
     remove_iterations(ebpf, |_, _| true);
     remove_where::<MapKey, MapState>(ebpf, map::MAPS, |_, _| true);

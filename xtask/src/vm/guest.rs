@@ -73,7 +73,7 @@ fn init_script(plan: &Plan) -> String {
     );
     let _ = writeln!(
         s,
-        "if await 'probes attached for every process' $O/daemon.err {} {ATTACH_WAIT}; then",
+        "if await 'probes attached for every process' $O/daemon.err {} {ATTACH_WAIT} $MT; then",
         plan.fixtures.len()
     );
     s.push_str("  mark ATTACHED $(now)\n");
@@ -136,13 +136,16 @@ mount -t bpf bpf /sys/fs/bpf 2>/dev/null
 echo 1 > /proc/sys/kernel/printk
 mark() { echo "@@MT:$*"; }
 now() { cut -d' ' -f1 /proc/uptime; }
-# await PATTERN FILE COUNT TENTHS: until FILE has COUNT lines with PATTERN, or TENTHS pass.
+# await PATTERN FILE COUNT TENTHS [PID]: until FILE has COUNT lines with PATTERN, or TENTHS
+# pass, or the process PID (the daemon writing FILE) has exited: a daemon that failed would
+# otherwise hold the guest for the whole wait, past its deadline, before it dumps what it said.
 await() {
   i=0
   while :; do
     c=$(grep -c -- "$1" "$2" 2>/dev/null)
     [ "${c:-0}" -ge "$3" ] && return 0
     [ $i -ge "$4" ] && return 1
+    [ -n "$5" ] && ! kill -0 "$5" 2>/dev/null && return 1
     sleep 0.1
     i=$((i+1))
   done
@@ -163,7 +166,7 @@ run() {
   rc=$?
   e=$(now)
   # Its findings are drained before the daemon says it exited.
-  if await "pid $p exited" $O/daemon.err 1 __EXIT_WAIT__; then seen=1; else seen=0; fi
+  if await "pid $p exited" $O/daemon.err 1 __EXIT_WAIT__ $MT; then seen=1; else seen=0; fi
   echo "$1 $p $2 $3 $rc $seen $t $(now) $e" >> $O/${4:-runs}
   mark RUN $1 $2 $3 exit=$rc
 }
@@ -199,12 +202,7 @@ pid_run() {
   while [ "$(readlink /proc/$p/exe)" != "$1" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
   timeout 300 map-trace --pid $p --mode $3 --format json --every-occurrence > $O/$N.out 2> $O/$N.err &
   m=$!
-  # Not past the daemon's exit: one that failed to attach would otherwise hold the guest for
-  # the whole wait, and the guest would miss its deadline before dumping what it said.
-  i=0
-  while ! grep -q 'probes attached' $O/$N.err 2>/dev/null && kill -0 $m 2>/dev/null \
-    && [ $i -lt __ATTACH_WAIT__ ]; do sleep 0.1; i=$((i+1)); done
-  if grep -q 'probes attached' $O/$N.err 2>/dev/null; then
+  if await 'probes attached' $O/$N.err 1 __ATTACH_WAIT__ $m; then
     echo go > /tmp/fifo
   else
     kill $p
@@ -286,7 +284,7 @@ mod tests {
         assert!(s.contains(
             "map-trace --exe /fx/go1.21.13-arm64-default --exe /fx/go1.27.3-arm64-default --format json"
         ));
-        assert!(s.contains("process' $O/daemon.err 2 3000; then"));
+        assert!(s.contains("process' $O/daemon.err 2 3000 $MT; then"));
         assert!(s.contains("  run 1 go1.21.13-arm64-default self_insert\n"));
         assert!(s.contains("  run 3 go1.27.3-arm64-default self_clear\n"));
         assert!(
