@@ -102,13 +102,42 @@ pub struct IterState {
     pub start_count: u64,
     pub start_growth: u64,
     pub snapshot: u32,
-    pub _pad: u32,
+    /// Nonzero once a continuing step stored this iteration as its map's last
+    /// (`MapState::last_it`, `last_g`), by which a writer can tell that it ended: only then may
+    /// a step take the quiet path (`GROUP_WRITES`), which skips the map's entry.
+    pub announced: u32,
     /// With `ASSIGN_PENDING`: the goroutine's latest assign to the map, and the map's count
     /// before it. Whether it inserted (the count grew) is settled at the goroutine's next step
     /// of this range or its next write to the map, whichever comes first. Kept here rather than
     /// in a table of its own keyed by goroutine, so that no step pays a second lookup for it.
     pub pending: SelfWrite,
     pub pending_count: u64,
+    /// The map's group's `GROUP_WRITES` count, read before `seen_seq` at the last full step:
+    /// while it is unchanged, no write to any map of the group has been recorded since.
+    pub seen_group: u64,
+}
+
+/// How long a range may step on the quiet path (`IterState::quiet`) before a full step refreshes
+/// its entries' ages: well inside the daemon's sweep of entries without one.
+pub const QUIET_FOR_NS: u64 = 1_000_000_000;
+
+impl IterState {
+    /// Whether this iteration's next step, from iterator `it`, has nothing to examine in its
+    /// map's `MAPS` entry and may skip looking it up (a hash lookup, a quarter of a step):
+    /// - no write was recorded on any map of its group since its last full step (`group` is
+    ///   the group's `GROUP_WRITES` count now, read before the map's sequence would be);
+    /// - its own goroutine wrote nothing to the map meanwhile (`flags`: no insert check due);
+    /// - a full step has stored it as the map's last iteration (`announced`), from the same
+    ///   iterator address, so a writer can still tell when it has ended;
+    /// - that was less than `QUIET_FOR_NS` ago by the daemon's clock (`tick`).
+    #[inline(always)]
+    pub fn quiet(&self, it: u64, group: u64, tick: u64) -> bool {
+        self.flags == 0
+            && self.seen_group == group
+            && self.announced != 0
+            && self.it == it
+            && tick.wrapping_sub(self.last_step_ns) < QUIET_FOR_NS
+    }
 }
 
 /// `IterState::snapshot`: the start's header was read.
@@ -178,6 +207,42 @@ mod tests {
     extern crate std;
 
     use super::*;
+
+    fn continuing(it: u64, group: u64, tick: u64) -> IterState {
+        IterState {
+            it,
+            seen_group: group,
+            last_step_ns: tick,
+            announced: 1,
+            ..IterState::default()
+        }
+    }
+
+    #[test]
+    fn a_step_skips_the_map_only_when_nothing_can_have_changed() {
+        let (it, group, tick) = (0xc000_1000, 7, 5_000_000_000);
+        let st = continuing(it, group, tick);
+        assert!(st.quiet(it, group, tick));
+        assert!(st.quiet(it, group, tick + QUIET_FOR_NS - 1));
+        // A write recorded anywhere in the group since.
+        assert!(!st.quiet(it, group + 1, tick));
+        // The goroutine's own write to the map (an insert check due, or a delete noted).
+        for flag in [
+            ASSIGN_PENDING,
+            SELF_INSERTED,
+            SELF_DELETED_OTHER,
+            SELF_CLEARED,
+            SELF_GREW,
+        ] {
+            assert!(!IterState { flags: flag, ..st }.quiet(it, group, tick));
+        }
+        // Not yet stored as the map's last iteration (its first continuing step).
+        assert!(!IterState { announced: 0, ..st }.quiet(it, group, tick));
+        // The iterator moved with its goroutine's stack.
+        assert!(!st.quiet(it + 0x2000, group, tick));
+        // Due for a full step that refreshes the entries' ages.
+        assert!(!st.quiet(it, group, tick + QUIET_FOR_NS));
+    }
 
     #[test]
     fn a_map_has_one_group_of_writer_slots_and_one_hint() {

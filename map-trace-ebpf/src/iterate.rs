@@ -16,7 +16,7 @@ use map_trace_common::state::*;
 
 use crate::context::{Event, iter_key, map_state, read_u64};
 use crate::finding::{Overlap, StepContext, emit};
-use crate::maps::{ITERS, LIVE_HINT, count, live_hint_index};
+use crate::maps::{ITERS, LIVE_HINT, count, group_writes, live_hint_index};
 use crate::pending::resolve_pending;
 use crate::{inprogress, sentinel, stack};
 
@@ -52,11 +52,14 @@ pub fn iter_start(e: &Event, map: u64, it: u64, map_type: u64) {
 /// only an entry this call created may be counted in `live` and `LIVE_HINT`, exactly once.
 #[inline(always)]
 fn begin_iteration(e: &Event, key: &IterKey, ms: *mut MapState, it: u64) {
+    // The group's count first, then the map's sequence (see `write`).
+    let seen_group = group_writes(live_hint_index(key.tgid, key.map));
     // SAFETY: valid map value pointer.
     let seen_seq = unsafe { (*ms).write_seq };
     let mut fresh = IterState {
         it,
         seen_seq,
+        seen_group,
         last_step_ns: e.tick,
         ..IterState::default()
     };
@@ -164,11 +167,22 @@ pub fn iter_step(e: &Event, it: u64) {
     if map == 0 {
         return; // Swiss Next on a nil or empty map
     }
+    let ikey = iter_key(e, map);
+    // Read before the map's sequence (see `write`).
+    let group = group_writes(live_hint_index(e.tgid, map));
+    let existing = ITERS.get_ptr_mut(ikey);
+    if key != 0
+        && let Some(st) = existing
+        // SAFETY: valid map value pointer for the duration of the program.
+        && unsafe { (*st).quiet(it, group, e.tick) }
+    {
+        // Nothing to report but a write of another goroutine in progress.
+        inprogress::during_iteration(e, map, it, 0);
+        return;
+    }
     let Some(ms) = map_state(e, map, true) else {
         return;
     };
-    let ikey = iter_key(e, map);
-    let existing = ITERS.get_ptr_mut(ikey);
     let reported = match existing {
         // The first step of a range: iterators start zeroed and their key is never nil at a
         // later step, so this is where the iteration begins, with no probe on its start.
@@ -182,6 +196,8 @@ pub fn iter_step(e: &Event, it: u64) {
             // SAFETY: valid map value pointers for the duration of the program.
             unsafe {
                 (*st).it = it;
+                (*st).seen_group = group;
+                (*st).announced = 1;
                 (*ms).last_it = it;
                 (*ms).last_g = e.g;
             }

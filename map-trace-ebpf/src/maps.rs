@@ -1,5 +1,7 @@
 //! Every eBPF map, with what its key and value are. All bounded; a full table is counted.
 
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf};
 use map_trace_common::config::{MAX_BINARIES, ProcConfig, config_slot};
@@ -64,6 +66,27 @@ pub static LIVE_HINT: Array<u64> = Array::with_max_entries(WRITER_SLOTS / WRITER
 /// Per group: `ITERS` entries the daemon removed (see `LIVE_HINT`).
 #[map]
 pub static LIVE_DEBT: Array<u64> = Array::with_max_entries(WRITER_SLOTS / WRITER_WAYS, 0);
+
+/// Per group (as `LIVE_HINT`): writes recorded on maps of that group, counted after each is in
+/// its map's ring (`write`). A range step that finds its group's count unchanged since its last
+/// full step knows no write overlapped it without looking up the map's entry (`iter_step`).
+#[map]
+pub static GROUP_WRITES: Array<u64> = Array::with_max_entries(WRITER_SLOTS / WRITER_WAYS, 0);
+
+/// Group `index`'s `GROUP_WRITES` count (`u64::MAX` if out of range, which no step has seen).
+#[inline(always)]
+pub fn group_writes(index: u32) -> u64 {
+    GROUP_WRITES.get(index).copied().unwrap_or(u64::MAX)
+}
+
+/// Counts a write recorded on a map of group `index`.
+#[inline(always)]
+pub fn note_group_write(index: u32) {
+    if let Some(n) = GROUP_WRITES.get_ptr_mut(index) {
+        // SAFETY: an array slot that writers on every CPU count into: a BPF atomic add.
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(n, 1) };
+    }
+}
 
 /// Whether a range over a map of group `index` may be in progress.
 #[inline(always)]

@@ -11,7 +11,7 @@ use map_trace_common::state::*;
 use crate::context::{current_tgid, iter_key, now, read_u64, tracked};
 use crate::iterate::{end_iteration, visited_key};
 use crate::keys::{Key, deletes_other_key};
-use crate::maps::{ITERS, count};
+use crate::maps::{ITERS, count, live_hint_index, note_group_write};
 use crate::pending::{note_assign, resolve_pending};
 use crate::{goabi, inprogress, stack};
 
@@ -81,6 +81,9 @@ pub fn write(ctx: &ProbeContext, role: Role, map: u64, map_type: u64, op: Op, ke
                 growing: growing as u32,
             };
         }
+        // After the record is in place: a step reads its group's count before the map's
+        // sequence, so one that sees this count also sees the write.
+        note_group_write(live_hint_index(e.tgid, map));
         let Some(st) = own else {
             return;
         };

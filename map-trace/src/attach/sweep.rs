@@ -13,6 +13,11 @@ use map_trace_common::state::{IterKey, IterState, MapKey, MapState, live_hint_in
 /// steps is then re-tracked from its next step: a possible miss, never a false report.
 pub const STALE_NS: u64 = 30_000_000_000;
 
+// A range stepping on the quiet path leaves its entries' ages alone for up to `QUIET_FOR_NS`
+// (plus the 100 ms the kernel's clock may lag): the sweep must never take the entries of a
+// range that is still stepping.
+const _: () = assert!(map_trace_common::state::QUIET_FOR_NS * 10 < STALE_NS);
+
 /// True when state last touched at `last_ns` is stale at `now_ns`.
 pub fn is_stale(last_ns: u64, now_ns: u64) -> bool {
     now_ns.saturating_sub(last_ns) > STALE_NS
