@@ -472,9 +472,75 @@ fn jump_target(arch: &str, insn: &Insn) -> Option<u64> {
     }
 }
 
+/// A conditional branch's target: amd64 `JE 0x…`, arm64 `CBZW Rn, N(PC)`, with the register
+/// it tests on arm64.
+fn branch_if(arch: &str, insn: &Insn) -> Option<(u64, Option<u8>)> {
+    let (op, operand) = insn.text.split_once(' ')?;
+    match arch {
+        "x86_64" => {
+            let conditional = op.starts_with('J') && op != "JMP";
+            let target = u64::from_str_radix(operand.trim().strip_prefix("0x")?, 16).ok()?;
+            conditional.then_some((target, None))
+        }
+        _ => {
+            if op != "CBZW" && op != "CBNZW" {
+                return None;
+            }
+            let (reg, rel) = operand.split_once(", ")?;
+            let n: i64 = rel.trim().strip_suffix("(PC)")?.parse().ok()?;
+            Some((
+                insn.addr.wrapping_add_signed(n * 4),
+                Some(reg_number(arch, reg)?),
+            ))
+        }
+    }
+}
+
+/// The write-barrier test guarding the zero store `insns[at]`, by objdump's text: the branch
+/// that jumps to it (straight-line code in between) or falls through into it, right after
+/// `CMPL runtime.writeBarrier(SB), $0x0` (either operand order; no-ops aside) or, on arm64, `MOVWU …, Rn` of the
+/// register it tests.
+fn barrier_guard(arch: &str, insns: &[Insn], at: usize) -> Option<u64> {
+    let store = insns[at].addr;
+    let leaves = |i: &Insn| {
+        let op = i.text.split(' ').next().unwrap_or_default();
+        op != "CALL" && (op.starts_with('J') || op.starts_with("RET") || op.starts_with("CB"))
+    };
+    let b = (0..at).rev().find(|&b| {
+        branch_if(arch, &insns[b]).is_some_and(|(t, _)| t == store || insns[b + 1].addr == store)
+    })?;
+    if insns[b + 1..at].iter().any(leaves) {
+        return None;
+    }
+    let test = insns[..b]
+        .iter()
+        .rev()
+        .find(|i| !i.text.starts_with("NOP"))?;
+    let guarded = match (arch, branch_if(arch, &insns[b])?) {
+        // Go 1.19's objdump prints the operands the other way round.
+        ("x86_64", _) => {
+            test.text.starts_with("CMPL ")
+                && (test.text.ends_with(", $0x0") || test.text.starts_with("CMPL $0x0, "))
+        }
+        (_, (_, Some(reg))) => {
+            test.text.starts_with("MOVWU ")
+                && test
+                    .text
+                    .rsplit(", ")
+                    .next()
+                    .and_then(|r| reg_number(arch, r))
+                    == Some(reg)
+        }
+        _ => false,
+    };
+    guarded.then_some(insns[b].addr)
+}
+
 /// The low-overhead mode's end sites, checked against Go's line table and the runtime sources:
-/// every line of the step function that reads `it.key = nil` has its zero store, every site is
-/// the instruction after one (or the join its jump goes to), and names the store's register.
+/// every line of the step function that reads `it.key = nil` has its zero store; every site is
+/// the write-barrier test's branch into one (emulated by the kernel, not single-stepped), or
+/// where there is none, the instruction after the store (or the join its jump goes to); and
+/// each names the store's register.
 #[test]
 fn iteration_end_sites_follow_every_it_key_nil_per_objdump_and_the_sources() {
     let fixtures = test_support::fixtures();
@@ -536,6 +602,7 @@ fn iteration_end_sites_follow_every_it_key_nil_per_objdump_and_the_sources() {
         let mut bad = Vec::new();
         let mut want = Vec::new();
         let mut covered = std::collections::BTreeSet::new();
+        let mut guarded = 0;
         for (i, insn) in insns.iter().enumerate() {
             let Some(key_line) = line_of(&insn.pos) else {
                 continue;
@@ -548,7 +615,9 @@ fn iteration_end_sites_follow_every_it_key_nil_per_objdump_and_the_sources() {
                 bad.push(format!("{}: zero store at the end of {name}", f.name));
                 continue;
             };
-            let at = jump_target(&f.arch, next).unwrap_or(next.addr);
+            let at = barrier_guard(&f.arch, insns, i)
+                .inspect(|_| guarded += 1)
+                .unwrap_or_else(|| jump_target(&f.arch, next).unwrap_or(next.addr));
             want.push((at - step.function.entry, reg));
         }
         let used: std::collections::BTreeSet<usize> =
@@ -572,6 +641,15 @@ fn iteration_end_sites_follow_every_it_key_nil_per_objdump_and_the_sources() {
             bad.push(format!(
                 "{}: end sites {got:x?}, objdump and the sources say {want:x?}",
                 f.name
+            ));
+        }
+        // Every supported release guards the store with its write-barrier test: a layout
+        // without one would put the range's end on a single-stepped instruction again.
+        if guarded != want.len() {
+            bad.push(format!(
+                "{}: {guarded} of {} end sites on the write-barrier branch",
+                f.name,
+                want.len()
             ));
         }
         bad
