@@ -84,6 +84,14 @@ impl Backing {
         }
     }
 
+    /// `len` bytes of the mapped file at `offset` (None when not mapped or out of range).
+    /// Check `intact` first: a truncated file faults with SIGBUS past its end.
+    pub fn at(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        let map = self.0.as_ref()?;
+        let start = usize::try_from(offset).ok()?;
+        map.get(start..start.checked_add(len)?)
+    }
+
     /// Whether reading any byte of the mapping is safe now: the file is at least as long as
     /// the mapping (a truncated file faults with SIGBUS past its end).
     pub fn intact(&self, file_len: u64) -> bool {

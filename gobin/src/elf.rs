@@ -30,6 +30,14 @@ impl Segments {
     pub fn vaddr_of_offset(&self, offset: u64) -> Option<u64> {
         vaddr_of_offset(&self.0, offset)
     }
+
+    /// The file offset of link-time address `vaddr`, if a PT_LOAD maps it from the file.
+    pub fn file_offset(&self, vaddr: u64) -> Option<u64> {
+        self.0
+            .iter()
+            .find(|l| vaddr >= l.vaddr && vaddr - l.vaddr < l.filesz)
+            .map(|l| vaddr - l.vaddr + l.offset)
+    }
 }
 
 fn vaddr_of_offset(loads: &[Load], offset: u64) -> Option<u64> {

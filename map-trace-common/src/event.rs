@@ -196,5 +196,8 @@ pub mod counter {
     pub const FINDINGS: u32 = IN_PROGRESS_UNNAMED + 1;
     /// Findings folded into `REPEATS` rather than sent (also counted in `FINDINGS + kind`).
     pub const REPEATS_FOLDED: u32 = FINDINGS + crate::event::FindingKind::COUNT as u32;
-    pub const COUNT: u32 = REPEATS_FOLDED + 1;
+    /// Fatal errors sent with a message the probe could not read (`Fatal::message_addr`): not
+    /// counted as findings until the daemon has read it and found it a map's.
+    pub const FATALS_UNREAD: u32 = REPEATS_FOLDED + 1;
+    pub const COUNT: u32 = FATALS_UNREAD + 1;
 }

@@ -46,6 +46,11 @@ pub struct Fatal {
     /// key; 0: not captured).
     pub goid: u64,
     pub stack: u64,
+    /// Where the message is in the process when the probe could not read it (0 when `message`
+    /// holds it): the kernel's reads never fault a page in, and a process that has not touched
+    /// the page of its message yet dies with it unmapped. The daemon reads it then
+    /// (`settle_message`).
+    pub message_addr: u64,
     pub tgid: u32,
     /// The executable's id (its links' cookie), as in `Finding::binary`.
     pub binary: u32,
@@ -71,6 +76,7 @@ impl Default for Fatal {
             ns: 0,
             goid: 0,
             stack: 0,
+            message_addr: 0,
             tgid: 0,
             binary: 0,
             message_len: 0,
@@ -95,6 +101,38 @@ impl Fatal {
     pub fn writers(&self) -> &[FatalWriter] {
         &self.writer[..(self.writers as usize).min(FATAL_WRITERS)]
     }
+
+    /// Whether this is a map's fatal error, reading a message the probe could not read with
+    /// `read` (the process's memory at an address, into a buffer): the kernel sends only map
+    /// messages it could read, and those it could not read at all.
+    pub fn settle_message(&mut self, read: impl FnOnce(u64, &mut [u8]) -> bool) -> FatalMessage {
+        if self.message_addr == 0 {
+            return FatalMessage::Map;
+        }
+        let n = (self.message_full_len as usize).min(FATAL_MESSAGE_LEN);
+        let mut buf = [0u8; FATAL_MESSAGE_LEN];
+        if n == 0 || !read(self.message_addr, &mut buf[..n]) {
+            return FatalMessage::Unread;
+        }
+        self.message = buf;
+        self.message_len = n as u32;
+        self.message_addr = 0;
+        match is_map_message(&self.message, n) {
+            true => FatalMessage::Map,
+            false => FatalMessage::Other,
+        }
+    }
+}
+
+/// What `Fatal::settle_message` found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FatalMessage {
+    /// A map's fatal error: a finding.
+    Map,
+    /// Another fatal error (a deadlock, a sync misuse): not map-trace's to report.
+    Other,
+    /// Neither the probe nor the daemon could read the message (the process had gone).
+    Unread,
 }
 
 /// Whether a runtime fatal message (its first `len` bytes) is about a map: every map message Go
@@ -122,6 +160,51 @@ pub fn is_map_message(message: &[u8; FATAL_MESSAGE_LEN], len: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn unread(text: &str) -> Fatal {
+        Fatal {
+            message_addr: 0x4a_0000,
+            message_full_len: text.len() as u32,
+            ..Fatal::default()
+        }
+    }
+
+    fn reading(text: &str) -> impl FnOnce(u64, &mut [u8]) -> bool + '_ {
+        move |addr, buf| {
+            assert_eq!(addr, 0x4a_0000);
+            buf.copy_from_slice(&text.as_bytes()[..buf.len()]);
+            true
+        }
+    }
+
+    #[test]
+    fn a_message_the_probe_could_not_read_is_read_by_the_daemon() {
+        let text = "concurrent map iteration and map write";
+        let mut f = unread(text);
+        assert_eq!(f.settle_message(reading(text)), FatalMessage::Map);
+        assert_eq!(f.message(), text.as_bytes());
+        assert_eq!(f.message_addr, 0);
+        // Another fatal error is not a map's.
+        let text = "all goroutines are asleep - deadlock!";
+        assert_eq!(
+            unread(text).settle_message(reading(text)),
+            FatalMessage::Other
+        );
+        // A long message: its first `FATAL_MESSAGE_LEN` bytes, as the probe would have read.
+        let text = "small map with no empty slot (concurrent map writes?) and some more words";
+        let mut f = unread(text);
+        assert_eq!(f.settle_message(reading(text)), FatalMessage::Map);
+        assert_eq!(f.message().len(), FATAL_MESSAGE_LEN);
+        // The process has gone.
+        let mut f = unread("concurrent map writes");
+        assert_eq!(f.settle_message(|_, _| false), FatalMessage::Unread);
+        // Read by the probe: nothing to read again.
+        let mut f = Fatal::default();
+        assert_eq!(
+            f.settle_message(|_, _| panic!("read again")),
+            FatalMessage::Map
+        );
+    }
 
     fn check(text: &str) -> bool {
         let mut m = [0u8; FATAL_MESSAGE_LEN];

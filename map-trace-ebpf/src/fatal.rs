@@ -62,19 +62,22 @@ pub fn fatal(e: &Event, ptr: u64, len: u64) {
     }
     // SAFETY: faults are caught by the helper; `n` is within the buffer.
     let read = unsafe { bpf_probe_read_user_buf(ptr as *const u8, &mut rec.message[..n]) };
-    if read.is_err() {
-        return;
-    }
-    if !is_map_message(&rec.message, n) {
+    // The kernel's reads never fault a page in: a process that never touched its message's
+    // page dies with it unmapped. Such a record is sent as if it were a map's, with where the
+    // message is, for the daemon to read and judge (`Fatal::settle_message`): a crash is rare,
+    // and dropping it silently lost a map's fatal error now and then.
+    let unread = read.is_err();
+    if !unread && !is_map_message(&rec.message, n) {
         return; // a deadlock, a sync misuse: not a map's
     }
+    rec.message_addr = if unread { ptr } else { 0 };
     // The precise clock: the writers' slots it is compared with below keep precise times.
     let now = crate::context::now();
     rec.ns = now;
     rec.goid = e.goid();
     rec.tgid = e.tgid;
     rec.binary = e.binary;
-    rec.message_len = n as u32;
+    rec.message_len = if unread { 0 } else { n as u32 };
     rec.message_full_len = len.min(u32::MAX as u64) as u32;
     rec.stack = stack::capture(e);
     let mut scan = Scan {
@@ -141,8 +144,10 @@ pub fn fatal(e: &Event, ptr: u64, len: u64) {
     rec.writers = named as u32;
     rec.writers_unnamed = unnamed;
     rec.writers_more = scan.more;
-    // Wake the daemon: the process is about to exit, and it reads this before it forgets it.
+    // The daemon drains this ring at each poll, and before it forgets a process that exited.
     match FATALS.output::<Fatal>(&*rec, 0) {
+        // Unread: a finding only once the daemon has read it and found it a map's.
+        Ok(()) if unread => count(counter::FATALS_UNREAD),
         Ok(()) => count(counter::FINDINGS + FindingKind::FatalMapError as u32),
         Err(_) => count(counter::FINDINGS_DROPPED),
     }

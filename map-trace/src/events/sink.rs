@@ -3,8 +3,9 @@
 
 use aya::Ebpf;
 use aya::maps::{MapData, PerCpuArray, RingBuf};
+use gobin::gotypes::Memory as _;
 use map_trace_common::event::{Finding, FindingKind, counter};
-use map_trace_common::fatal::Fatal;
+use map_trace_common::fatal::{Fatal, FatalMessage};
 use map_trace_common::probe::Role;
 use map_trace_common::program::map;
 
@@ -13,6 +14,7 @@ use crate::output::Format;
 use crate::output::group::{Groups, Seen};
 use crate::output::{Clock, Report, Summary};
 use crate::resolve::Resolver;
+use crate::resolve::memory::ProcMem;
 
 /// Where findings go: resolved, grouped, printed.
 pub struct Sink<'a> {
@@ -88,8 +90,31 @@ impl Sink<'_> {
         if let Some(item) = self.findings.next() {
             return Some(decode::<Finding>(&item).and_then(|f| Report::decode(&f, self.clock)));
         }
-        let item = self.fatals.next()?;
-        Some(decode::<Fatal>(&item).and_then(|f| Report::decode_fatal(&f, self.clock)))
+        loop {
+            let item = self.fatals.next()?;
+            let Some(mut f) = decode::<Fatal>(&item) else {
+                return Some(None);
+            };
+            let (unread, tgid, binary) = (f.message_addr != 0, f.tgid, f.binary);
+            // From the process if it is still there, else from its executable: a message is a
+            // constant of the file (and a process's exit is handled after its records, so its
+            // load bias is still known here).
+            let mem = ProcMem::new(tgid);
+            let resolver = &mut *self.resolver;
+            let read = |addr, buf: &mut [u8]| {
+                mem.read(addr, buf)
+                    || resolver.with_lookup(tgid, binary, |l| l.read_file(addr, buf))
+            };
+            match f.settle_message(read) {
+                FatalMessage::Map => {
+                    self.summary.fatals_recovered += unread as u64;
+                    return Some(Report::decode_fatal(&f, self.clock));
+                }
+                FatalMessage::Other => continue,
+                // Counted with the records that did not decode.
+                FatalMessage::Unread => return Some(None),
+            }
+        }
     }
 }
 
@@ -120,7 +145,11 @@ pub fn read_counters(ebpf: &Ebpf, summary: &mut Summary) {
         summary.hits.insert(role, get(counter::HITS + role as u32));
     }
     for kind in FindingKind::ALL {
-        let n = get(counter::FINDINGS + kind as u32);
+        let n = get(counter::FINDINGS + kind as u32)
+            + match kind {
+                FindingKind::FatalMapError => summary.fatals_recovered,
+                _ => 0,
+            };
         if n > 0 {
             summary.findings.insert(kind, n);
         }

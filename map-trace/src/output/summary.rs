@@ -23,7 +23,12 @@ pub struct Summary {
     pub writes_during_growth: u64,
     /// Occurrences counted in the kernel as repeats of one already reported (same stacks).
     pub repeats_folded: u64,
+    /// Records that did not decode, and fatal errors whose message neither the probe nor the
+    /// daemon could read.
     pub undecodable: u64,
+    /// Fatal errors whose message only the daemon could read, found a map's: findings the
+    /// kernel did not count.
+    pub fatals_recovered: u64,
     /// Stacks walked in the kernel; of those, cut at the depth bound; not captured at all
     /// (first frame unreadable); evicted from the stack table before they were read.
     pub stacks: u64,

@@ -30,6 +30,8 @@ pub struct BinaryInfo {
     /// The tables above may be ranges of the file's mapping: the file, to check that it is
     /// still whole before they are read (a file truncated under a mapping faults: SIGBUS).
     mapped: Option<(std::fs::File, Backing)>,
+    /// Where the file's loadable segments go, to read constants by address (`file_bytes`).
+    segments: Option<gobin::elf::Segments>,
 }
 
 /// What one traced process needs for its findings.
@@ -173,6 +175,13 @@ impl Lookup<'_> {
         self.stacks.untrimmed(self.p, key)
     }
 
+    /// Fills `buf` with the executable's bytes at the process's address `addr`, read from the
+    /// file (for a constant the process could not be read for).
+    pub fn read_file(&self, addr: u64, buf: &mut [u8]) -> bool {
+        self.p
+            .is_some_and(|p| p.binary.file_bytes(addr.wrapping_sub(p.bias), buf))
+    }
+
     /// The Go type name of the map type descriptor at `addr`.
     pub fn map_type(&self, addr: u64) -> String {
         match self.p {
@@ -233,6 +242,7 @@ impl BinaryInfo {
             symbols: Symbolizer::new(image, 0)?,
             types,
             mapped: None,
+            segments: None,
         })
     }
 
@@ -240,8 +250,28 @@ impl BinaryInfo {
     pub fn mapped_from(mut self, file: &std::fs::File, image: &ElfImage) -> Self {
         if let Ok(f) = file.try_clone() {
             self.mapped = Some((f, image.backing().clone()));
+            self.segments = Some(image.segments());
         }
         self
+    }
+
+    /// Fills `buf` with the file's bytes at link-time address `addr` (a constant such as a
+    /// fatal error's message); false when the file is not mapped whole or does not hold them.
+    fn file_bytes(&self, addr: u64, buf: &mut [u8]) -> bool {
+        let (Some((_, backing)), Some(segments)) = (&self.mapped, &self.segments) else {
+            return false;
+        };
+        let bytes = segments
+            .file_offset(addr)
+            .filter(|_| self.intact())
+            .and_then(|offset| backing.at(offset, buf.len()));
+        match bytes {
+            Some(b) => {
+                buf.copy_from_slice(b);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Whether the tables can be read now: the file they map has not been truncated. A file

@@ -50,6 +50,7 @@ var scenarios = map[string]func(){
 	"reflect_cross_write":      reflectCrossWrite,
 	"reflect_self_delete":      reflectSelfDelete,
 	"fatal_race":               fatalRace,
+	"fatal_race_unmapped":      fatalRaceUnmappedMessage,
 }
 
 func main() {

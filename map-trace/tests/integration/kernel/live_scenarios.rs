@@ -253,6 +253,75 @@ fn findings_survive_the_target_dying_of_its_own_race() {
     );
 }
 
+/// A process that dies of a map error before it has touched the page of the runtime's message
+/// (the scenario drops those pages from its page tables first): the probe cannot read it, since
+/// the kernel's reads of user memory never fault a page in. The daemon reads it from the dying
+/// process, so the crash is still reported, with Go's message, and counted in the summary.
+#[test]
+fn a_crash_whose_message_page_is_unmapped_is_still_reported() {
+    let _gate = test_support::kernel_test(GROUP, "attaches uprobes");
+    // PIE too: the message's address is the process's, the file's is found by its load bias.
+    let fixtures: Vec<Fixture> = test_support::fixtures_of("scenarios")
+        .into_iter()
+        .filter(|f| f.arch == "x86_64" && (f.variant == "default" || f.variant == "pie"))
+        .collect();
+    let died = std::sync::atomic::AtomicUsize::new(0);
+    let failures = check_all(&fixtures, |f| {
+        let run = run_scenario_expecting(
+            MAP_TRACE,
+            f,
+            "fatal_race_unmapped",
+            &[],
+            |code, out, err| {
+                out.starts_with("dropping the message pages")
+                    && ((code == Some(2) && err.contains("concurrent map"))
+                        || (code == Some(3) && out.contains("survived")))
+            },
+        );
+        let r = match run {
+            Ok(r) => r,
+            Err(e) => return vec![format!("{}: {e}", f.name)],
+        };
+        if r.target_code != Some(2) {
+            return vec![];
+        }
+        died.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let said = r
+            .target_stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("fatal error: "))
+            .unwrap_or_default();
+        let crashes: Vec<&serde_json::Value> = r
+            .findings
+            .iter()
+            .filter(|x| x["kind"] == "fatal_map_error")
+            .collect();
+        match crashes.as_slice() {
+            [one] if one["message"] == said => {}
+            _ => {
+                return vec![format!(
+                    "{}: Go died of {said:?}; crashes reported: {crashes:?}\n{}",
+                    f.name, r.stderr
+                )];
+            }
+        }
+        if !r.stderr.contains("fatal_map_error 1") {
+            return vec![format!(
+                "{}: the summary does not count the crash\n{}",
+                f.name, r.stderr
+            )];
+        }
+        vec![]
+    });
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let died = died.into_inner();
+    assert!(
+        died * 2 >= fixtures.len(),
+        "Go killed only {died} of {} processes: too few crashes to tell",
+        fixtures.len()
+    );
+}
+
 #[test]
 fn one_tracer_follows_processes_of_different_go_versions_at_once() {
     let _gate = test_support::kernel_test(GROUP, "attaches uprobes");
