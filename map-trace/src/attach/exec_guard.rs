@@ -146,6 +146,9 @@ pub struct GuardCounts {
     pub denied: AtomicU64,
     /// Execs of a new watched file allowed untraced after the main loop did not answer.
     pub unanswered: AtomicU64,
+    /// Other processes' opens of a held binary let go after `DRAIN_WITHIN` without the main
+    /// loop having read the findings first (a main loop that was stalled).
+    pub opens_unanswered: AtomicU64,
 }
 
 pub struct ExecGuard {
@@ -153,6 +156,8 @@ pub struct ExecGuard {
     known: Arc<Mutex<Known>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Lets other processes' opens of held binaries go on (`open_waiter`); ends after `thread`.
+    waiter: Option<std::thread::JoinHandle<()>>,
     /// Directory marks now set, with an fd each so a mark can be removed after a rename.
     dirs: HashMap<PathBuf, std::fs::File>,
     /// Directories that could not be marked, said once each.
@@ -177,12 +182,20 @@ impl ExecGuard {
         let stop = Arc::new(AtomicBool::new(false));
         let counts = Arc::new(GuardCounts::default());
         let (tx, rx) = unbounded_channel();
+        let (opens_tx, opens_rx) = std::sync::mpsc::channel();
+        let waiter = {
+            let (fan, counts) = (fan.clone(), counts.clone());
+            std::thread::Builder::new()
+                .name("exec-guard-opens".into())
+                .spawn(move || open_waiter(&fan, &opens_rx, &counts))
+                .map_err(|e| format!("starting the exec guard thread: {e}"))?
+        };
         let thread = {
             let (fan, known, stop, counts) =
                 (fan.clone(), known.clone(), stop.clone(), counts.clone());
             std::thread::Builder::new()
                 .name("exec-guard".into())
-                .spawn(move || guard_loop(&fan, &known, &stop, &counts, &tx))
+                .spawn(move || guard_loop(&fan, &known, &stop, &counts, &tx, &opens_tx))
                 .map_err(|e| format!("starting the exec guard thread: {e}"))?
         };
         Ok((
@@ -191,6 +204,7 @@ impl ExecGuard {
                 known,
                 stop,
                 thread: Some(thread),
+                waiter: Some(waiter),
                 dirs: HashMap::new(),
                 failed: Default::default(),
                 counts,
@@ -275,6 +289,10 @@ impl Drop for ExecGuard {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        // The guard loop has ended, and with it the waiter's channel.
+        if let Some(t) = self.waiter.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -325,6 +343,7 @@ fn guard_loop(
     stop: &AtomicBool,
     counts: &GuardCounts,
     main: &UnboundedSender<Held>,
+    opens: &std::sync::mpsc::Sender<WaitingOpen>,
 ) {
     while !stop.load(Ordering::Relaxed) {
         let mut fds = [PollFd::new(fan.as_fd(), PollFlags::POLLIN)];
@@ -337,26 +356,70 @@ fn guard_loop(
         };
         for ev in events {
             let Some(fd) = ev.fd() else { continue };
-            let response = if ev.mask().contains(MaskFlags::FAN_OPEN_EXEC_PERM) {
-                answer(fd, known, counts, main)
-            } else {
-                before_open(fd, ev.pid(), main)
+            if ev.mask().contains(MaskFlags::FAN_OPEN_EXEC_PERM) {
+                let response = answer(fd, known, counts, main);
+                let _ = fan.write_response(FanotifyResponse::new(fd, response));
+                continue;
+            }
+            let Some(drained) = before_open(fd, ev.pid(), main) else {
+                let _ = fan.write_response(FanotifyResponse::new(fd, Response::FAN_ALLOW));
+                continue;
             };
-            let _ = fan.write_response(FanotifyResponse::new(fd, response));
+            // Waited for on the open waiter's thread: this one must stay free to let the
+            // daemon's own opens through at once. Another process that opens a held binary
+            // (another tracer checking the file, a scanner) while the main loop opens it too
+            // would otherwise hold the main loop for all of `DRAIN_WITHIN`, its own open
+            // queued behind the one that waits for it.
+            let deadline = std::time::Instant::now() + DRAIN_WITHIN;
+            if let Err(std::sync::mpsc::SendError((ev, _, _))) = opens.send((ev, drained, deadline))
+                && let Some(fd) = ev.fd()
+            {
+                let _ = fan.write_response(FanotifyResponse::new(fd, Response::FAN_ALLOW));
+            }
         }
     }
 }
 
-/// An open of a held binary, which may truncate it: the findings still waiting are read first.
-/// The daemon's own opens go on at once (its main loop may be the one opening).
-fn before_open(fd: BorrowedFd<'_>, pid: i32, main: &UnboundedSender<Held>) -> Response {
+/// An open of a held binary by another process, the channel on which the main loop says its
+/// findings have been read, and until when to wait for that.
+type WaitingOpen = (
+    nix::sys::fanotify::FanotifyEvent,
+    std::sync::mpsc::Receiver<()>,
+    std::time::Instant,
+);
+
+/// Lets each waiting open go on once the main loop has read the findings, or at its deadline.
+/// Returns when the guard loop has ended.
+fn open_waiter(
+    fan: &Fanotify,
+    opens: &std::sync::mpsc::Receiver<WaitingOpen>,
+    counts: &GuardCounts,
+) {
+    while let Ok((ev, drained, deadline)) = opens.recv() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = drained.recv_timeout(left) {
+            counts.opens_unanswered.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(fd) = ev.fd() {
+            let _ = fan.write_response(FanotifyResponse::new(fd, Response::FAN_ALLOW));
+        }
+    }
+}
+
+/// An open of a held binary, which may truncate it: the findings still waiting are to be read
+/// first, and the main loop says on the channel returned when they have been. None: the open
+/// may go on at once (the daemon's own, whose main loop may be the one opening; a file that
+/// cannot be read; a main loop that has ended).
+fn before_open(
+    fd: BorrowedFd<'_>,
+    pid: i32,
+    main: &UnboundedSender<Held>,
+) -> Option<std::sync::mpsc::Receiver<()>> {
     if u32::try_from(pid).ok() == Some(std::process::id()) {
-        return Response::FAN_ALLOW;
+        return None;
     }
     let path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-    let Some((file, fingerprint)) = stamp_fd(fd) else {
-        return Response::FAN_ALLOW;
-    };
+    let (file, fingerprint) = stamp_fd(fd)?;
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let held = Held {
         exec: false,
@@ -366,10 +429,7 @@ fn before_open(fd: BorrowedFd<'_>, pid: i32, main: &UnboundedSender<Held>) -> Re
         path,
         answer: tx,
     };
-    if main.send(held).is_ok() {
-        let _ = rx.recv_timeout(DRAIN_WITHIN);
-    }
-    Response::FAN_ALLOW
+    main.send(held).ok().map(|()| rx)
 }
 
 fn answer(

@@ -250,6 +250,7 @@ impl Session<'_, '_> {
                 ("redeploy", c.redeploys_held.load(Relaxed)),
                 ("denied", c.denied.load(Relaxed)),
                 ("unanswered", c.unanswered.load(Relaxed)),
+                ("open_unanswered", c.opens_unanswered.load(Relaxed)),
             ];
             for (outcome, n) in outcomes {
                 raise_to(&m.exec_guard.with_label_values(&[outcome]), n);

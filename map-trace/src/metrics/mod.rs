@@ -87,7 +87,7 @@ impl AttachFailure {
 }
 
 /// Values of the `outcome` label of `map_trace_exec_guard_total`.
-pub const EXEC_GUARD_OUTCOMES: [&str; 3] = ["redeploy", "denied", "unanswered"];
+pub const EXEC_GUARD_OUTCOMES: [&str; 4] = ["redeploy", "denied", "unanswered", "open_unanswered"];
 
 pub struct Metrics {
     pub registry: Registry,
@@ -243,7 +243,8 @@ impl Metrics {
                  redeploy (the file had changed: old probes detached, new ones attached, then \
                  let go), denied (changed, and the main loop did not answer in time: the exec \
                  failed with EPERM rather than run under stale probes), unanswered (a new file, \
-                 let go untraced).",
+                 let go untraced), open_unanswered (another process's open of a watched file \
+                 let go after 2 s without the findings read first: a stalled main loop).",
                 &["outcome"],
             ),
             processes_skipped: counter_vec(

@@ -33,7 +33,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 
 use super::detach::Detaching;
-use super::exec_guard::{ExecGuard, Fingerprint, stamp};
+use super::exec_guard::{ExecGuard, Fingerprint, file_id, stamp};
 use super::probes::{self as attach, AttachError, Link};
 use crate::discover::exe_match::{ExeSpec, FileId};
 use crate::discover::process;
@@ -320,12 +320,23 @@ impl Targets {
             // Kernel threads, processes gone meanwhile: not ours to report.
             Err(_) => return Ok(None),
         };
-        let (file, fp) = match std::fs::metadata(&proc.host_path) {
-            Ok(m) => stamp(&proc.host_path, &m),
+        let meta = match std::fs::metadata(&proc.host_path) {
+            Ok(m) => m,
             Err(e) if explicit => return Err(TargetError::from_io(&proc.host_path, e).into()),
             Err(_) => return Ok(None),
         };
-        let matched = self.specs.iter().any(|s| s.matches(&proc.exe, file));
+        let matched = self
+            .specs
+            .iter()
+            .any(|s| s.matches(&proc.exe, file_id(&meta)));
+        // The stamp's content part opens the file: only for one that may become a target.
+        // Opening every exec'd file met other tracers' exec guards (another map-trace holding
+        // that file): each such open waits for that daemon's main loop, which may itself be
+        // opening one of ours, and two daemons held each other's main loop for seconds.
+        if !explicit && !matched && self.follow.is_none() {
+            return Ok(None);
+        }
+        let (file, fp) = stamp(&proc.host_path, &meta);
         let rejected = self.rejected.get(&file).is_some_and(|(at, _)| *at == fp);
         if !explicit
             && (rejected

@@ -68,6 +68,49 @@ fn findings(stdout: &str) -> Vec<serde_json::Value> {
 /// The correlation tables and stacks in the kernel, which must hold nothing of exited processes.
 const PER_PROCESS_MAPS: [&str; 3] = ["MAPS", "ITERS", "STACKS"];
 
+/// Other processes open a watched file while its processes start: another tracer checking it,
+/// a scanner, a backup. Each such open waits for the main loop to read the findings first
+/// (the open might truncate the file), while the main loop opens the same file for the exec:
+/// its own open must not queue behind one that waits for it. It did, for the whole 2 s an open
+/// may wait (counted as `open_unanswered`), and short processes ran untraced meanwhile.
+#[test]
+fn others_opening_a_watched_file_do_not_stall_the_main_loop() {
+    let _gate = test_support::kernel_test(GROUP, "attaches uprobes and a tracepoint");
+    let (_dir, f) = own_copy("1.27", "scanned");
+    let mut d = Daemon::start(MAP_TRACE, &["--exe", f.path.to_str().unwrap()], true);
+    d.wait_line("probes attached for every process", Duration::from_secs(60));
+    let waited_out = r#"map_trace_exec_guard_total{outcome="open_unanswered"}"#;
+    let before = d.metrics().get(waited_out).copied();
+    assert!(before.is_some(), "no {waited_out}");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scanner = {
+        let (stop, path) = (stop.clone(), f.path.clone());
+        std::thread::spawn(move || {
+            let mut opens = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if std::fs::File::open(&path).is_ok() {
+                    opens += 1;
+                }
+            }
+            opens
+        })
+    };
+    for _ in 0..10 {
+        let p = spawn_waiting(&f, RACE);
+        let pid = p.0.id();
+        d.wait_line(&format!("tracing pid {pid} "), Duration::from_secs(10));
+        release_and_wait(p);
+        d.wait_line(&format!("pid {pid} exited"), Duration::from_secs(10));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let opens = scanner.join().unwrap();
+    assert!(opens > 10, "the scanner opened the file only {opens} times");
+    let m = d.metrics();
+    assert_eq!(m.get(waited_out).copied(), before, "{m:?}");
+    let (code, _, err) = d.terminate();
+    assert_eq!(code, Some(0), "{err}");
+}
+
 #[test]
 fn exe_traces_processes_as_they_start_and_leaves_nothing_when_they_exit() {
     let _gate = test_support::kernel_test(GROUP, "attaches uprobes and a tracepoint");
