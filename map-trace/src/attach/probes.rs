@@ -233,7 +233,11 @@ fn wanted_links() -> Links {
 /// attached (`attach_binary`), so a target pays for the programs its map implementation uses —
 /// about half of them — and start-up stays short.
 pub fn load() -> Result<Bpf, AttachError> {
-    let ebpf = Ebpf::load(crate::ebpf::object()).map_err(|e| AttachError::Load(Box::new(e)))?;
+    // Not `Ebpf::load`, which parses the kernel's BTF twice (its loader's default, then again
+    // for `.btf`): once is all it uses, and each parse is tens of milliseconds of start-up.
+    let ebpf = aya::EbpfLoader::new()
+        .load(crate::ebpf::object())
+        .map_err(|e| AttachError::Load(Box::new(e)))?;
     let wanted = wanted_links();
     if wanted == Links::Perf {
         return Ok(Bpf { ebpf, multi: None });
