@@ -33,11 +33,15 @@ impl Segments {
 
     /// The file offset of link-time address `vaddr`, if a PT_LOAD maps it from the file.
     pub fn file_offset(&self, vaddr: u64) -> Option<u64> {
-        self.0
-            .iter()
-            .find(|l| vaddr >= l.vaddr && vaddr - l.vaddr < l.filesz)
-            .map(|l| vaddr - l.vaddr + l.offset)
+        file_offset(&self.0, vaddr)
     }
+}
+
+fn file_offset(loads: &[Load], vaddr: u64) -> Option<u64> {
+    loads
+        .iter()
+        .find(|l| vaddr >= l.vaddr && vaddr - l.vaddr < l.filesz)
+        .map(|l| vaddr - l.vaddr + l.offset)
 }
 
 fn vaddr_of_offset(loads: &[Load], offset: u64) -> Option<u64> {
@@ -231,10 +235,7 @@ impl ElfImage {
     /// File offset of a virtual address, which is what the kernel's uprobe API wants: the
     /// PT_LOAD that contains it decides (PIE and external linking move segments around).
     pub fn file_offset(&self, vaddr: u64) -> Result<u64, TargetError> {
-        self.loads
-            .iter()
-            .find(|l| vaddr >= l.vaddr && vaddr - l.vaddr < l.filesz)
-            .map(|l| vaddr - l.vaddr + l.offset)
+        file_offset(&self.loads, vaddr)
             .ok_or_else(|| self.malformed(format!("address {vaddr:#x} is in no loadable segment")))
     }
 

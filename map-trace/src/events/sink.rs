@@ -99,10 +99,10 @@ impl Sink<'_> {
             // From the process if it is still there, else from its executable: a message is a
             // constant of the file (and a process's exit is handled after its records, so its
             // load bias is still known here).
-            let mem = ProcMem::new(tgid);
             let resolver = &mut *self.resolver;
+            // Called only for a message the probe could not read: /proc/PID/mem is opened then.
             let read = |addr, buf: &mut [u8]| {
-                mem.read(addr, buf)
+                ProcMem::new(tgid).read(addr, buf)
                     || resolver.with_lookup(tgid, binary, |l| l.read_file(addr, buf))
             };
             match f.settle_message(read) {
